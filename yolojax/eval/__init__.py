@@ -1,0 +1,1 @@
+"""yolojax.eval"""

@@ -1,0 +1,1 @@
+"""yolojax.losses"""

@@ -14,6 +14,7 @@ COMMANDS = {
     "predict": ("yolojax.eval.predict", "Detect objects in an image file or folder and draw them."),
     "convert": ("yolojax.convert.cli", "Import reference (PyTorch/ultralytics) weights into an orbax checkpoint."),
     "bench": ("yolojax.train.bench", "Time the training step (and the reference's) on this machine."),
+    "data": ("yolojax.data.cli", "Preview augmented batches (data preview) or generate the shapes dataset."),
 }
 
 

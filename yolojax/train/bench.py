@@ -81,6 +81,65 @@ def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
     }
 
 
+def _median_ms(fn, *args, repeats: int = 20) -> float:
+    """Median wall time of a jitted call in ms (synchronised each call; compile and one warm-up excluded)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e3)
+
+
+def time_components(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
+                    max_boxes: int = 16, dtype=jnp.bfloat16, seed: int = 0, repeats: int = 20) -> dict:
+    """Where a step's time goes: network forward, network forward+backward, loss (assigner included)
+    forward+backward on fixed head outputs, and optimizer + EMA. ms each, same device and sizes."""
+    from yolojax.losses import detection_loss
+    from yolojax.train.ema import ema_update
+    from yolojax.train.optim import build_optimizer, hyper_at
+    from yolojax.train.tasks import YOLOv8Task
+
+    task = YOLOv8Task(scale=scale, num_classes=num_classes, dtype=dtype)
+    model = task.model
+    variables = task.init(jax.random.PRNGKey(seed), (imgsz, imgsz))
+    params, stats = variables["params"], {"batch_stats": variables["batch_stats"]}
+    rng = np.random.default_rng(seed)
+    cls, bboxes, mask = padded_targets(rng, batch, min(8, max_boxes), max_boxes, num_classes)
+    targets = {"cls": jnp.asarray(cls), "bboxes": jnp.asarray(bboxes), "mask": jnp.asarray(mask)}
+    images = jnp.asarray(rng.integers(0, 256, size=(batch, imgsz, imgsz, 3), dtype=np.uint8))
+
+    def forward(p, x):
+        return model.apply({"params": p, **stats}, x.astype(dtype) / 255.0, train=True, mutable=["batch_stats"])
+
+    def net_loss(p, x):  # a stand-in loss that touches every output, to time backward through the network alone
+        feats, _ = forward(p, x)
+        return sum(jnp.mean(f.astype(jnp.float32) ** 2) for f in feats)
+
+    feats, _ = jax.jit(forward)(params, images)
+    loss_grad = jax.jit(jax.grad(lambda f: detection_loss(f, targets, num_classes=num_classes)[0]))
+    optimizer = build_optimizer(sgd_plan(batch), params)
+    opt_state = optimizer.init(params)
+    hyper = hyper_at(sgd_plan(batch), 10_000, 10)
+
+    @jax.jit
+    def optimizer_and_ema(p, o, g, ema):
+        updates, o = optimizer.update(g, o, p, lr=hyper.lr, momentum=hyper.momentum)
+        p = jax.tree.map(jnp.add, p, updates)
+        return p, o, ema_update(ema, {"params": p, **stats}, jnp.int32(100), 0.9999, 2000.0)
+
+    ema = {"params": params, **stats}
+    return {
+        "scale": scale, "batch": batch, "imgsz": imgsz, "max_boxes": max_boxes,
+        "forward_ms": _median_ms(jax.jit(forward), params, images, repeats=repeats),
+        "forward_backward_ms": _median_ms(jax.jit(jax.grad(net_loss)), params, images, repeats=repeats),
+        "loss_fwd_bwd_ms": _median_ms(loss_grad, feats, repeats=repeats),
+        "optimizer_ema_ms": _median_ms(optimizer_and_ema, params, opt_state, params, ema, repeats=repeats),
+        "device": jax.local_devices()[0].device_kind,
+    }
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| impl | scale | batch | imgsz | max_boxes | ms/step | img/s | compile s | peak GiB | device |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -99,6 +158,7 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--max-boxes", default="16", help="comma list of padded GT rows to time")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--no-reference", action="store_true", help="skip timing ultralytics (needs CUDA torch)")
+    parser.add_argument("--breakdown", action="store_true", help="also time forward / backward / loss / optimizer")
     parser.add_argument("--small", action="store_true", help="CPU smoke run: batch 2, 128 px, 2 steps, fp32")
     parser.add_argument("--out", default="benchmarks/train_step")
     args = parser.parse_args(argv)
@@ -106,7 +166,7 @@ def cli_main(argv: list[str]) -> int:
     dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
     if args.small:
         args.batch, args.imgsz, args.steps, args.no_reference = 2, 128, 2, True
-    rows = []
+    rows, breakdown = [], []
     for scale in args.scales.split(","):
         if not args.no_reference:
             from yolojax.train.bench_reference import time_reference_train_step
@@ -122,10 +182,15 @@ def cli_main(argv: list[str]) -> int:
                 ours["speedup_vs_reference"] = ref["ms_per_step"] / ours["ms_per_step"]
             rows.append(ours)
             print(json.dumps(ours), flush=True)
+        if args.breakdown:
+            parts = time_components(scale, batch=args.batch, imgsz=args.imgsz, dtype=dtype,
+                                    max_boxes=int(args.max_boxes.split(",")[0]), repeats=3 if args.small else 20)
+            breakdown.append(parts)
+            print(json.dumps(parts), flush=True)
     table = markdown_table(rows)
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    out.with_suffix(".json").write_text(json.dumps({"steps": rows, "breakdown": breakdown}, indent=2))
     out.with_suffix(".md").write_text(table + "\n")
     return 0

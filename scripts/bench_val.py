@@ -1,0 +1,265 @@
+"""Validation throughput (images/s): our `evaluate` against the reference's val loop, same weights, same images.
+
+Both sides use multi-label NMS (every box-class pair above conf, as the reference's validator) and get the same in-memory letterboxed batches (random images and labels) and the same YOLOv8 weights (the
+reference model from its yaml with random weights and BatchNorm statistics, converted to ours), conf 0.001,
+iou 0.7, max_det 300. Timed per side after a warm-up pass (our compile, cuDNN autotune):
+  ours       evaluate(): forward + NMS + both matchings + confusion counts (one jitted step) + host AP
+  reference  DetectionValidator's loop body: forward, non_max_suppression, update_metrics, then get_stats
+The data loader is not timed on either side (scripts/bench_data.py measures it). The labels are the reference
+model's own top detections, jittered, so that mAP is far from 0: the two mAPs are an end-to-end agreement check
+(conversion + NMS + matching + AP), printed beside the speeds.
+
+    python scripts/bench_val.py              # GPU, full size: imgsz 640, batch 32, 512 images, YOLOv8n
+    python scripts/bench_val.py --small      # CPU proof run: imgsz 160, batch 4, 16 images
+Writes benchmarks/val.json (val.small.json with --small) and appends a line to benchmarks/val.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU in this process
+os.environ.setdefault("YOLO_VERBOSE", "False")
+os.environ.setdefault("YOLO_OFFLINE", "True")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+if not hasattr(np, "trapz"):  # ultralytics 8.2.103 calls np.trapz (numpy 2.4 removed it)
+    np.trapz = np.trapezoid
+
+
+def shapes_canvas(rng, imgsz):
+    """A procedural shapes image (yolojax.data.shapes) on a grey (114) square canvas: structured content keeps a
+    random-weight network's scores spatially varied (noise images give many exactly tied scores)."""
+    from yolojax.data.shapes import make_shapes_image
+
+    image, _, _ = make_shapes_image(rng, imgsz=imgsz)
+    canvas = np.full((imgsz, imgsz, 3), 114, np.uint8)
+    canvas[:image.shape[0], :image.shape[1]] = image
+    return canvas
+
+
+def make_batches(rng, num_images, batch, imgsz, num_classes, boxes_per_image=8):
+    """Letterboxed val batches in yolojax.data's layout (original shape = input shape, ratio 1, pad 0)."""
+    batches = []
+    for start in range(0, num_images, batch):
+        n = min(batch, num_images - start)
+        valid = np.arange(batch) < n
+        centres = rng.uniform(0.15, 0.85, (batch, boxes_per_image, 2))
+        sizes = rng.uniform(0.03, 0.3, (batch, boxes_per_image, 2))
+        bboxes = np.concatenate([centres, sizes], -1).astype(np.float32)
+        cls = rng.integers(0, num_classes, (batch, boxes_per_image)).astype(np.int32)
+        mask = np.repeat(valid[:, None], boxes_per_image, 1)
+        images = np.stack([shapes_canvas(rng, imgsz) for _ in range(batch)])
+        batches.append(dict(images=images, bboxes=bboxes, cls=cls, mask=mask, valid=valid,
+                            image_id=np.arange(start, start + batch), ori_shape=np.full((batch, 2), imgsz),
+                            ratio=np.ones((batch, 2), np.float32), pad=np.zeros((batch, 2), np.float32)))
+    return batches
+
+
+def multi_label_task_class():
+    """YOLOv8Task whose NMS keeps every (box, class) pair above conf, as the reference's validator asks for."""
+    import dataclasses
+
+    from yolojax.eval.postprocess import non_max_suppression
+    from yolojax.train.tasks import YOLOv8Task
+
+    @dataclasses.dataclass(frozen=True)
+    class MultiLabelYOLOv8Task(YOLOv8Task):
+        def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300):
+            boxes_xywh, class_probs = self.model.apply(variables, images.astype(self.dtype) / 255.0, train=False)
+            return non_max_suppression(boxes_xywh, class_probs, conf_thres=conf, iou_thres=iou, max_det=max_det,
+                                       multi_label=True)
+
+    return MultiLabelYOLOv8Task
+
+
+def our_side(state, batches, args):
+    import jax
+    import jax.numpy as jnp
+
+    from yolojax.convert.mapping import state_dict_to_variables
+    from yolojax.eval.val import evaluate
+
+    task = multi_label_task_class()(scale=args.scale, num_classes=args.num_classes,
+                      dtype=jnp.bfloat16 if args.half else jnp.float32)
+    template = jax.eval_shape(lambda: task.init(jax.random.key(0), (args.imgsz, args.imgsz)))
+    variables = jax.device_put(state_dict_to_variables(state, template))
+    kwargs = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, mode="ultralytics")
+    start = time.perf_counter()
+    evaluate(task, variables, batches[:1], **kwargs)  # compile
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    result = evaluate(task, variables, batches, **kwargs)
+    seconds = time.perf_counter() - start
+    return dict(seconds=seconds, compile_s=compile_s, map50_95=result["ultralytics"]["map50_95"],
+                map50=result["ultralytics"]["map50"], detections_per_image=result["detections"] / args.images,
+                device=str(jax.devices()[0].device_kind))
+
+
+def reference_side(model, batches, args, tmp_dir):
+    import torch
+    from types import SimpleNamespace
+
+    from ultralytics.models.yolo.detect.val import DetectionValidator
+    from ultralytics.utils import ops
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    model = model.half() if args.half else model.float()
+    # The reference's NMS gives up after 2 s + 0.05 s per image and returns what it has; for a complete,
+    # comparable result it runs without that limit here, and the batches that would have hit it are counted.
+    nms_over_limit = []
+    original_nms = ops.non_max_suppression
+
+    def nms_without_limit(prediction, *a, **kw):
+        start = time.perf_counter()
+        out = original_nms(prediction, *a, **{**kw, "max_time_img": 1e9})
+        batch = len(prediction[0] if isinstance(prediction, (list, tuple)) else prediction)
+        nms_over_limit.append(time.perf_counter() - start > 2.0 + 0.05 * batch)
+        return out
+
+    def run(selection):
+        v = DetectionValidator(save_dir=Path(tmp_dir), args=dict(conf=args.conf, iou=args.iou, max_det=args.max_det,
+                                                                  plots=False, save_json=False, half=args.half))
+        v.device = device
+        v.data = {"val": ""}
+        v.init_metrics(SimpleNamespace(names={i: str(i) for i in range(args.num_classes)}))
+        for b in selection:
+            n = int(b["valid"].sum())
+            img = torch.from_numpy(b["images"][:n]).to(device).permute(0, 3, 1, 2)
+            img = (img.half() if args.half else img.float()) / 255
+            rows = [(i, c, box) for i in range(n) for c, box, m in zip(b["cls"][i], b["bboxes"][i], b["mask"][i]) if m]
+            batch = dict(img=img, batch_idx=torch.tensor([r[0] for r in rows], dtype=torch.float32, device=device),
+                         cls=torch.tensor([[r[1]] for r in rows], dtype=torch.float32, device=device),
+                         bboxes=torch.tensor(np.array([r[2] for r in rows]), device=device),
+                         ori_shape=[tuple(s) for s in b["ori_shape"][:n]],
+                         ratio_pad=[((1.0, 1.0), (0.0, 0.0))] * n, im_file=[f"{i}.jpg" for i in b["image_id"][:n]])
+            with torch.no_grad():
+                preds = v.postprocess(model(img))
+            v.update_metrics(preds, batch)
+        stats = v.get_stats()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return stats, sum(len(c) for c in v.stats["conf"])
+
+    ops.non_max_suppression = nms_without_limit
+    try:
+        run(batches[:1])  # warm-up
+        nms_over_limit.clear()
+        start = time.perf_counter()
+        stats, detections = run(batches)
+        seconds = time.perf_counter() - start
+    finally:
+        ops.non_max_suppression = original_nms
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    return dict(seconds=seconds, map50_95=float(stats["metrics/mAP50-95(B)"]), map50=float(stats["metrics/mAP50(B)"]),
+                detections_per_image=detections / args.images, nms_time_limit_hits=int(sum(nms_over_limit)), device=name)
+
+
+def pseudo_label(model, batches, *, boxes_per_image=8, seed=1):
+    """Replace the random labels by the reference model's own top detections, jittered (about 5% of the box size)
+    and with one in ten dropped, so that mAP is far from 0 and both sides' numbers can be compared end to end."""
+    import torch
+    from ultralytics.utils.ops import non_max_suppression, xyxy2xywh
+
+    rng = np.random.default_rng(seed)
+    for b in batches:
+        with torch.no_grad():
+            preds = model.float().cpu()(torch.from_numpy(b["images"]).permute(0, 3, 1, 2).float() / 255)
+        dets = non_max_suppression(preds, 0.001, 0.7, max_det=boxes_per_image)
+        size = b["images"].shape[1]
+        b["mask"][:] = False
+        for i, det in enumerate(dets):
+            det = det.numpy()
+            n = len(det)
+            wh = np.repeat(det[:, 2:4] - det[:, :2], 2, axis=0).reshape(n, 4) if n else np.zeros((0, 4))
+            boxes = np.clip(det[:, :4] + rng.normal(0, 0.05, (n, 4)) * wh, 0, size)
+            b["bboxes"][i, :n] = xyxy2xywh(boxes) / size
+            b["cls"][i, :n] = det[:, 5].astype(np.int32)
+            b["mask"][i, :n] = (rng.random(n) > 0.1) & bool(b["valid"][i])
+    return batches
+
+
+def set_class_logits(model, gain, bias):
+    """Random weights give almost no class probability above conf 0.001 (the head's prior is ~1e-5) and many
+    exactly tied scores; a trained model gives thousands of distinct candidates per image. Scaling the last class
+    conv by `gain` and setting its bias restores that NMS workload (about 14k candidates per 160 px image with the
+    defaults) and makes exact ties rare, so that both sides' NMS keep the same boxes."""
+    import torch
+
+    with torch.no_grad():
+        for branch in model.model[-1].cv3:
+            branch[-1].weight.mul_(gain)
+            branch[-1].bias.fill_(bias)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", action="store_true", help="tiny CPU run: imgsz 160, batch 4, 16 images")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--scale", default="n")
+    parser.add_argument("--num-classes", type=int, default=80)
+    parser.add_argument("--conf", type=float, default=0.001)
+    parser.add_argument("--iou", type=float, default=0.7)
+    parser.add_argument("--max-det", type=int, default=300)
+    parser.add_argument("--cls-gain", type=float, default=10.0, help="class-logit weight scale (see set_class_logits)")
+    parser.add_argument("--cls-bias", type=float, default=-8.0, help="class-logit bias (sets the NMS workload)")
+    parser.add_argument("--half", action="store_true", help="fp16 reference / bf16 ours (default fp32 both)")
+    parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks"))
+    args = parser.parse_args(argv)
+    if args.small:
+        args.imgsz, args.batch, args.images = 160, 4, 16
+
+    from yolojax.convert.reference import build_reference_model, reference_state_dict
+
+    model = build_reference_model(args.scale, args.num_classes, seed=0)
+    set_class_logits(model, args.cls_gain, args.cls_bias)
+    state = reference_state_dict(model)
+    batches = make_batches(np.random.default_rng(0), args.images, args.batch, args.imgsz, args.num_classes)
+    batches = pseudo_label(model, batches)
+    ours = our_side(state, batches, args)
+    result = dict(benchmark="val", scale=args.scale, imgsz=args.imgsz, batch=args.batch, images=args.images,
+                  conf=args.conf, iou=args.iou, max_det=args.max_det, half=args.half, small=args.small,
+                  ours=dict(ours, images_per_s=args.images / ours["seconds"]))
+    if not args.no_reference:
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            ref = reference_side(model, batches, args, tmp_dir)
+        result["reference"] = dict(ref, images_per_s=args.images / ref["seconds"])
+        result["speedup"] = result["ours"]["images_per_s"] / result["reference"]["images_per_s"]
+        result["map50_95_abs_diff"] = abs(ours["map50_95"] - ref["map50_95"])
+        result["map50_abs_diff"] = abs(ours["map50"] - ref["map50"])
+    write(result, Path(args.out))
+    return 0
+
+
+def write(result, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "val.small.json" if result["small"] else "val.json"
+    (out_dir / name).write_text(json.dumps(result, indent=2))
+    ours, ref = result["ours"], result.get("reference")
+    line = (f"| {time.strftime('%Y-%m-%d %H:%M')} | {ours['device']} | yolov8{result['scale']} {result['imgsz']}px "
+            f"batch {result['batch']} x{result['images']} {'half' if result['half'] else 'fp32'} | "
+            f"ours {ours['images_per_s']:.1f} img/s (compile {ours['compile_s']:.1f}s, "
+            f"{ours['detections_per_image']:.0f} det/img) | ")
+    line += (f"reference {ref['images_per_s']:.1f} img/s on {ref['device']} ({ref['detections_per_image']:.0f} "
+             f"det/img), NMS time-limit hits "
+             f"{ref['nms_time_limit_hits']} | speedup {result['speedup']:.2f}x | mAP50-95 ours {ours['map50_95']:.4f} "
+             f"ref {ref['map50_95']:.4f} |" if ref else "reference not run |")
+    with open(out_dir / "val.md", "a") as f:
+        f.write(line + "\n")
+    print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

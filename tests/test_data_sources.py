@@ -1,0 +1,63 @@
+"""Sources: the embedded shapes dataset, data yaml resolution, and tfds data sources (tfds mock data)."""
+import numpy as np
+import pytest
+
+from yolojax.data import build_dataset
+from yolojax.data.shapes import CLASS_NAMES, ensure_shapes_dataset, make_shapes_image
+from yolojax.data.sources import TfdsSource, YoloSource, label_path_for, load_data_yaml, tfds_example_to_record
+
+
+def small_shapes(root, seed):
+    return ensure_shapes_dataset(root, seed=seed, num_train=6, num_val=3, imgsz=64)
+
+
+def test_shapes_dataset_is_deterministic_by_seed(tmp_path):
+    a, b, c = small_shapes(tmp_path / "a", 1), small_shapes(tmp_path / "b", 1), small_shapes(tmp_path / "c", 2)
+    files = sorted(p.relative_to(a.parent) for p in a.parent.rglob("*.*") if p.suffix in (".png", ".txt"))
+    assert len(files) == 18
+    assert all((a.parent / f).read_bytes() == (b.parent / f).read_bytes() for f in files)
+    assert any((a.parent / f).read_bytes() != (c.parent / f).read_bytes() for f in files)
+
+
+def test_shapes_dataset_layout_and_reuse(tmp_path):
+    yaml_path = small_shapes(tmp_path / "d", 0)
+    data = load_data_yaml(yaml_path)
+    assert data["names"] == CLASS_NAMES == ("rectangle", "ellipse", "triangle")
+    source = YoloSource(yaml_path, "val")
+    assert len(source) == 3 and source.counts["corrupt"] == 0
+    stamp = (yaml_path.parent / "images" / "train" / "000000.png").stat().st_mtime_ns
+    assert small_shapes(tmp_path / "d", 0) == yaml_path  # second call: nothing regenerated
+    assert (yaml_path.parent / "images" / "train" / "000000.png").stat().st_mtime_ns == stamp
+
+
+def test_shapes_labels_are_tight_around_shapes():
+    image, cls, boxes = make_shapes_image(np.random.default_rng(3), imgsz=128, max_objects=6)
+    assert image.dtype == np.uint8 and max(image.shape[:2]) == 128
+    assert ((cls >= 0) & (cls < 3)).all() and len(cls) == len(boxes)
+    assert (boxes[:, 2:] > boxes[:, :2]).all() and (boxes >= 0).all()
+
+
+def test_label_path_replaces_the_last_images_folder():
+    assert label_path_for("/d/images/x/images/train/a.b.jpg") == "/d/images/x/labels/train/a.b.txt"
+
+
+def test_tfds_example_mapping_by_hand():
+    example = {"image": np.zeros((20, 40, 3), np.uint8), "image/id": 7,
+               "objects": {"bbox": np.array([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.3, 0.9], [0.0, 0.0, 1.0, 1.0]]),
+                           "label": np.array([3, 1, 2]), "is_crowd": np.array([False, False, True])}}
+    record, image = tfds_example_to_record(example, 0, "coco")
+    np.testing.assert_allclose(record["bboxes"], [[0.4, 0.3, 0.4, 0.4]], rtol=1e-6)  # zero-height + crowd dropped
+    assert record["cls"].tolist() == [3] and record["image_id"] == 7 and record["ori_shape"] == (20, 40)
+
+
+def test_tfds_voc_mock_data_through_the_pipeline():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=8, policy=tfds.testing.MockPolicy.USE_CODE):
+        source = TfdsSource("voc/2007", "train")
+        assert len(source) == 8 and len(source.names) == 20
+        ds = build_dataset({"imgsz": 64, "batch": 4, "workers": 0}, "train", 0, source=source)
+        batch = next(ds.iterator(0))
+    assert batch["images"].shape == (4, 64, 64, 3)
+    boxes = batch["bboxes"][batch["mask"]]
+    assert (boxes >= 0).all() and (boxes <= 1).all()
+    assert ((batch["cls"][batch["mask"]] >= 0) & (batch["cls"][batch["mask"]] < 20)).all()

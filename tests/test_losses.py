@@ -1,0 +1,150 @@
+"""yolojax.losses: BCE, DFL and CIoU terms by hand, and detection_loss's contract (shapes, jit, grad, vmap, errors).
+
+Parity of detection_loss with the reference's v8DetectionLoss is in tests/test_parity_core.py.
+"""
+import math
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+from yolojax.losses import bbox_loss, bce_with_logits, detection_loss, dfl_expectation, dfl_loss
+
+NC, REG_MAX = 4, 16
+LEVELS = [(8, 8), (4, 4), (2, 2)]  # a 64x64 image at strides 8, 16, 32
+# jitted once per shape: eager op-by-op dispatch is slower than compiling on the CI machine
+loss_jit = jax.jit(detection_loss, static_argnames=("num_classes", "strides", "reg_max", "topk"))
+
+
+def random_feats(seed, b=2, levels=LEVELS, dtype=jnp.float32):
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(levels))
+    return [jax.random.normal(k, (b, h, w, 4 * REG_MAX + NC), dtype) for k, (h, w) in zip(keys, levels)]
+
+
+def targets(n_real=(2, 0), m=4, seed=0):
+    rng = np.random.default_rng(seed)
+    b = len(n_real)
+    xy = rng.uniform(0.3, 0.7, size=(b, m, 2))
+    wh = rng.uniform(0.2, 0.5, size=(b, m, 2))
+    mask = np.arange(m)[None] < np.asarray(n_real)[:, None]
+    return {"cls": jnp.asarray(rng.integers(0, NC, size=(b, m)), jnp.int32),
+            "bboxes": jnp.asarray(np.concatenate([xy, wh], -1) * mask[..., None], jnp.float32),
+            "mask": jnp.asarray(mask)}
+
+
+def test_bce_by_hand():
+    out = bce_with_logits(jnp.array([0.0, 0.0, 2.0]), jnp.array([1.0, 0.25, 0.0]))
+    np.testing.assert_allclose(np.asarray(out), [math.log(2), math.log(2), math.log1p(math.exp(2))], rtol=1e-6)
+
+
+def test_bce_is_stable_for_large_logits():
+    out = bce_with_logits(jnp.array([100.0, -100.0]), jnp.array([0.0, 1.0]))
+    np.testing.assert_allclose(np.asarray(out), [100.0, 100.0], rtol=1e-6)
+
+
+def test_bce_gradient_is_sigmoid_minus_target():
+    x, z = jnp.array([-1.5, 0.0, 3.0]), jnp.array([0.2, 1.0, 0.0])
+    grad = jax.grad(lambda v: bce_with_logits(v, z).sum())(x)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(jax.nn.sigmoid(x) - z), rtol=1e-6)
+
+
+def test_dfl_expectation_of_peaked_distribution_is_its_bin():
+    logits = jnp.full((4, REG_MAX), -1e4).at[jnp.arange(4), jnp.array([0, 3, 7, 15])].set(0.0)
+    np.testing.assert_allclose(np.asarray(dfl_expectation(logits.reshape(-1), REG_MAX)), [0, 3, 7, 15], atol=1e-6)
+
+
+def test_dfl_loss_by_hand():
+    logits = np.random.default_rng(0).normal(size=(4, REG_MAX)).astype(np.float32)
+    target = np.array([2.3, 0.0, 14.0, 20.0], np.float32)  # 20 is clipped to reg_max - 1 - 0.01 = 14.99
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    t = np.minimum(target, 14.99)
+    lo = np.floor(t).astype(int)
+    per_side = -logp[range(4), lo] * (lo + 1 - t) - logp[range(4), lo + 1] * (t - lo)
+    out = dfl_loss(jnp.asarray(logits.reshape(-1)), jnp.asarray(target), REG_MAX)
+    np.testing.assert_allclose(float(out), per_side.mean(), rtol=1e-5)
+
+
+def test_bbox_loss_weights_foreground_by_score_sum():
+    # one foreground anchor whose prediction equals its target: CIoU ~ 1, so the box term ~ 0; background anchors
+    # with wild predictions must not count
+    anchors = jnp.array([[2.0, 2.0], [5.0, 5.0]])
+    target = jnp.array([[[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0]]])
+    pred = jnp.array([[[1.0, 1.0, 3.0, 3.0], [-50.0, 0.0, 90.0, 1.0]]])
+    scores = jnp.array([[[0.0, 0.6], [0.0, 0.0]]])
+    dist = jnp.zeros((1, 2, 4 * REG_MAX))
+    loss_iou, loss_dfl = bbox_loss(dist, pred, anchors, target, scores, 1.0, jnp.array([[True, False]]), REG_MAX)
+    assert abs(float(loss_iou)) < 1e-6
+    # uniform logits: CE = log(16) for every bin, so DFL = log(16) * weight 0.6
+    np.testing.assert_allclose(float(loss_dfl), math.log(REG_MAX) * 0.6, rtol=1e-6)
+
+
+def test_loss_is_items_sum_times_batch():
+    loss, items = loss_jit(random_feats(0), targets(), num_classes=NC)
+    assert loss.shape == () and items.shape == (3,)
+    np.testing.assert_allclose(float(loss), float(items.sum()) * 2, rtol=1e-6)
+    assert (np.asarray(items) > 0).all()
+
+
+def test_no_ground_truth_gives_only_classification_loss():
+    # no positives: target_scores_sum = max(0, 1) = 1, every class target 0, box and DFL terms exactly 0
+    feats = random_feats(1)
+    loss, items = loss_jit(feats, targets(n_real=(0, 0)), num_classes=NC)
+    logits = jnp.concatenate([f.reshape(2, -1, 4 * REG_MAX + NC)[..., 4 * REG_MAX:] for f in feats], 1)
+    expected_cls = float(bce_with_logits(logits, 0.0).sum()) * 0.5
+    assert float(items[0]) == 0.0 and float(items[2]) == 0.0
+    np.testing.assert_allclose(float(items[1]), expected_cls, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_real,m", [((0, 0), 4), ((0, 0), 0), ((3, 1), 4)])
+def test_gradient_is_finite(n_real, m):
+    tg = targets(n_real=n_real, m=max(m, 1))
+    if m == 0:
+        tg = {k: v[:, :0] for k, v in tg.items()}
+    grads = jax.jit(jax.grad(lambda f: detection_loss(f, tg, num_classes=NC)[0]))(random_feats(2))
+    for g in grads:
+        assert np.isfinite(np.asarray(g)).all() and np.asarray(g).any()
+
+
+def test_jit_compiles_once_for_different_box_counts():
+    traces = []
+
+    @jax.jit
+    def loss_fn(feats, tg):
+        traces.append(1)
+        return detection_loss(feats, tg, num_classes=NC)
+
+    box_terms = [float(loss_fn(random_feats(3), targets(n_real=n))[1][0]) for n in [(1, 0), (4, 2), (0, 0)]]
+    assert len(traces) == 1
+    assert box_terms[0] > 0 and box_terms[2] == 0
+
+
+def test_vmap_over_hyper_parameters_matches_separate_calls():
+    feats, tg = random_feats(4), targets(n_real=(3, 2))
+    hyper = {"alpha": jnp.array([0.5, 1.0]), "beta": jnp.array([6.0, 3.0]), "box": jnp.array([7.5, 1.0]),
+             "cls": jnp.array([0.5, 2.0]), "dfl": jnp.array([1.5, 0.0])}
+    batched = jax.jit(jax.vmap(lambda h: detection_loss(feats, tg, num_classes=NC, **h)))(hyper)
+    for i in range(2):
+        loss, items = loss_jit(feats, tg, num_classes=NC, **{k: v[i] for k, v in hyper.items()})
+        np.testing.assert_allclose(np.asarray(batched[1][i]), np.asarray(items), rtol=1e-5)
+        np.testing.assert_allclose(float(batched[0][i]), float(loss), rtol=1e-5)
+
+
+def test_bfloat16_head_outputs_are_accepted():
+    f32 = random_feats(5)
+    loss32, _ = loss_jit(f32, targets(), num_classes=NC)
+    loss16, _ = loss_jit([f.astype(jnp.bfloat16) for f in f32], targets(), num_classes=NC)
+    assert loss16.dtype == jnp.float32
+    np.testing.assert_allclose(float(loss16), float(loss32), rtol=2e-2)
+
+
+def test_wrong_channel_count_is_an_error():
+    with pytest.raises(ValueError, match=r"feats\[0\]"):
+        detection_loss(random_feats(6), targets(), num_classes=NC + 1)
+
+
+def test_missing_target_key_is_an_error():
+    tg = targets()
+    del tg["mask"]
+    with pytest.raises(ValueError, match="mask"):
+        detection_loss(random_feats(7), tg, num_classes=NC)

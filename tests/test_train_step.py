@@ -1,0 +1,131 @@
+"""The data-parallel train step: one compile, N devices == 1 device, accumulation, non-finite skipping."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolojax.train.config import load_config
+from yolojax.train.optim import Hyper, build_optimizer, hyper_at, plan_optimizer
+from yolojax.train.state import create_state
+from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
+from yolojax.train.toy import ToyTask, toy_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _setup(task, batch=8, extra=()):
+    cfg = load_config(["cfg=none", "optimizer=SGD", f"batch={batch}", "nbs=16", *extra])
+    variables = task.init(jax.random.PRNGKey(0), (16, 16))
+    plan = plan_optimizer(cfg, num_classes=1, dataset_size=10 * batch, batches_per_epoch=10)
+    optimizer = build_optimizer(plan, variables["params"])
+    mesh = make_mesh()
+    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
+    return plan, optimizer, mesh, state
+
+
+def test_compiles_once_over_batches_with_different_box_counts():
+    traces = []
+
+    class CountingTask(ToyTask):
+        def loss_fn(self, params, model_state, batch, key):
+            traces.append(1)
+            return super().loss_fn(params, model_state, batch, key)
+
+    task = CountingTask()
+    plan, optimizer, mesh, state = _setup(task)
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    for i, boxes in enumerate([1, 6, 3, 0, 5]):
+        batch = toy_batch(i, num_boxes=boxes)
+        assert batch["mask"].sum() == 8 * boxes
+        state, metrics = step(state, shard_batch(batch, mesh), replicate(hyper_at(plan, i, 0), mesh))
+    assert int(state.iteration) == 5 and bool(metrics["finite"])
+    assert len(traces) == 1
+    assert step._cache_size() == 1
+
+
+def test_accumulated_steps_equal_one_update_with_summed_gradients_by_hand():
+    """accumulate=2 from last_opt_step=-1: iterations 0 and 1 are summed and applied at iteration 1 (the
+    reference's `ni - last_opt_step >= accumulate`) — compared with grad(b0) + grad(b1) through the optimizer."""
+    task = ToyTask()
+    plan, optimizer, mesh, state0 = _setup(task)
+    params0 = jax.tree.map(np.asarray, state0.params)
+    model_state0 = jax.tree.map(np.asarray, state0.model_state)
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    hyper = Hyper(np.float32([0.05, 0.04, 0.03]), np.float32(0.9), np.int32(2))
+    b0, b1 = toy_batch(0), toy_batch(1)
+    state, m0 = step(state0, shard_batch(b0, mesh), replicate(hyper, mesh))
+    assert not bool(m0["stepped"])
+    np.testing.assert_array_equal(np.asarray(state.params["Dense_0"]["kernel"]), params0["Dense_0"]["kernel"])
+    state, m1 = step(state, shard_batch(b1, mesh), replicate(hyper, mesh))
+    assert bool(m1["stepped"]) and int(state.ema_updates) == 1
+
+    key = jax.random.PRNGKey(1)
+    g0, aux0 = jax.grad(lambda p: task.loss_fn(p, model_state0, b0, key), has_aux=True)(params0)
+    g1, _ = jax.grad(lambda p: task.loss_fn(p, aux0["model_state"], b1, key), has_aux=True)(params0)
+    summed = jax.tree.map(jnp.add, g0, g1)
+    updates, _ = optimizer.update(summed, optimizer.init(params0), params0, lr=hyper.lr, momentum=hyper.momentum)
+    expected = jax.tree.map(lambda p, u: p + u, params0, updates)
+    for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_non_finite_loss_skips_the_update_and_is_counted():
+    task = ToyTask()
+    plan, optimizer, mesh, state = _setup(task)
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    state, _ = step(state, shard_batch(toy_batch(0), mesh), replicate(hyper_at(plan, 0, 0), mesh))
+    before = jax.tree.map(np.asarray, (state.params, state.model_state, state.ema, state.grad_accum))
+    bad = toy_batch(1)
+    bad["bboxes"][0, 0, 0] = np.nan
+    for i in (1, 2):
+        state, metrics = step(state, shard_batch(bad, mesh), replicate(hyper_at(plan, i, 0), mesh))
+        assert not bool(metrics["finite"]) and not bool(metrics["stepped"])
+    assert (int(state.nonfinite_total), int(state.nonfinite_run), int(state.iteration)) == (2, 2, 3)
+    after = jax.tree.map(np.asarray, (state.params, state.model_state, state.ema, state.grad_accum))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(a, b)
+    state, metrics = step(state, shard_batch(toy_batch(2), mesh), replicate(hyper_at(plan, 3, 0), mesh))
+    assert bool(metrics["finite"]) and int(state.nonfinite_run) == 0 and int(state.nonfinite_total) == 2
+
+
+_MULTI_DEVICE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    sys.path[:0] = [{repo!r}, {repo!r} + "/tests"]
+    from test_train_step import run_steps
+    out = run_steps()
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def run_steps(num_steps: int = 3) -> dict:
+    """Three steps of the cross-device-BN toy task on a global batch of 16 over every visible device."""
+    task = ToyTask(bn_axis="data")
+    plan, optimizer, mesh, state = _setup(task, batch=16, extra=("warmup_epochs=0",))
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    losses = []
+    for i in range(num_steps):
+        state, metrics = step(state, shard_batch(toy_batch(i, batch=16), mesh), replicate(hyper_at(plan, i, 0), mesh))
+        losses.append(float(metrics["loss"]))
+    leaves = [np.asarray(x).ravel().tolist() for x in jax.tree.leaves((state.params, state.model_state))]
+    return {"devices": mesh.size, "losses": losses, "leaves": leaves, "stepped": int(state.ema_updates)}
+
+
+def test_four_cpu_devices_match_one_device_on_the_same_global_batch():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT.format(repo=REPO)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    four = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    one = run_steps()
+    assert (four["devices"], one["devices"]) == (4, 1)
+    assert one["stepped"] == four["stepped"] == 3
+    np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-5)
+    for a, b in zip(four["leaves"], one["leaves"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,184 @@
+"""Task-Aligned Assigner (TOOD / YOLOv8): which anchors learn which ground-truth box, and how strongly.
+
+Behaviour follows ultralytics 8.2.103 `TaskAlignedAssigner` step by step, written as batched pure functions over
+padded ground truth (static shapes, masks instead of boolean indexing):
+
+1. candidates: anchor points strictly inside a real ground-truth box (`min side distance > eps_in_box`);
+2. alignment metric `t = s ** alpha * u ** beta` for those candidates, `s` the predicted probability of the box's
+   class and `u` the CIoU of box and prediction clipped at 0 (0 elsewhere);
+3. the `topk` anchors of largest `t` per ground-truth box, kept only if they are candidates of a real box. Ties go
+   to the lowest anchor index (torch's CPU top-k breaks them in heap order instead, so the reference itself is not
+   tie-deterministic across devices; ties matter only among metric-0 anchors of a box with < topk positive ones);
+4. an anchor kept by several boxes goes to the box of largest overlap `u` over *all* boxes (first index on ties);
+5. targets: the box, its class, and a one-hot score scaled per box so its best anchor gets the box's best overlap.
+
+Shapes: b images, a anchors, m padded ground-truth rows per image, c classes.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from yolojax.ops.boxes import bbox_iou
+
+EPS_IN_BOX = 1e-9  # an anchor on the border of a box is not inside it
+
+
+def anchors_in_boxes(anchor_points, gt_bboxes, eps: float = EPS_IN_BOX):
+    """Which anchor points lie strictly inside which boxes.
+
+    Args:
+      anchor_points: (a, 2) `x, y`, pixels.
+      gt_bboxes: (b, m, 4) xyxy, pixels.
+      eps: minimum distance to every side.
+    Returns:
+      (b, m, a) bool.
+    """
+    xy = anchor_points[None, None]  # (1, 1, a, 2)
+    lt, rb = gt_bboxes[:, :, None, :2], gt_bboxes[:, :, None, 2:]  # (b, m, 1, 2)
+    deltas = jnp.concatenate([xy - lt, rb - xy], axis=-1)  # (b, m, a, 4)
+    return deltas.min(axis=-1) > eps
+
+
+def alignment_metric(pd_scores, pd_bboxes, gt_labels, gt_bboxes, candidates, alpha, beta):
+    """Task-alignment metric and overlaps of every (box, anchor) pair that is a candidate, 0 elsewhere.
+
+    Args:
+      pd_scores: (b, a, c) predicted class probabilities in [0, 1].
+      pd_bboxes: (b, a, 4) predicted boxes, xyxy pixels.
+      gt_labels: (b, m) int class of each box (any value on padded rows).
+      gt_bboxes: (b, m, 4) xyxy pixels.
+      candidates: (b, m, a) bool, anchor inside a real box.
+      alpha, beta: exponents of the class score and of the overlap (floats, may be traced).
+    Returns:
+      align_metric: (b, m, a) `score ** alpha * overlap ** beta`, 0 off candidates.
+      overlaps: (b, m, a) CIoU clipped at 0, 0 off candidates.
+    """
+    b, a, num_classes = pd_scores.shape
+    labels = jnp.clip(gt_labels, 0, num_classes - 1)
+    # one gather straight into (b, m, a): box_scores[i, j, k] = pd_scores[i, k, labels[i, j]]
+    box_scores = pd_scores[jnp.arange(b)[:, None, None], jnp.arange(a)[None, None, :], labels[:, :, None]]
+    box_scores = jnp.where(candidates, box_scores, 0)
+    ciou = bbox_iou(gt_bboxes[:, :, None, :], pd_bboxes[:, None, :, :], kind="ciou")  # (b, m, a)
+    overlaps = jnp.where(candidates, jnp.maximum(ciou, 0), 0)
+    return box_scores**alpha * overlaps**beta, overlaps
+
+
+def topk_mask(metric, mask_gt, topk: int):
+    """Anchors among the `topk` largest metric values of each real box row; ties go to the lowest anchor index.
+
+    `lax.top_k` indices turned into a mask by one-hot comparisons (no scatter). As in the reference, a padded
+    row's picks all collapse to anchor 0, which is then dropped as picked more than once; for topk == 1 the mask
+    drops it.
+
+    Args:
+      metric: (b, m, a) alignment metric, finite.
+      mask_gt: (b, m) bool, real rows.
+      topk: static number of picks per row, <= a.
+    Returns:
+      (b, m, a) bool.
+    """
+    _, idx = jax.lax.top_k(metric, topk)  # (b, m, k), equal values: lowest index first
+    idx = jnp.where(mask_gt[..., None], idx, 0)
+    anchor_ids = jnp.arange(metric.shape[-1], dtype=idx.dtype)
+    count = jnp.zeros(metric.shape, jnp.int32)  # count[..., j] = #{k : idx[..., k] == j}
+    for k in range(topk):
+        count = count + (idx[..., k : k + 1] == anchor_ids).astype(jnp.int32)
+    return (count == 1) & mask_gt[..., None]
+
+
+def topk_mask_walk(metric, mask_gt, topk: int):
+    """Same result as `topk_mask` without any top-k or sort primitive.
+
+    `topk` row reductions walk down the order (value descending, index ascending), each finding the element after
+    the previous one; the picks are every element not after the k-th. Slow on CPU; kept as the alternative to time
+    on accelerators (scripts/bench_assign_loss.py) and as a cross-check.
+
+    Args / Returns: as `topk_mask`.
+    """
+    anchor_ids = jnp.arange(metric.shape[-1], dtype=jnp.int32)
+    kth_val = jnp.full((*metric.shape[:-1], 1), jnp.inf, metric.dtype)
+    kth_idx = jnp.full((*metric.shape[:-1], 1), -1, jnp.int32)
+    for _ in range(topk):
+        after = (metric < kth_val) | ((metric == kth_val) & (anchor_ids > kth_idx))
+        kth_idx = jnp.argmax(jnp.where(after, metric, -jnp.inf), axis=-1, keepdims=True).astype(jnp.int32)
+        kth_val = jnp.take_along_axis(metric, kth_idx, axis=-1)
+    picked = (metric > kth_val) | ((metric == kth_val) & (anchor_ids <= kth_idx))
+    return picked & mask_gt[..., None]
+
+
+def resolve_multiple_boxes(mask_pos, overlaps):
+    """Give an anchor claimed by several boxes to the box of largest overlap over all rows (first index on ties).
+
+    Args:
+      mask_pos: (b, m, a) bool, positive (box, anchor) pairs.
+      overlaps: (b, m, a) clipped CIoU, 0 off candidates.
+    Returns:
+      gt_idx: (b, a) int32 assigned row (0 for background anchors).
+      fg_mask: (b, a) bool, anchor is positive.
+      mask_pos: (b, m, a) bool, at most one True per anchor.
+    """
+    num_rows = mask_pos.shape[1]
+    row_ids = jnp.arange(num_rows, dtype=jnp.int32)[None, :, None]
+    claims = mask_pos.sum(axis=1, dtype=jnp.int32)  # (b, a)
+    best_row = jnp.argmax(overlaps, axis=1).astype(jnp.int32)  # (b, a)
+    mask_pos = jnp.where((claims > 1)[:, None, :], row_ids == best_row[:, None, :], mask_pos)
+    gt_idx = jnp.argmax(mask_pos, axis=1).astype(jnp.int32)
+    return gt_idx, mask_pos.any(axis=1), mask_pos
+
+
+def task_aligned_assign(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, *, num_classes: int,
+                        topk: int = 10, alpha=0.5, beta=6.0, eps=1e-9):
+    """Assign ground-truth boxes to anchors by the task-alignment metric (ultralytics 8.2.103 semantics).
+
+    Pure and static-shape: jit, vmap and grad friendly (inputs are treated as constants, like the reference's
+    `no_grad`). `alpha`, `beta` and `eps` may be traced values; `num_classes` and `topk` are static.
+
+    Args:
+      pd_scores: (b, a, c) predicted class probabilities (after sigmoid).
+      pd_bboxes: (b, a, 4) predicted boxes, xyxy pixels.
+      anc_points: (a, 2) anchor centres, pixels.
+      gt_labels: (b, m, 1) int class ids (padded rows: anything, usually 0).
+      gt_bboxes: (b, m, 4) xyxy pixels (padded rows: anything, usually 0).
+      mask_gt: (b, m, 1) bool or {0, 1}, real rows. m may be 0.
+      num_classes: c; also the background label of the m == 0 case.
+      topk: candidates per box.
+      alpha, beta: exponents of class score and overlap in the metric.
+      eps: guard in the per-box normalisation.
+    Returns:
+      labels: (b, a) int32 class of the assigned row (the reference's value for background anchors: row 0's
+        class, or `num_classes` when m == 0).
+      bboxes: (b, a, 4) xyxy pixels of the assigned row.
+      scores: (b, a, c) float32 soft one-hot targets, 0 for background.
+      fg_mask: (b, a) bool.
+      gt_idx: (b, a) int32 assigned row, 0 for background.
+    """
+    b, a, c = pd_scores.shape
+    if c != num_classes:
+        raise ValueError(f"task_aligned_assign: pd_scores has {c} classes, num_classes={num_classes}")
+    m = gt_bboxes.shape[1]
+    if m == 0:
+        return (jnp.full((b, a), num_classes, jnp.int32), jnp.zeros((b, a, 4), pd_bboxes.dtype),
+                jnp.zeros((b, a, c), jnp.float32), jnp.zeros((b, a), bool), jnp.zeros((b, a), jnp.int32))
+
+    pd_scores, pd_bboxes, anc_points, gt_bboxes = jax.lax.stop_gradient((pd_scores, pd_bboxes, anc_points, gt_bboxes))
+    labels = gt_labels.reshape(b, m).astype(jnp.int32)
+    real = mask_gt.reshape(b, m).astype(bool)
+
+    inside = anchors_in_boxes(anc_points, gt_bboxes)
+    candidates = inside & real[..., None]
+    metric, overlaps = alignment_metric(pd_scores, pd_bboxes, labels, gt_bboxes, candidates, alpha, beta)
+    mask_pos = topk_mask(metric, real, topk) & candidates
+    gt_idx, fg_mask, mask_pos = resolve_multiple_boxes(mask_pos, overlaps)
+
+    target_labels = jnp.maximum(jnp.take_along_axis(labels, gt_idx, axis=1), 0)  # (b, a)
+    target_bboxes = jnp.take_along_axis(gt_bboxes, gt_idx[..., None], axis=1)  # (b, a, 4)
+
+    # per-box scale: the box's best overlap over its best metric; each anchor takes its own box's value
+    metric = jnp.where(mask_pos, metric, 0)
+    best_metric = metric.max(axis=-1, keepdims=True)  # (b, m, 1)
+    best_overlap = jnp.where(mask_pos, overlaps, 0).max(axis=-1, keepdims=True)
+    norm = (metric * best_overlap / (best_metric + eps)).max(axis=1)  # (b, a)
+    one_hot = jax.nn.one_hot(target_labels, num_classes, dtype=jnp.float32)
+    target_scores = jnp.where(fg_mask[..., None], one_hot, 0) * norm[..., None]
+    return target_labels, target_bboxes, target_scores, fg_mask, gt_idx

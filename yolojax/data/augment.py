@@ -1,0 +1,292 @@
+"""The training augmentation chain as grain map transforms over a per-sample dict.
+
+Order (the reference's v8_transforms): load (long side = imgsz) -> Mosaic (p=mosaic; else LetterBox to square) ->
+CopyPaste -> RandomPerspective -> MixUp -> Albumentations-like blur/gray/CLAHE -> RandomHSV -> RandomFlip (ud, lr)
+-> Format. CopyPaste needs instance segments, which these sources do not load, so it is a no-op (as in the
+reference for box-only datasets).
+
+Randomness: every stage draws from its own generator `np.random.default_rng([*seed_key, stage_id])`, where
+`seed_key = (seed, epoch, index)` is carried by the element — so a record's augmentation is a function of
+(seed, epoch, index, mosaic pool) only, whatever the worker or thread count. Mosaic / MixUp partners come from the
+element's `pool`: the source indices of the surrounding window of the epoch order (the reference samples from a
+buffer of recently loaded images; a window keeps decoding to about one read per image and stays deterministic).
+
+Element dict keys: `index`, `pool` (k,) int, `seed_key` tuple, `imgsz`, `mosaic_on`; stages add `img` (h, w, c)
+uint8 (BGRA until the HSV stage, since OpenCV warps 4 channels about twice as fast as 3; RGB after), `mosaic` (a
+layout the warp renders, or None), `cls` (n,) int32, `boxes` (n, 4) float32 xyxy pixels, `border`, `flipped`
+(lr, ud) already applied to the pixels, `im_file`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+
+import grain
+import numpy as np
+
+from yolojax.data import mosaic as mosaic_ops
+from yolojax.data import perspective as persp_ops
+from yolojax.data import transforms as T
+from yolojax.data.labels import warn
+from yolojax.data.sources import load_sample
+
+STAGE_MOSAIC, STAGE_PERSPECTIVE, STAGE_MIXUP, STAGE_ALBUM, STAGE_HSV, STAGE_FLIP = 1, 2, 3, 4, 5, 6
+MIXUP_PARTNER = 7
+
+
+def stage_rng(seed_key, stage):
+    """The generator of one stage of one sample: a pure function of (seed_key, stage)."""
+    return np.random.default_rng([*seed_key, stage])
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation hyper-parameters, named and defaulted as in the reference's default.yaml."""
+
+    mosaic: float = 1.0
+    mixup: float = 0.0
+    copy_paste: float = 0.0
+    degrees: float = 0.0
+    translate: float = 0.1
+    scale: float = 0.5
+    shear: float = 0.0
+    perspective: float = 0.0
+    flipud: float = 0.0
+    fliplr: float = 0.5
+    hsv_h: float = 0.015
+    hsv_s: float = 0.7
+    hsv_v: float = 0.4
+    mosaic9: bool = False
+    albumentations: bool = False
+    max_boxes: int = 100
+
+
+class ImageStore:
+    """Images resized so the long side is `imgsz` (kept as BGRA for the fast 4-channel warps), with their labels as
+    xyxy pixels, behind an LRU cache.
+
+    Each process (grain worker) has its own cache. It is emptied when pickled (sent to a worker) unless
+    `preloaded`: then every worker receives a copy of the whole cache (cache=ram). Thread-safe.
+    """
+
+    def __init__(self, source, max_cache_bytes=512 << 20):
+        self.source = source
+        self.max_cache_bytes = max_cache_bytes
+        self.preloaded = False
+        self._cache, self._bytes, self._lock = OrderedDict(), 0, threading.Lock()
+
+    def preload(self, indices, imgsz):
+        """Load every image of `indices` at `imgsz` and keep them all (no eviction), also in workers."""
+        self.max_cache_bytes = 1 << 62
+        for i in indices:
+            self.get(i, imgsz)
+        self.preloaded = True
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        if not self.preloaded:
+            state["_cache"], state["_bytes"] = OrderedDict(), 0
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def get(self, index, imgsz):
+        """(image (h, w, 4) uint8 BGRA with max(h, w) == imgsz, cls (n,), boxes (n, 4) xyxy px, record)."""
+        key = (int(index), int(imgsz))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        record, image = load_sample(self.source, int(index))
+        if image is None:
+            warn(f"{record['im_file']}: image could not be decoded; using a blank image without labels")
+            h0, w0 = record["ori_shape"]
+            image = np.full((h0, w0, 3), T.PAD_VALUE, np.uint8)
+            record = dict(record, cls=record["cls"][:0], bboxes=record["bboxes"][:0])
+        image = T.to_bgra(T.resize_long_side(image, imgsz))
+        h, w = image.shape[:2]
+        item = (image, record["cls"], T.xywhn_to_xyxy(record["bboxes"], w, h), record)
+        with self._lock:
+            self._cache[key] = item
+            self._bytes += image.nbytes
+            while self._bytes > self.max_cache_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._bytes -= old[0].nbytes
+        return item
+
+
+def flip_decision(seed_key, cfg: AugmentConfig):
+    """(flip_lr, flip_ud) of a sample, drawn from the flip stage's generator (the reference's RandomFlip order:
+    up-down first, then left-right)."""
+    draws = stage_rng(seed_key, STAGE_FLIP).random(2)
+    return bool(draws[1] < cfg.fliplr), bool(draws[0] < cfg.flipud)
+
+
+class LoadMosaic(grain.transforms.Map):
+    """Load the sample's image; with probability `mosaic` lay it out with partners from the pool (the canvas pixels
+    are rendered by RandomPerspective, only where its warp reads them), else letterbox it to (s, s)."""
+
+    def __init__(self, store: ImageStore, cfg: AugmentConfig):
+        self.store, self.cfg = store, cfg
+
+    def map(self, el):
+        s = el["imgsz"]
+        rng = stage_rng(el["seed_key"], STAGE_MOSAIC)
+        use_mosaic = el["mosaic_on"] and rng.random() < self.cfg.mosaic
+        if use_mosaic:
+            partners = rng.choice(el["pool"], size=8 if self.cfg.mosaic9 else 3)
+            tiles = [self.store.get(i, s) for i in [el["index"], *partners]]
+            images, classes, boxes = ([t[k] for t in tiles] for k in range(3))
+            shapes = [im.shape[:2] for im in images]
+            if self.cfg.mosaic9:
+                placements = mosaic_ops.layout9(shapes, s)
+            else:
+                placements = mosaic_ops.layout4(shapes, s, mosaic_ops.sample_mosaic_center(rng, s))
+            cls, box = mosaic_ops.mosaic_labels(classes, boxes, placements, 2 * s)
+            return dict(el, img=None, mosaic=(images, placements, 2 * s), cls=cls, boxes=box,
+                        border=mosaic_ops.mosaic_border(s), im_file=tiles[0][3]["im_file"], flipped=(False, False))
+        image, cls, box, record = self.store.get(el["index"], s)
+        img, (r, _), (dw, dh) = T.letterbox(image, (s, s))
+        box = box * r + np.array([dw, dh, dw, dh], np.float32)
+        return dict(el, img=img, mosaic=None, cls=cls, boxes=box.astype(np.float32), border=(0, 0),
+                    im_file=record["im_file"], flipped=(False, False))
+
+
+class RandomPerspective(grain.transforms.Map):
+    """Warp image and boxes (see yolojax.data.perspective); the sample's flips are folded into the warp. A mosaic
+    layout is rendered here, only inside the window of the canvas that the warp reads."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+        self._local = threading.local()
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _local=threading.local())
+
+    def _scratch(self, size):
+        """A per-thread canvas buffer, reused: a fresh multi-MB array per sample costs more in page faults than the
+        tiling. Safe because each canvas is consumed by the warp right after it is rendered, in the same thread."""
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.size < size:
+            buf = self._local.buf = np.empty(size, np.uint8)
+        return buf
+
+    def map(self, el, flips=None):
+        c = self.cfg
+        rng = stage_rng(el["seed_key"], STAGE_PERSPECTIVE)
+        mosaic = el.get("mosaic")
+        in_shape = (mosaic[2], mosaic[2]) if mosaic else el["img"].shape[:2]
+        params = persp_ops.sample_warp(rng, in_shape, el["border"], degrees=c.degrees, translate=c.translate,
+                                       scale=c.scale, shear=c.shear, perspective=c.perspective)
+        flip_lr, flip_ud = flip_decision(el["seed_key"], c) if flips is None else flips
+        if not mosaic and persp_ops.is_identity(params, in_shape) and not (flip_lr or flip_ud):
+            return dict(el, border=(0, 0))
+        origin = (0, 0)
+        img = el["img"]
+        if mosaic:
+            images, placements, size = mosaic
+            window = persp_ops.source_window(params, in_shape)
+            need = (window[3] - window[1]) * (window[2] - window[0]) * images[0].shape[2]
+            img = mosaic_ops.render_canvas(images, placements, size, window, out=self._scratch(need))
+            origin = window[:2]
+        pixel_flip = persp_ops.flip_matrix(params.out_size, flip_lr, flip_ud)
+        img = persp_ops.warp_image(img, params.matrix, params.out_size, params.is_perspective, pixel_flip=pixel_flip,
+                                   origin=origin)
+        cls, boxes, _ = persp_ops.warp_labels(el["cls"], el["boxes"], params)
+        return dict(el, img=img, mosaic=None, cls=cls, boxes=boxes, border=(0, 0), flipped=(flip_lr, flip_ud))
+
+
+class MixUp(grain.transforms.Map):
+    """With probability `mixup`, blend with a pool partner that went through Mosaic + RandomPerspective itself:
+    `img = λ·img1 + (1-λ)·img2`, λ ~ Beta(32, 32), labels concatenated."""
+
+    def __init__(self, load: LoadMosaic, warp: RandomPerspective, cfg: AugmentConfig):
+        self.load, self.warp, self.cfg = load, warp, cfg
+
+    def map(self, el):
+        rng = stage_rng(el["seed_key"], STAGE_MIXUP)
+        if not (self.cfg.mixup > 0 and rng.random() < self.cfg.mixup):
+            return el
+        partner_index = int(rng.choice(el["pool"]))
+        partner = dict(el, index=partner_index, seed_key=(*el["seed_key"], MIXUP_PARTNER))
+        partner = self.warp.map(self.load.map(partner), flips=el["flipped"])
+        ratio = rng.beta(32.0, 32.0)
+        img = T.mixup_images(el["img"], partner["img"], ratio)
+        return dict(el, img=img, cls=np.concatenate([el["cls"], partner["cls"]]),
+                    boxes=np.concatenate([el["boxes"], partner["boxes"]]))
+
+
+class Albumentations(grain.transforms.Map):
+    """Blur / MedianBlur / ToGray / CLAHE at p=0.01 each (see transforms.blur_like_albumentations); on only when
+    `albumentations` is set (the reference applies them only when the albumentations package is installed)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def map(self, el):
+        if not self.cfg.albumentations:
+            return el
+        return dict(el, img=T.blur_like_albumentations(stage_rng(el["seed_key"], STAGE_ALBUM), T.to_bgr(el["img"])))
+
+
+class RandomHSV(grain.transforms.Map):
+    """Random hue / saturation / value gains; also converts BGR to RGB (the model's channel order)."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def map(self, el):
+        c = self.cfg
+        gains = None
+        if c.hsv_h or c.hsv_s or c.hsv_v:
+            gains = T.sample_hsv_gains(stage_rng(el["seed_key"], STAGE_HSV), c.hsv_h, c.hsv_s, c.hsv_v)
+        return dict(el, img=T.apply_hsv(el["img"], gains, to_rgb=True))
+
+
+class RandomFlip(grain.transforms.Map):
+    """Up-down (p=flipud) then left-right (p=fliplr) flips; pixels already flipped by the warp are not redone."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def map(self, el):
+        flip_lr, flip_ud = flip_decision(el["seed_key"], self.cfg)
+        img = el["img"]
+        h, w = img.shape[:2]
+        done_lr, done_ud = el["flipped"]
+        if flip_ud and not done_ud:
+            img = img[::-1]
+        if flip_lr and not done_lr:
+            img = img[:, ::-1]
+        boxes = T.flip_boxes(el["boxes"], (w, h), flip_lr, flip_ud)
+        return dict(el, img=np.ascontiguousarray(img), boxes=boxes, flipped=(flip_lr, flip_ud))
+
+
+class FormatTargets(grain.transforms.Map):
+    """Pad / truncate labels to `max_boxes` rows: `bboxes` normalized xywh, `cls` int32, `mask` bool."""
+
+    def __init__(self, cfg: AugmentConfig):
+        self.cfg = cfg
+
+    def map(self, el):
+        h, w = el["img"].shape[:2]
+        targets = T.boxes_to_targets(el["cls"], el["boxes"], (w, h), self.cfg.max_boxes)
+        if targets.pop("num_dropped"):
+            warn(f"{el['im_file']}: {len(el['cls'])} boxes after augmentation, more than max_boxes="
+                 f"{self.cfg.max_boxes}; extra boxes dropped")
+        return {"images": el["img"], **targets}
+
+
+def train_transforms(store: ImageStore, cfg: AugmentConfig):
+    """The ordered list of grain map transforms for a training element spec."""
+    load, warp = LoadMosaic(store, cfg), RandomPerspective(cfg)
+    return [load, warp, MixUp(load, warp, cfg), Albumentations(cfg), RandomHSV(cfg), RandomFlip(cfg),
+            FormatTargets(cfg)]

@@ -1,0 +1,298 @@
+"""`build_dataset(cfg, split, seed)`: fixed-shape batches from a grain pipeline, per epoch, checkpointable.
+
+API used by the train loop and the validator:
+
+    ds = build_dataset(cfg, "train", seed=0)     # or "val"
+    ds.names, ds.num_classes, ds.num_images      # class names, count, usable images in the split
+    ds.batch_size, ds.imgsz, ds.max_boxes
+    ds.summary                                   # label-scan counts (found / missing / empty / corrupt), to print
+    ds.num_batches                               # batches per epoch (train drops the remainder; val pads it)
+    ds.size_buckets                              # (imgsz,) or, with cfg multi_scale, a few stride multiples
+    ds.mosaic_enabled(epoch)                     # False for the last `close_mosaic` of `epochs` epochs
+    it = ds.iterator(epoch, imgsz=None, mosaic=None, workers=None)   # a grain DatasetIterator over the epoch's
+                                                 # batches; mosaic None: mosaic_enabled(epoch); workers None:
+                                                 # cfg workers (grain processes; 0 = threads in this process)
+    for batch in it: ...
+    state = it.get_state()                       # save with the train state; resume:
+    it = ds.iterator(epoch); it.set_state(state)       # continues with the next batch, identical values
+    it.close()                                   # frees worker processes (also done on garbage collection)
+
+Train batch (numpy): `images` (b, s, s, 3) uint8 RGB, `bboxes` (b, max_boxes, 4) float32 normalized xywh,
+`cls` (b, max_boxes) int32, `mask` (b, max_boxes) bool. The epoch order is a permutation drawn from
+(seed, epoch); each sample's augmentation from (seed, epoch, index) — the same for any `workers` count.
+
+Val batch: the same four arrays (letterboxed to (s, s), scaleup off, no augmentation, dataset order; with cfg
+`rect: True`, the reference's rectangular val instead: images sorted by aspect ratio and each batch letterboxed to
+its own (h, w), multiples of 32 with the long side about s, so a few shapes each compile once) plus host
+metadata: `valid` (b,) bool (False on padding rows of the last batch), `image_id` (b,) object, `im_file` (b,) object,
+`ori_shape` (b, 2) int32 (h0, w0), `ratio` (b, 2) float32 and `pad` (b, 2) float32 such that an original-image
+point is `(x - pad) / ratio` (x then y), and the full ground truth, never truncated: `gt_cls` list of (n_i,) int32,
+`gt_bboxes` list of (n_i, 4) float32 xyxy original pixels.
+
+cfg: a mapping with the reference's default.yaml names (data, imgsz, batch, epochs, mosaic, mixup, copy_paste,
+degrees, translate, scale, shear, perspective, flipud, fliplr, hsv_h, hsv_s, hsv_v, workers, cache, close_mosaic,
+multi_scale, fraction, rect) plus `max_boxes` (100), `mosaic9` (False), `albumentations` (default: whether the
+albumentations package is installed, as in the reference). `cache`: True / "ram" preloads every resized image;
+otherwise (False / "disk") each process keeps an LRU cache of recent ones. `data`: a data yaml path (YOLO layout; for
+COCO JSON, add `{split}_json: instances.json` and make the split the image folder), a name from configs/data/
+("shapes", the default, is generated on first use; "coco"; "voc_tfds"), or "tfds:NAME" (a tfds data source; val reads
+the `validation` split).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import grain
+import numpy as np
+import yaml
+
+from yolojax.data import augment as A
+from yolojax.data import transforms as T
+from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
+
+DEFAULTS = dict(data=None, imgsz=640, batch=16, epochs=100, workers=8, cache=False, close_mosaic=10,
+                multi_scale=False, max_boxes=100, mosaic9=False, albumentations=None, fraction=1.0, rect=False)
+POOL_SIZE = 16  # mosaic / mixup partners come from a window of at least this many samples
+STRIDE = 32
+
+
+CONFIG_DATA_DIR = Path(__file__).resolve().parents[2] / "configs" / "data"
+
+
+def resolve_data(data):
+    """`data` -> (kind, value): ("tfds", name), ("yaml", path). Names without a .yaml suffix are looked up in
+    configs/data/; a data yaml with `generate: shapes` is generated (once) and replaced by the generated yaml."""
+    if data is None:
+        data = "shapes"
+    data = str(data)
+    if data.startswith("tfds:"):
+        return "tfds", data[5:]
+    path = Path(data)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DATA_DIR / f"{data}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in CONFIG_DATA_DIR.glob("*.yaml"))
+            raise FileNotFoundError(f"data={data!r}: no data yaml {path} (known names: {', '.join(known)})")
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if raw.get("tfds"):
+        return "tfds", raw["tfds"]
+    if raw.get("generate") == "shapes":
+        from yolojax.data.shapes import ensure_shapes_dataset
+
+        args = {k: raw[k] for k in ("seed", "num_train", "num_val", "imgsz") if k in raw}
+        return "yaml", ensure_shapes_dataset(raw.get("root"), **args)
+    return "yaml", path
+
+
+def make_source(data, split):
+    """A random-access source for `split` ("train" / "val") of `data` (see the module docstring)."""
+    kind, value = resolve_data(data)
+    if kind == "tfds":
+        return TfdsSource(value, {"val": "validation"}.get(split, split))
+    spec = load_data_yaml(value)
+    with open(value) as f:
+        raw = yaml.safe_load(f) or {}
+    json_key = f"{split}_json"
+    if json_key in raw:
+        json_file = Path(raw[json_key])
+        return CocoSource(json_file if json_file.is_absolute() else Path(spec["root"]) / json_file, spec[split][0])
+    return YoloSource(value, split)
+
+
+def augment_config(cfg) -> A.AugmentConfig:
+    fields = {f.name for f in A.dataclasses.fields(A.AugmentConfig)}
+    values = {k: cfg[k] for k in fields if k in cfg and cfg[k] is not None}
+    if "albumentations" not in values:
+        values["albumentations"] = importlib.util.find_spec("albumentations") is not None
+    return A.AugmentConfig(**values)
+
+
+class _TrainSpec(grain.transforms.Map):
+    """Position in the epoch -> element spec (index, pool, seed_key, imgsz, mosaic_on)."""
+
+    def __init__(self, order, pool_size, seed, epoch, imgsz, mosaic_on):
+        self.order, self.pool_size = order, pool_size
+        self.seed, self.epoch, self.imgsz, self.mosaic_on = seed, epoch, imgsz, mosaic_on
+
+    def map(self, position):
+        start = (position // self.pool_size) * self.pool_size
+        pool = np.take(self.order, np.arange(start, start + self.pool_size), mode="wrap")
+        index = int(self.order[position % len(self.order)])
+        return {"index": index, "pool": pool, "seed_key": (self.seed, self.epoch, index), "imgsz": self.imgsz,
+                "mosaic_on": self.mosaic_on}
+
+
+def rect_val_plan(shapes_hw, batch_size, imgsz, stride=STRIDE, pad=0.5):
+    """The reference's rectangular val batches: images sorted by aspect ratio, one letterbox shape per batch.
+
+    Args:
+      shapes_hw: (n, 2) original (h, w) of each image.
+      batch_size, imgsz, stride, pad: as the reference (pad 0.5 for val).
+    Returns:
+      order (n,) source indices in iteration order; batch_shapes (num_batches, 2) int (h, w) pixels, multiples of
+      `stride`, the long side about imgsz (the few distinct shapes each compile once).
+    """
+    shapes_hw = np.asarray(shapes_hw, np.float64).reshape(-1, 2)
+    aspect = shapes_hw[:, 0] / shapes_hw[:, 1]
+    order = np.argsort(aspect, kind="stable")
+    aspect = aspect[order]
+    num_batches = math.ceil(len(order) / batch_size)
+    shapes = np.ones((num_batches, 2))
+    for i in range(num_batches):
+        chunk = aspect[i * batch_size:(i + 1) * batch_size]
+        if chunk.max() < 1:
+            shapes[i] = [chunk.max(), 1]
+        elif chunk.min() > 1:
+            shapes[i] = [1, 1 / chunk.min()]
+    return order, (np.ceil(shapes * imgsz / stride + pad).astype(int) * stride)
+
+
+class _ValSample(grain.transforms.Map):
+    """Position -> letterboxed image, fixed-size targets and host metadata (position >= n: a padding row).
+
+    `order` maps positions to source indices; `batch_shapes` (num_batches, 2) gives each batch's letterbox (h, w)
+    (rectangular val), else every batch is (imgsz, imgsz)."""
+
+    def __init__(self, store, num_images, imgsz, max_boxes, batch_size, order=None, batch_shapes=None):
+        self.store, self.num_images, self.imgsz, self.max_boxes = store, num_images, imgsz, max_boxes
+        self.batch_size, self.order, self.batch_shapes = batch_size, order, batch_shapes
+
+    def map(self, position):
+        valid = position < self.num_images
+        index = 0 if not valid else int(self.order[position]) if self.order is not None else position
+        out_h, out_w = (self.imgsz, self.imgsz) if self.batch_shapes is None else \
+            (int(v) for v in self.batch_shapes[position // self.batch_size])
+        image, cls, boxes, record = self.store.get(index, self.imgsz)
+        img, (r, _), (dw, dh) = T.letterbox(image, (out_h, out_w), scaleup=False)
+        h0, w0 = record["ori_shape"]
+        h, w = image.shape[:2]
+        left, top = int(round(dw - 0.1)), int(round(dh - 0.1))
+        boxes = boxes * r + np.array([dw, dh, dw, dh], np.float32)
+        targets = T.boxes_to_targets(cls, boxes, (out_w, out_h), self.max_boxes)
+        targets.pop("num_dropped")
+        if not valid:
+            targets["mask"][:] = False
+        return {
+            "images": T.apply_hsv(img, None, to_rgb=True), **targets, "valid": valid,
+            "image_id": record["image_id"], "im_file": record["im_file"],
+            "ori_shape": np.array([h0, w0], np.int32),
+            "ratio": np.array([w / w0 * r, h / h0 * r], np.float32), "pad": np.array([left, top], np.float32),
+            "gt_cls": record["cls"] if valid else record["cls"][:0],
+            "gt_bboxes": T.xywhn_to_xyxy(record["bboxes"] if valid else record["bboxes"][:0], w0, h0),
+        }
+
+
+ARRAY_KEYS = ("images", "bboxes", "cls", "mask")
+
+
+def collate(elements):
+    """Stack a list of element dicts: arrays stacked on a new axis 0; host objects gathered (see module doc)."""
+    out = {k: np.stack([e[k] for e in elements]) for k in ARRAY_KEYS}
+    if "valid" in elements[0]:
+        out["valid"] = np.array([e["valid"] for e in elements], bool)
+        out["ori_shape"] = np.stack([e["ori_shape"] for e in elements])
+        out["ratio"] = np.stack([e["ratio"] for e in elements])
+        out["pad"] = np.stack([e["pad"] for e in elements])
+        for key in ("image_id", "im_file"):
+            column = np.empty(len(elements), object)
+            column[:] = [e[key] for e in elements]
+            out[key] = column
+        out["gt_cls"] = [e["gt_cls"] for e in elements]
+        out["gt_bboxes"] = [e["gt_bboxes"] for e in elements]
+    return out
+
+
+class DetectionDataset:
+    """One split, ready to iterate per epoch (API in the module docstring)."""
+
+    def __init__(self, cfg, split, seed, source=None):
+        self.cfg = {**DEFAULTS, **dict(cfg)}
+        self.split, self.seed, self.training = split, int(seed), split == "train"
+        self.source = source if source is not None else make_source(self.cfg["data"], split)
+        self.names = tuple(self.source.names)
+        self.num_classes = len(self.names)
+        self.num_images = len(self.source)
+        if self.training and float(self.cfg["fraction"]) < 1:  # the reference keeps the first fraction of images
+            self.num_images = max(1, round(self.num_images * float(self.cfg["fraction"])))
+        self.imgsz = int(self.cfg["imgsz"])
+        self.batch_size = int(self.cfg["batch"])
+        self.max_boxes = int(self.cfg["max_boxes"])
+        self.augment = augment_config(self.cfg)
+        self.store = A.ImageStore(self.source)
+        if self.cfg["cache"] in (True, "ram"):
+            self.store.preload(range(self.num_images), self.imgsz)
+        if self.training and self.num_images < self.batch_size:
+            raise ValueError(f"{split}: {self.num_images} images is fewer than one batch of {self.batch_size}")
+
+    @property
+    def summary(self) -> str:
+        """One line on the split: images used and, for scanned sources, the label-scan counts."""
+        scan = getattr(self.source, "summary", None)
+        return scan or f"{self.split}: {self.num_images} images, {self.num_classes} classes"
+
+    @property
+    def num_batches(self) -> int:
+        if self.training:
+            return self.num_images // self.batch_size
+        return math.ceil(self.num_images / self.batch_size)
+
+    @property
+    def size_buckets(self):
+        if not (self.training and self.cfg["multi_scale"]):
+            return (self.imgsz,)
+        sizes = {max(STRIDE, int(round(self.imgsz * f / STRIDE)) * STRIDE) for f in (0.5, 0.75, 1.0, 1.25, 1.5)}
+        return tuple(sorted(sizes))
+
+    def mosaic_enabled(self, epoch: int) -> bool:
+        return self.training and epoch < int(self.cfg["epochs"]) - int(self.cfg["close_mosaic"])
+
+    def epoch_order(self, epoch: int):
+        """(n,) int64 source indices in this epoch's order (a permutation for train, identity for val)."""
+        if not self.training:
+            return np.arange(self.num_images)
+        return np.random.default_rng([self.seed, epoch, 0]).permutation(self.num_images)
+
+    def dataset(self, epoch: int, *, imgsz=None, mosaic=None) -> grain.MapDataset:
+        """The epoch's grain MapDataset of batches."""
+        imgsz = int(imgsz or self.imgsz)
+        num_positions = self.num_batches * self.batch_size
+        ds = grain.MapDataset.range(num_positions)
+        if self.training:
+            mosaic_on = self.mosaic_enabled(epoch) if mosaic is None else bool(mosaic)
+            pool = max(self.batch_size, POOL_SIZE)
+            ds = ds.map(_TrainSpec(self.epoch_order(epoch), pool, self.seed, epoch, imgsz, mosaic_on))
+            for transform in A.train_transforms(self.store, self.augment):
+                ds = ds.map(transform)
+        else:
+            order = shapes = None
+            if self.cfg.get("rect") and hasattr(self.source, "records"):
+                hw = [self.source.record(i)["ori_shape"] for i in range(self.num_images)]
+                order, shapes = rect_val_plan(hw, self.batch_size, imgsz)
+            ds = ds.map(_ValSample(self.store, self.num_images, imgsz, self.max_boxes, self.batch_size, order, shapes))
+        return ds.batch(self.batch_size, drop_remainder=self.training, batch_fn=collate)
+
+    def iterator(self, epoch: int, *, imgsz=None, mosaic=None, workers=None, threads=None):
+        """A checkpointable iterator over the epoch's batches (`get_state()` / `set_state(state)`)."""
+        workers = int(self.cfg["workers"] if workers is None else workers)
+        read = grain.ReadOptions(num_threads=threads or 4, prefetch_buffer_size=2 * self.batch_size)
+        ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic).to_iter_dataset(read)
+        if workers > 0:
+            _mark_absl_flags_parsed()
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        return iter(ds)
+
+
+def _mark_absl_flags_parsed():
+    """grain's worker processes read absl flags; outside an absl app they were never parsed (defaults are used)."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def build_dataset(cfg, split, seed=0, *, source=None) -> DetectionDataset:
+    """See the module docstring. `source` overrides `cfg["data"]` (any object with the source interface)."""
+    return DetectionDataset(cfg, split, seed, source=source)

@@ -1,0 +1,43 @@
+"""A grid of batch images with their boxes drawn (like the reference's train_batch0.jpg)."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+def class_colour(c: int):
+    """A stable, distinct RGB colour per class id."""
+    hue = (c * 47) % 180
+    hsv = np.array([[[hue, 220, 255]]], np.uint8)
+    return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def draw_batch_grid(batch, names=None, max_images=16):
+    """Tile a batch's images into a square-ish grid and draw each valid box with its class name.
+
+    Args:
+      batch: dict with `images` (b, h, w, 3) uint8 RGB, `bboxes` (b, m, 4) normalized xywh, `cls` (b, m), `mask`.
+      names: class names (index = class id), or None for numbers.
+      max_images: at most this many images are drawn.
+    Returns:
+      (rows * h, cols * w, 3) uint8 RGB.
+    """
+    images = batch["images"][:max_images]
+    n, h, w = images.shape[:3]
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.full((rows * h, cols * w, 3), 114, np.uint8)
+    for i in range(n):
+        tile = np.ascontiguousarray(images[i])
+        for (cx, cy, bw, bh), c in zip(batch["bboxes"][i][batch["mask"][i]], batch["cls"][i][batch["mask"][i]]):
+            p1 = (int((cx - bw / 2) * w), int((cy - bh / 2) * h))
+            p2 = (int((cx + bw / 2) * w), int((cy + bh / 2) * h))
+            colour = class_colour(int(c))
+            cv2.rectangle(tile, p1, p2, colour, 1)
+            label = names[int(c)] if names is not None else str(int(c))
+            cv2.putText(tile, label, (p1[0], max(p1[1] - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.3, colour, 1)
+        r, k = divmod(i, cols)
+        grid[r * h:(r + 1) * h, k * w:(k + 1) * w] = tile
+    return grid

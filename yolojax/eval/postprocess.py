@@ -1,0 +1,126 @@
+"""YOLOv8 post-processing: confidence filter + class-aware NMS with fixed output shapes, and box rescaling.
+
+`non_max_suppression` selects the same detections as the reference's `ultralytics.utils.ops.non_max_suppression`
+(given the same predictions, barring exact score ties), but every output is padded to `max_det` rows with a
+`valid` mask so that it runs inside jit for a whole batch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolojax.ops.boxes import xywh2xyxy
+from yolojax.ops.nms import nms
+
+MAX_WH = 7680  # class offset (pixels) that keeps boxes of different classes apart in class-aware NMS
+
+
+def _candidates(class_probs, conf_thres, multi_label, classes, max_nms):
+    """One image's candidates, capped at `max_nms` by score.
+
+    Args:
+      class_probs: (a, nc).
+    Returns:
+      anchor: (k,) int32 anchor of each candidate; class_id: (k,) int32; score: (k,); mask: (k,) bool, where
+      k = min(max_nms, a) for best-class-only and min(max_nms, a * nc) for multi-label.
+    """
+    a, nc = class_probs.shape
+    if multi_label:
+        flat = class_probs.reshape(-1)  # anchor-major, then class: the reference's (i, j) pair order
+        anchor = jnp.arange(a * nc, dtype=jnp.int32) // nc
+        class_id = jnp.arange(a * nc, dtype=jnp.int32) % nc
+        score = flat
+    else:
+        anchor = jnp.arange(a, dtype=jnp.int32)
+        class_id = jnp.argmax(class_probs, axis=-1).astype(jnp.int32)
+        score = jnp.max(class_probs, axis=-1)
+    mask = score > conf_thres
+    if classes is not None:
+        mask &= jnp.isin(class_id, jnp.asarray(classes, jnp.int32))
+    if score.shape[0] > max_nms:  # keep the `max_nms` best, as the reference does when it has too many
+        _, top = jax.lax.top_k(jnp.where(mask, score, -jnp.inf), max_nms)
+        anchor, class_id, score, mask = anchor[top], class_id[top], score[top], mask[top]
+    return anchor, class_id, score, mask
+
+
+def _nms_one_image(boxes_xyxy, class_probs, conf_thres, iou_thres, max_det, multi_label, agnostic, max_nms,
+                   classes, tile_size):
+    anchor, class_id, score, mask = _candidates(class_probs, conf_thres, multi_label, classes, max_nms)
+    boxes = boxes_xyxy[anchor]
+    offset = 0.0 if agnostic else class_id.astype(boxes.dtype)[:, None] * MAX_WH
+    keep, valid = nms(boxes + offset, score, iou_thres, max_det, candidate_mask=mask, tile_size=tile_size)
+    return {
+        "boxes": jnp.where(valid[:, None], boxes[keep], 0.0),
+        "scores": jnp.where(valid, score[keep], 0.0),
+        "classes": jnp.where(valid, class_id[keep], 0),
+        "valid": valid,
+    }
+
+
+def non_max_suppression(boxes_xywh, class_probs, *, conf_thres: float = 0.25, iou_thres: float = 0.7,
+                        max_det: int = 300, multi_label: bool = False, agnostic: bool = False,
+                        max_nms: int = 30000, classes: Sequence[int] | None = None, tile_size: int = 512):
+    """Confidence filter and per-class greedy NMS for a batch of YOLOv8 predictions.
+
+    A candidate is an anchor's best class (or, with `multi_label`, every (anchor, class) pair) whose probability
+    is strictly above `conf_thres`; with `classes`, the candidate's class must be in it. At most `max_nms`
+    highest-scoring candidates enter NMS; boxes of different classes never suppress each other unless `agnostic`.
+    Typical settings: predict conf 0.25 / iou 0.7; validation conf 0.001 / iou 0.7 / max_det 300.
+
+    Args:
+      boxes_xywh: (b, a, 4) xywh, pixels of the network input.
+      class_probs: (b, a, nc) probabilities in [0, 1].
+      conf_thres, iou_thres, max_det, multi_label, agnostic, max_nms, classes: static settings (see above).
+      tile_size: NMS candidates per step (`yolojax.ops.nms.nms`); speed only, results do not depend on it.
+    Returns:
+      dict of fixed-shape arrays, rows in descending score, padded with zeros where not valid:
+        boxes (b, max_det, 4) xyxy pixels, scores (b, max_det) float32, classes (b, max_det) int32,
+        valid (b, max_det) bool.
+    """
+    if not (0.0 <= conf_thres <= 1.0 and 0.0 <= iou_thres <= 1.0):
+        raise ValueError(f"non_max_suppression: conf_thres {conf_thres} and iou_thres {iou_thres} must be in [0, 1]")
+    if boxes_xywh.shape[:2] != class_probs.shape[:2] or boxes_xywh.shape[-1] != 4:
+        raise ValueError(f"non_max_suppression: boxes {boxes_xywh.shape} and class_probs {class_probs.shape} "
+                         "must be (b, a, 4) and (b, a, nc)")
+    multi_label = multi_label and class_probs.shape[-1] > 1
+    boxes_xyxy = xywh2xyxy(boxes_xywh.astype(jnp.float32))
+    run = lambda b, p: _nms_one_image(b, p.astype(jnp.float32), conf_thres, iou_thres, max_det, multi_label,
+                                      agnostic, max_nms, None if classes is None else tuple(classes), tile_size)
+    return jax.vmap(run)(boxes_xyxy, class_probs)
+
+
+def scale_boxes(boxes_xyxy, orig_shape: tuple[int, int], ratio, pad):
+    """Boxes on the letterboxed network input -> boxes on the original image, clipped to it.
+
+    Args:
+      boxes_xyxy: (..., 4) xyxy pixels of the network input (numpy or jax).
+      orig_shape: (h0, w0) of the original image.
+      ratio: the letterbox scale r (a number, or the `(r, r)` pair `letterbox` returns).
+      pad: (dw, dh) pixels added on the left and top.
+    Returns:
+      (..., 4) xyxy pixels of the original image, in [0, w0] x [0, h0].
+    """
+    gain = float(np.ravel(ratio)[0])
+    xp = jnp if isinstance(boxes_xyxy, jax.Array) else np
+    offset = xp.asarray([pad[0], pad[1], pad[0], pad[1]], dtype=boxes_xyxy.dtype)
+    scaled = (boxes_xyxy - offset) / gain
+    upper = xp.asarray([orig_shape[1], orig_shape[0], orig_shape[1], orig_shape[0]], dtype=boxes_xyxy.dtype)
+    return xp.clip(scaled, 0, upper)
+
+
+def letterbox_gain_pad(input_shape: tuple[int, int], orig_shape: tuple[int, int]):
+    """Scale and whole-pixel padding of a centred letterbox, recomputed from the two shapes, as the reference's
+    predictor does when it maps boxes back (pad = round(half the slack - 0.1) on each axis).
+
+    Args:
+      input_shape: (h, w) of the network input; orig_shape: (h0, w0) of the original image.
+    Returns:
+      gain r (float), pad (dw, dh) whole pixels.
+    """
+    gain = min(input_shape[0] / orig_shape[0], input_shape[1] / orig_shape[1])
+    pad_w = round((input_shape[1] - orig_shape[1] * gain) / 2 - 0.1)
+    pad_h = round((input_shape[0] - orig_shape[0] * gain) / 2 - 0.1)
+    return gain, (pad_w, pad_h)

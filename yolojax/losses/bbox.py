@@ -1,0 +1,80 @@
+"""Box regression losses of YOLOv8: CIoU loss and Distribution Focal Loss (DFL), weighted by target scores.
+
+Both are written over all anchors with a foreground mask (static shapes); background anchors contribute exactly 0
+to the value and to the gradient.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from yolojax.ops.anchors import bbox2dist
+from yolojax.ops.boxes import bbox_iou
+
+# any finite, non-degenerate box: stands in for the (unused) target of background anchors so that no NaN or inf
+# can reach the gradient through a masked branch
+_PLACEHOLDER_BOX = (0.0, 0.0, 1.0, 1.0)
+
+
+def dfl_expectation(pred_dist, reg_max: int = 16):
+    """Expected side distances of per-side discrete distributions (the DFL box decoding).
+
+    Args:
+      pred_dist: (..., 4 * reg_max) logits, side-major: `reg_max` bins of `left`, then `top`, `right`, `bottom`.
+      reg_max: bins per side; bin j stands for distance j.
+    Returns:
+      (..., 4) `left, top, right, bottom` distances in bins (grid units of the anchor's level), in [0, reg_max - 1].
+    """
+    probs = jax.nn.softmax(pred_dist.reshape(*pred_dist.shape[:-1], 4, reg_max), axis=-1)
+    return (probs * jnp.arange(reg_max, dtype=probs.dtype)).sum(axis=-1)
+
+
+def dfl_loss(pred_dist, target_ltrb, reg_max: int = 16):
+    """Distribution Focal Loss: cross-entropy to the two bins around each target distance, linearly weighted.
+
+    A target `t` in [0, reg_max - 1 - 0.01] (clipped there first) with `l = floor(t)` gives
+    `CE(l) * (l + 1 - t) + CE(l + 1) * (t - l)`, averaged over the four sides.
+
+    Args:
+      pred_dist: (..., 4 * reg_max) logits, side-major as in `dfl_expectation`.
+      target_ltrb: (..., 4) target distances, bins (grid units).
+      reg_max: bins per side.
+    Returns:
+      (...) loss per anchor, nats.
+    """
+    target = jnp.clip(target_ltrb, 0, reg_max - 1 - 0.01)
+    left = jnp.floor(target)
+    weight_left = left + 1 - target
+    log_probs = jax.nn.log_softmax(pred_dist.reshape(*pred_dist.shape[:-1], 4, reg_max), axis=-1)
+    bins = jnp.arange(reg_max, dtype=target.dtype)
+    ce_left = -jnp.where(bins == left[..., None], log_probs, 0).sum(axis=-1)
+    ce_right = -jnp.where(bins == left[..., None] + 1, log_probs, 0).sum(axis=-1)
+    return (ce_left * weight_left + ce_right * (1 - weight_left)).mean(axis=-1)
+
+
+def bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum, fg_mask,
+              reg_max: int = 16):
+    """CIoU loss and DFL of the foreground anchors, each weighted by the anchor's target-score sum.
+
+    Args:
+      pred_dist: (b, a, 4 * reg_max) DFL logits.
+      pred_bboxes: (b, a, 4) decoded predictions, xyxy, grid units of each anchor's level.
+      anchor_points: (a, 2) anchor centres, grid units.
+      target_bboxes: (b, a, 4) assigned boxes, xyxy, grid units.
+      target_scores: (b, a, c) soft targets from the assigner (constants).
+      target_scores_sum: () normaliser, `max(target_scores.sum(), 1)`.
+      fg_mask: (b, a) bool, foreground anchors.
+      reg_max: DFL bins per side.
+    Returns:
+      loss_iou: () `sum_fg (1 - CIoU) * w / target_scores_sum` with `w = target_scores.sum(-1)`.
+      loss_dfl: () `sum_fg DFL * w / target_scores_sum`.
+    """
+    weight = jnp.where(fg_mask, jax.lax.stop_gradient(target_scores).sum(axis=-1), 0)  # (b, a)
+    target_bboxes = jnp.where(fg_mask[..., None], jax.lax.stop_gradient(target_bboxes),
+                              jnp.asarray(_PLACEHOLDER_BOX, pred_bboxes.dtype))
+    ciou = bbox_iou(pred_bboxes, target_bboxes, kind="ciou")
+    loss_iou = ((1.0 - ciou) * weight).sum() / target_scores_sum
+
+    target_ltrb = bbox2dist(anchor_points, target_bboxes, reg_max - 1)
+    loss_dfl = (dfl_loss(pred_dist, target_ltrb, reg_max) * weight).sum() / target_scores_sum
+    return loss_iou, loss_dfl

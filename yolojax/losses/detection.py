@@ -1,0 +1,103 @@
+"""The YOLOv8 detection loss: assign with TAL, then BCE classification + CIoU box + DFL, as a pure function.
+
+Matches ultralytics 8.2.103 `v8DetectionLoss` number for number (see tests/test_parity_core.py).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from yolojax.assign.tal import task_aligned_assign
+from yolojax.losses.bbox import bbox_loss, dfl_expectation
+from yolojax.losses.bce import bce_with_logits
+from yolojax.ops.anchors import dist2bbox, make_anchors
+from yolojax.ops.boxes import xywh2xyxy
+
+TARGET_KEYS = ("cls", "bboxes", "mask")
+
+
+def flatten_levels(feats, channels: int):
+    """Concatenate per-level NHWC head maps into one anchor axis.
+
+    Anchors come level by level, row-major inside a level, the order of `make_anchors` (and of the reference's
+    flattening of NCHW maps).
+
+    Args:
+      feats: list of (b, h_i, w_i, channels) maps.
+      channels: expected last-axis size.
+    Returns:
+      (b, a, channels) with a = sum(h_i * w_i).
+    """
+    for i, f in enumerate(feats):
+        if f.ndim != 4 or f.shape[-1] != channels:
+            raise ValueError(f"detection_loss: feats[{i}] has shape {f.shape}, expected (b, h, w, {channels}) "
+                             f"= 4 * reg_max + num_classes channels")
+    b = feats[0].shape[0]
+    return jnp.concatenate([f.reshape(b, -1, channels) for f in feats], axis=1)
+
+
+def targets_to_pixels(targets: Mapping, image_hw: tuple[int, int]):
+    """Padded normalized xywh targets -> the assigner's inputs.
+
+    Args:
+      targets: dict with `cls` (b, m) int, `bboxes` (b, m, 4) normalized xywh, `mask` (b, m) bool.
+      image_hw: (height, width) of the network input, pixels.
+    Returns:
+      gt_labels (b, m, 1) int32, gt_bboxes (b, m, 4) xyxy pixels, mask_gt (b, m, 1) bool.
+    """
+    missing = [k for k in TARGET_KEYS if k not in targets]
+    if missing:
+        raise ValueError(f"detection_loss: targets lacks {missing}; expected keys {TARGET_KEYS}")
+    h, w = image_hw
+    scale = jnp.asarray([w, h, w, h], jnp.float32)
+    gt_bboxes = xywh2xyxy(targets["bboxes"].astype(jnp.float32) * scale)
+    return (targets["cls"].astype(jnp.int32)[..., None], gt_bboxes, targets["mask"].astype(bool)[..., None])
+
+
+def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strides: Sequence[int] = (8, 16, 32),
+                   reg_max: int = 16, box=7.5, cls=0.5, dfl=1.5, topk: int = 10, alpha=0.5, beta=6.0):
+    """YOLOv8 training loss of one batch.
+
+    Static: `num_classes`, `strides`, `reg_max`, `topk` and the shapes. The gains `box`, `cls`, `dfl` and the
+    assigner's `alpha`, `beta` may be traced (e.g. `jax.vmap` over a batch of hyper-parameters). Computes in
+    float32 whatever the dtype of `feats`.
+
+    Args:
+      feats: per level raw head outputs, each (b, h_i, w_i, 4 * reg_max + num_classes) NHWC: DFL logits first
+        (side-major), then class logits. The input image is `h_0 * strides[0]` x `w_0 * strides[0]` pixels.
+      targets: `cls` (b, m) int, `bboxes` (b, m, 4) normalized xywh, `mask` (b, m) bool (padded rows False).
+        m may be 0.
+      num_classes: number of classes c.
+      strides: per level stride, pixels.
+      reg_max: DFL bins per side.
+      box, cls, dfl: gains of the box (CIoU), classification (BCE) and DFL terms.
+      topk, alpha, beta: Task-Aligned Assigner settings.
+    Returns:
+      loss: () `items.sum() * b`, the quantity to differentiate.
+      items: (3,) `box, cls, dfl` after gains, without gradient.
+    """
+    if len(feats) != len(strides):
+        raise ValueError(f"detection_loss: {len(feats)} feature levels but {len(strides)} strides")
+    no = 4 * reg_max + num_classes
+    preds = flatten_levels(feats, no).astype(jnp.float32)
+    pred_dist, pred_logits = preds[..., : 4 * reg_max], preds[..., 4 * reg_max :]
+    batch = preds.shape[0]
+    image_hw = (feats[0].shape[1] * strides[0], feats[0].shape[2] * strides[0])
+    anchor_points, stride_tensor = make_anchors([f.shape[1:3] for f in feats], strides)
+
+    gt_labels, gt_bboxes, mask_gt = targets_to_pixels(targets, image_hw)
+    pred_bboxes = dist2bbox(dfl_expectation(pred_dist, reg_max), anchor_points)  # (b, a, 4) xyxy grid units
+
+    _, target_bboxes, target_scores, fg_mask, _ = task_aligned_assign(
+        jax.nn.sigmoid(pred_logits), pred_bboxes * stride_tensor, anchor_points * stride_tensor,
+        gt_labels, gt_bboxes, mask_gt, num_classes=num_classes, topk=topk, alpha=alpha, beta=beta)
+    target_scores = jax.lax.stop_gradient(target_scores)
+    target_scores_sum = jnp.maximum(target_scores.sum(), 1.0)
+
+    loss_cls = bce_with_logits(pred_logits, target_scores).sum() / target_scores_sum
+    loss_box, loss_dfl = bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes / stride_tensor,
+                                   target_scores, target_scores_sum, fg_mask, reg_max)
+    items = jnp.stack([loss_box * box, loss_cls * cls, loss_dfl * dfl])
+    return items.sum() * batch, jax.lax.stop_gradient(items)

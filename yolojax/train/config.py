@@ -1,0 +1,169 @@
+"""Training configuration: `configs/default.yaml` < recipe `configs/<cfg>.yaml` < command-line `key=value`.
+
+A config is a flat `Config` (a dict that also allows `cfg.lr0`). Every key must exist in `default.yaml`; its type is
+the type of the default value (or `NULLABLE_TYPES` for keys whose default is empty). An unknown key or a value of the
+wrong type raises `ConfigError` naming the key, where it came from and the closest valid key.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_FILE = CONFIG_DIR / "default.yaml"
+
+# Keys whose default is empty (None): the type a value must have when given.
+NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
+    "time": (float, int),
+    "conf": (float, int),
+    "weights": (str,),
+}
+# Keys that accept several types.
+UNION_TYPES: dict[str, tuple[type, ...]] = {
+    "resume": (bool, str),
+    "cfg": (str,),
+    "cache": (bool, str),
+}
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a config file or on the command line."""
+
+
+class Config(dict):
+    """A flat dict of settings that also reads as attributes (`cfg.lr0`)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"config has no key {key!r}{_suggestion(key, self)}") from None
+
+    def replace(self, **updates: Any) -> "Config":
+        return Config({**self, **updates})
+
+
+def _suggestion(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; raise ConfigError naming the file when it is missing, unparsable or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    loaded = {} if loaded is None else loaded
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
+    return loaded
+
+
+def _allowed_types(key: str, default: Any) -> tuple[type, ...]:
+    if key in UNION_TYPES:
+        return UNION_TYPES[key]
+    if default is None:
+        return NULLABLE_TYPES.get(key, (str,))
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, float):
+        return (float, int)
+    return (type(default),)
+
+
+def _check_value(key: str, value: Any, default: Any, source: str) -> Any:
+    if value is None or (value == "" and default is None):
+        return None
+    allowed = _allowed_types(key, default)
+    if float in allowed and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if not ok:
+        names = " or ".join(t.__name__ for t in allowed)
+        raise ConfigError(f"{source}: {key}={value!r} must be {names}, got {type(value).__name__}")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> Config:
+    """`base` with `updates` applied; every key must already be in `base` and keep its type (see module doc)."""
+    merged = Config(base)
+    for key, value in updates.items():
+        if key not in base:
+            raise ConfigError(f"{source}: unknown key {key!r}{_suggestion(key, base)}")
+        merged[key] = _check_value(key, value, base[key], source)
+    return merged
+
+
+def parse_overrides(argv: Iterable[str]) -> dict[str, Any]:
+    """`["epochs=3", "cos_lr=true"]` -> `{"epochs": 3, "cos_lr": True}` (values parsed as YAML scalars)."""
+    overrides: dict[str, Any] = {}
+    for arg in argv:
+        key, sep, text = arg.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"command line: expected key=value, got {arg!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            overrides[key.strip()] = text
+    return overrides
+
+
+def recipe_path(name: str) -> Path:
+    """A recipe name (`shapes`) or a path to a YAML file -> the file."""
+    path = Path(name)
+    return path if path.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{name}.yaml"
+
+
+def load_config(argv: Iterable[str] = (), defaults_file: str | Path = DEFAULT_FILE) -> Config:
+    """Defaults, then the recipe named by `cfg` (from the command line if given there), then the overrides."""
+    defaults = Config(read_yaml(defaults_file))
+    overrides = parse_overrides(argv)
+    recipe = overrides.get("cfg", defaults.get("cfg"))
+    cfg = defaults
+    if recipe and str(recipe).lower() not in ("none", "null"):
+        path = recipe_path(str(recipe))
+        cfg = merge(cfg, read_yaml(path), str(path))
+    cfg = merge(cfg, overrides, "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        ("epochs", cfg.epochs >= 1, "must be >= 1"),
+        ("batch", cfg.batch >= 1, "must be >= 1"),
+        ("imgsz", cfg.imgsz >= 32 and cfg.imgsz % 32 == 0, "must be a positive multiple of 32"),
+        ("nbs", cfg.nbs >= 1, "must be >= 1"),
+        ("lr0", cfg.lr0 > 0, "must be > 0"),
+        ("lrf", 0 < cfg.lrf <= 1, "must be in (0, 1]"),
+        ("fraction", 0 < cfg.fraction <= 1, "must be in (0, 1]"),
+        ("optimizer", cfg.optimizer in ("SGD", "Adam", "AdamW", "auto"), "must be SGD, Adam, AdamW or auto"),
+    ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"config: {key}={cfg[key]!r} {why}")
+
+
+def load_model_config(name: str) -> dict[str, Any]:
+    """`configs/models/<name>.yaml` (or a YAML path) -> its mapping; must name a `family`."""
+    path = Path(name) if Path(name).suffix in (".yaml", ".yml") else CONFIG_DIR / "models" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / "models").glob("*.yaml"))
+        raise ConfigError(f"model={name!r}: no file {path}{_suggestion(name, known)} (known: {', '.join(known)})")
+    spec = read_yaml(path)
+    if "family" not in spec:
+        raise ConfigError(f"{path}: missing required key 'family'")
+    return spec

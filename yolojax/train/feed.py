@@ -1,0 +1,86 @@
+"""What the train loop needs from the data pipeline and the evaluator, behind one small interface.
+
+TrainData (duck-typed; `yolojax.train.toy.ToyData` is a stand-in):
+  num_classes: int; names: tuple[str, ...]; train_size: int (images); batches_per_epoch: int
+  size_buckets: tuple[int, ...]  (image sizes for multi-scale; (imgsz,) otherwise)
+  train_epoch(epoch, *, mosaic, start_batch=0, data_state=None) -> iterator of batches (numpy dicts)
+  data_state() -> JSON-able / bytes state of the current train iterator (for a mid-epoch checkpoint)
+  val: what the evaluator iterates
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+
+class PipelineData:
+    """TrainData over `yolojax.data.build_dataset` (grain, deterministic per (seed, epoch, index))."""
+
+    def __init__(self, cfg: Any):
+        from yolojax.data import build_dataset
+
+        self.cfg = cfg
+        self.train = build_dataset(cfg, "train", seed=cfg.seed)
+        self.val = build_dataset(cfg, "val", seed=cfg.seed) if cfg.val else None
+        self.num_classes = self.train.num_classes
+        self.names = tuple(self.train.names)
+        self.train_size = self.train.num_images
+        self.batches_per_epoch = self.train.num_batches
+        self.size_buckets = tuple(self.train.size_buckets)
+        self._iterator = None
+
+    def train_epoch(self, epoch: int, *, mosaic: bool, start_batch: int = 0, data_state: Any = None) -> Iterator:
+        if self._iterator is not None and hasattr(self._iterator, "close"):
+            self._iterator.close()
+        self._iterator = self.train.iterator(epoch, mosaic=mosaic)
+        if start_batch and data_state is not None:
+            self._iterator.set_state(data_state)
+        elif start_batch:
+            for _ in range(start_batch):  # no saved iterator state: replay (deterministic) up to the position
+                next(self._iterator)
+        return map(self.local_rows, self._iterator)
+
+    def local_rows(self, batch: dict) -> dict:
+        """This process's rows of a global batch (every process builds the same global batch from the seed)."""
+        count, index = jax.process_count(), jax.process_index()
+        if count == 1:
+            return batch
+        rows = len(batch["images"]) // count
+        return {k: v[index * rows:(index + 1) * rows] for k, v in batch.items()}
+
+    def data_state(self) -> Any:
+        return self._iterator.get_state() if self._iterator is not None else None
+
+    def val_batches(self) -> Iterator:
+        return self.val.iterator(0, workers=0)  # in-process: val is small and spawning workers costs more
+
+
+def build_train_data(cfg: Any) -> PipelineData:
+    return PipelineData(cfg)
+
+
+def evaluate_ema(task: Any, ema_variables: Any, data: Any, cfg: Any) -> dict:
+    """mAP of the EMA weights on the val split -> results.csv columns (reference names) + fitness."""
+    from yolojax.eval.val import evaluate
+
+    batches = data.val_batches() if hasattr(data, "val_batches") else data.val
+    result = evaluate(task, ema_variables, batches, conf=cfg.conf if cfg.conf is not None else 0.001,
+                      iou=cfg.iou, max_det=cfg.max_det, names=list(data.names))
+    return {"metrics/precision(B)": float(result["precision"]), "metrics/recall(B)": float(result["recall"]),
+            "metrics/mAP50(B)": float(result["map50"]), "metrics/mAP50-95(B)": float(result["map50_95"]),
+            "fitness": float(result["fitness"])}
+
+
+def resize_batch(batch: dict, size: int) -> dict:
+    """Batch images (b, s, s, 3) uint8 -> (b, size, size, 3), bilinear (boxes are normalized: unchanged).
+
+    The reference's multi-scale resizes the whole batch the same way (bilinear interpolation).
+    """
+    images = batch["images"]
+    if images.shape[1] == size and images.shape[2] == size:
+        return batch
+    import cv2
+    resized = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in images])
+    return {**batch, "images": resized}

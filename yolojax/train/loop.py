@@ -1,0 +1,346 @@
+"""`yolojax train`: build data, task, optimizer and state; jit the step; loop over epochs; validate; checkpoint.
+
+Read top to bottom: `train(cfg)` is the whole loop. The schedule follows the reference trainer: lr factor per epoch,
+warmup / accumulation per iteration (yolojax.train.optim), mosaic off for the last `close_mosaic` epochs,
+validation of the EMA weights every epoch, best/last checkpoints, early stopping on fitness
+(0.1 mAP50 + 0.9 mAP50-95). Differences: `time` is a hard budget (the run stops, validates and saves when it is
+spent; epochs are not re-planned), and multi-scale picks one of a few fixed sizes per batch so each compiles once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolojax.train import checkpoints as ckpt
+from yolojax.train import records
+from yolojax.train.config import Config, ConfigError, load_config, load_model_config, merge
+from yolojax.train.feed import build_train_data, evaluate_ema, resize_batch
+from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
+from yolojax.train.state import create_state
+from yolojax.train.step import build_train_step, maybe_initialize_distributed, make_mesh, replicate, shard_batch
+from yolojax.train.tasks import build_task
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive non-finite losses; the message names the last good checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    iterations: int
+    best_fitness: float | None
+    last_metrics: dict
+    interrupted: bool = False
+
+
+def compute_dtype(cfg: Config) -> Any:
+    """bf16 compute on GPU/TPU when amp, else fp32 (params and optimizer state are fp32 either way)."""
+    return jnp.bfloat16 if cfg.amp and jax.default_backend() in ("gpu", "tpu", "cuda", "rocm") else jnp.float32
+
+
+def fitness_of(metrics: dict) -> float:
+    if "fitness" in metrics:
+        return float(metrics["fitness"])
+    return 0.1 * float(metrics.get("metrics/mAP50(B)", 0.0)) + 0.9 * float(metrics.get("metrics/mAP50-95(B)", 0.0))
+
+
+def resolve_run(cfg: Config) -> tuple[Config, Path, bool]:
+    """(config, run directory, resuming?) — a resumed run takes its saved config back."""
+    if cfg.resume:
+        run_dir = records.latest_run_dir(cfg.project) if cfg.resume is True else Path(str(cfg.resume)).absolute()
+        saved = merge(load_config(["cfg=none"]), records.load_args(run_dir), str(run_dir / "args.yaml"))
+        return saved.replace(resume=cfg.resume), run_dir, True
+    return cfg, records.new_run_dir(cfg.project, cfg.name, cfg.exist_ok), False
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if jax.process_index() == 0 and sys.platform != "win32":
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+            except ValueError:  # not the main thread
+                self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclasses.dataclass
+class _Run:
+    """Everything one training run holds (host side); `state` is the replicated device TrainState."""
+
+    cfg: Config
+    run_dir: Path
+    task: Any
+    data: Any
+    evaluate: Callable
+    plan: Any
+    state: Any
+    step: Callable
+    mesh: Any
+    sizes: tuple
+    last: Any       # orbax manager of the latest checkpoints
+    best: Any       # orbax manager of the best checkpoint
+    meta: dict      # epoch / batch to continue from, best fitness and epoch
+    main: bool      # process 0: the one that prints and writes files
+    progress: bool = True
+
+
+def _setup(cfg: Config, task, data, evaluate) -> _Run:
+    """Run directory, data, task, optimizer plan, initial (or resumed) state, the jitted step."""
+    cfg, run_dir, resuming = resolve_run(cfg)
+    main = jax.process_index() == 0
+    if main and not resuming:
+        records.save_args(run_dir, cfg)
+    data = data if data is not None else build_train_data(cfg)
+    if task is None:
+        task = build_task(load_model_config(cfg.model), data.num_classes, dtype=compute_dtype(cfg), hyp=cfg)
+    nb = data.batches_per_epoch
+    plan = plan_optimizer(cfg, num_classes=data.num_classes, dataset_size=data.train_size, batches_per_epoch=nb)
+
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
+    variables = jax.jit(task.init, static_argnums=1)(init_key, (cfg.imgsz, cfg.imgsz))
+    if cfg.weights:
+        from yolojax.models.weights import load_weights
+        variables, _ = load_weights(cfg.weights)
+    optimizer = build_optimizer(plan, variables["params"])
+    state = jax.jit(create_state, static_argnums=1)(variables, optimizer, state_key)
+    last = ckpt.open_manager(run_dir / "weights" / "ckpt_last", max_to_keep=2)
+    best = ckpt.open_manager(run_dir / "weights" / "ckpt_best", max_to_keep=1)
+    meta = {"epoch": 0, "batch": 0, "best_fitness": None, "best_epoch": -1}
+    if resuming:
+        state, meta = ckpt.restore_checkpoint(last, state)
+        print(f"Resuming {run_dir} at epoch {meta['epoch'] + 1}, batch {meta['batch']}", flush=True)
+    mesh = make_mesh()
+    step = build_train_step(task.loss_fn, optimizer, mesh, ema_decay=cfg.ema_decay, ema_tau=cfg.ema_tau)
+    sizes = (tuple(getattr(data, "size_buckets", ())) if cfg.multi_scale else ()) or (cfg.imgsz,)
+    if main:
+        print(f"Training {getattr(task, 'name', 'model')} on {cfg.data} for {cfg.epochs} epochs, {nb} batches of "
+              f"{cfg.batch} on {mesh.size} {jax.default_backend()} device(s); optimizer {plan.name}(lr={plan.lr0}, "
+              f"momentum={plan.momentum}); run directory {run_dir}", flush=True)
+    return _Run(cfg, run_dir, task, data, evaluate or evaluate_ema, plan, replicate(state, mesh), step, mesh,
+                sizes, last, best, meta, main)
+
+
+def _save(run: _Run, manager=None, data_state=None) -> int:
+    """Checkpoint the state with run.meta (every process: orbax saves are collective)."""
+    return ckpt.save_checkpoint(manager or run.last, run.state, {**run.meta, "data_state": data_state})
+
+
+def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]) -> tuple[str | None, int, Any]:
+    """Iterate one epoch (from run.meta's batch when resuming into it). Returns (why it stopped early or None,
+    batches done, the mean loss items or None)."""
+    cfg, nb = run.cfg, run.data.batches_per_epoch
+    start = run.meta["batch"] if epoch == run.meta["epoch"] else 0
+    mosaic = epoch < cfg.epochs - cfg.close_mosaic if cfg.close_mosaic else True
+    bar = _progress(nb, start, f"{epoch + 1}/{cfg.epochs}", run.main and run.progress)
+    batches = run.data.train_epoch(epoch, mosaic=mosaic, start_batch=start,
+                                   data_state=run.meta.get("data_state") if start else None)
+    tally, pending, done, why = _Tally(), None, start, None
+    for i, batch in enumerate(batches, start):
+        ni = i + nb * epoch
+        imgsz = run.sizes[np.random.default_rng([cfg.seed, ni]).integers(len(run.sizes))]
+        hyper = hyper_at(run.plan, ni, epoch)
+        run.state, metrics = run.step(run.state, shard_batch(resize_batch(batch, imgsz), run.mesh),
+                                      replicate(hyper, run.mesh))
+        if pending is not None:  # read the previous step's metrics: keeps one step in flight
+            tally.add(pending, bar, run)
+        pending, done = (metrics, imgsz, hyper), i + 1
+        why = should_stop(ni + 1)
+        if why:
+            break
+    if pending is not None:
+        tally.add(pending, bar, run)
+    if bar is not None:
+        bar.close()
+    return why, done, tally.mean()
+
+
+def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
+    """Validate the EMA, record results, save last (and best) checkpoints and exported EMA weights."""
+    cfg = run.cfg
+    metrics = run.evaluate(run.task, run.state.ema, run.data, cfg) if cfg.val or epoch + 1 == cfg.epochs else {}
+    fitness = fitness_of(metrics) if metrics else None
+    improved = fitness is not None and (run.meta["best_fitness"] is None or fitness >= run.meta["best_fitness"])
+    if improved:
+        run.meta.update(best_fitness=fitness, best_epoch=epoch)
+    run.meta.update(epoch=epoch + 1, batch=0, last_metrics=metrics)
+    row = _results_row(epoch, run.task, losses, metrics, hyper_at(run.plan, (epoch + 1) * run.data.batches_per_epoch
+                                                                  - 1, epoch), time.time() - started)
+    if run.main:
+        records.append_results(run.run_dir / "results.csv", row)
+        board.scalars(row, epoch + 1)
+        _print_epoch(row)
+    if cfg.save:
+        _save(run)
+        _export(run.run_dir / "weights" / "last", run)
+        if improved:
+            _save(run, run.best)
+            _export(run.run_dir / "weights" / "best", run)
+
+
+def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable | None = None,
+          stop_at_iteration: int | None = None, progress: bool = True) -> TrainResult:
+    """Train per `cfg`. `task`, `data`, `evaluate` replace the configured ones (tests use small stand-ins).
+
+    stop_at_iteration: act as if Ctrl-C arrived after that many iterations (checkpoint, then return).
+    """
+    maybe_initialize_distributed()
+    run = _setup(cfg, task, data, evaluate)
+    run.progress = progress
+    cfg, nb, start_time = run.cfg, run.data.batches_per_epoch, time.time()
+    board = records.TensorBoard(run.run_dir / "tensorboard", cfg.tensorboard and run.main)
+    out_of_time = lambda: cfg.time is not None and time.time() - start_time > cfg.time * 3600  # noqa: E731
+    interrupted = False
+    with _StopFlag() as flag:
+        def should_stop(iterations: int) -> str | None:
+            if flag.requested or (stop_at_iteration is not None and iterations >= stop_at_iteration):
+                return "interrupted"
+            return "time budget spent" if out_of_time() else None
+
+        epoch = run.meta["epoch"]
+        while epoch < cfg.epochs:
+            started = time.time()
+            why, done, losses = _train_epoch(run, epoch, should_stop)
+            if why == "interrupted":  # Ctrl-C (or stop_at_iteration): save where we are and leave
+                interrupted = True
+                run.meta.update(epoch=epoch, batch=done)
+                if done >= nb:
+                    run.meta.update(epoch=epoch + 1, batch=0)
+                data_state = run.data.data_state() if run.meta["batch"] and hasattr(run.data, "data_state") else None
+                _save(run, data_state=data_state)
+                print(f"Interrupted: checkpoint saved in {run.last.directory}; resume with "
+                      f"`yolojax train resume={run.run_dir}`", flush=True)
+                break
+            _end_epoch(run, epoch, losses, started, board)
+            epoch += 1
+            stale = epoch - 1 - run.meta["best_epoch"] >= cfg.patience
+            if why or out_of_time() or stale:
+                reason = why or ("time budget spent" if not stale else f"no improvement in {cfg.patience} epochs")
+                print(f"Stopping early: {reason}", flush=True)
+                break
+    board.close()
+    if run.main and (run.run_dir / "results.csv").exists() and cfg.plots:
+        records.plot_results(run.run_dir / "results.csv", run.run_dir / "results.png")
+    print(f"Results saved to {run.run_dir}", flush=True)
+    return TrainResult(run.run_dir, run.meta["epoch"], int(jax.device_get(run.state.iteration)),
+                       run.meta["best_fitness"], run.meta.get("last_metrics", {}), interrupted)
+
+
+def _progress(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True)
+
+
+class _Tally:
+    """Host side of the step metrics: running mean of finite loss items, progress bar, non-finite guard."""
+
+    def __init__(self):
+        self.total, self.count = None, 0
+
+    def add(self, pending, bar, run: _Run) -> None:
+        metrics, imgsz, hyper = pending
+        items = np.asarray(jax.device_get(metrics["items"]), np.float64)
+        if bool(jax.device_get(metrics["finite"])):
+            self.total = items if self.total is None else self.total + items
+            self.count += 1
+        elif int(jax.device_get(metrics["nonfinite_run"])) >= run.cfg.nonfinite_patience:
+            last = run.last.latest_step()
+            where = (f"the last good checkpoint is {run.last.directory / str(last)}" if last is not None
+                     else "no checkpoint was saved yet")
+            raise NonFiniteLossError(f"{run.cfg.nonfinite_patience} consecutive non-finite losses (updates skipped); "
+                                     f"lower lr0 or check the data; {where} (run {run.run_dir})")
+        if bar is not None:
+            mean = self.mean() if self.total is not None else items
+            bar.set_postfix_str(" ".join(f"{v:.4g}" for v in mean) + f" inst={int(metrics['instances'])}"
+                                f" sz={imgsz} lr={float(hyper.lr[0]):.3g}", refresh=False)
+            bar.update(1)
+
+    def mean(self):
+        return None if self.total is None else self.total / self.count
+
+
+def _results_row(epoch, task, losses, metrics, hyper, seconds) -> dict:
+    row = {"epoch": epoch + 1}
+    names = getattr(task, "loss_names", ())
+    if losses is not None:
+        row.update({f"train/{n}_loss": float(v) for n, v in zip(names, losses)})
+    row.update({k: float(v) for k, v in metrics.items() if np.isscalar(v) or np.ndim(v) == 0})
+    row.update({f"lr/pg{j}": float(v) for j, v in enumerate(hyper.lr)})
+    row["time/epoch_s"] = float(seconds)
+    return row
+
+
+def _print_epoch(row: dict) -> None:
+    shown = {k: v for k, v in row.items() if k.startswith(("metrics/", "train/"))}
+    print(f"epoch {row['epoch']}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()), flush=True)
+
+
+def _export(path: Path, run: _Run) -> None:
+    """EMA weights in the yolojax.models.weights format, for val / predict."""
+    meta = {"model": getattr(run.task, "name", "model"), "scale": getattr(run.task, "scale", ""),
+            "num_classes": int(run.data.num_classes), "names": list(getattr(run.data, "names", [])),
+            "imgsz": run.cfg.imgsz}
+    if run.main:
+        ckpt.export_ema_weights(path, run.state.ema, meta)
+
+
+HELP = """usage: yolojax train [key=value ...]
+
+Trains a detector. With no arguments: YOLOv8n on the embedded shapes dataset with the CPU recipe configs/shapes.yaml.
+Keys and defaults: configs/default.yaml (e.g. model=yolov8s data=coco epochs=100 batch=64 imgsz=640 cfg=none).
+resume=True continues the latest run (resume=runs/train3 a given one). Ctrl-C saves a checkpoint and exits."""
+
+
+def enable_compilation_cache() -> None:
+    """Keep compiled steps on disk ($YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax) so repeated runs start at once."""
+    import os
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+        return
+    root = Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
+    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def cli_main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help", "help"):
+        print(HELP)
+        return 0
+    enable_compilation_cache()
+    try:
+        cfg = load_config(argv)
+    except ConfigError as err:
+        print(f"yolojax train: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = train(cfg)
+    except NonFiniteLossError as err:
+        print(f"yolojax train: {err}", file=sys.stderr)
+        return 1
+    return 130 if result.interrupted else 0

@@ -1,0 +1,109 @@
+"""Run-directory I/O of training: the run folder, results.csv, results.png, TensorBoard. No computation here."""
+from __future__ import annotations
+
+import csv
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+def new_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
+    """project/name, or project/name2, name3, ... when it exists (unless exist_ok). Created."""
+    base = Path(project) / name
+    path, n = base, 2
+    while path.exists() and not exist_ok:
+        path, n = base.with_name(f"{name}{n}"), n + 1
+    path.mkdir(parents=True, exist_ok=True)
+    return path.absolute()
+
+
+def latest_run_dir(project: str | Path) -> Path:
+    """The most recently written run directory under `project` that holds a checkpoint."""
+    candidates = [p.parent.parent for p in Path(project).glob("*/weights/ckpt_last")]
+    if not candidates:
+        raise FileNotFoundError(f"resume=True: no run with a checkpoint under {Path(project).absolute()}")
+    return max(candidates, key=lambda p: (p / "weights" / "ckpt_last").stat().st_mtime).absolute()
+
+
+def save_args(run_dir: Path, cfg: Mapping[str, Any]) -> None:
+    (run_dir / "args.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def load_args(run_dir: Path) -> dict:
+    path = run_dir / "args.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; cannot resume a run without its saved config")
+    return yaml.safe_load(path.read_text())
+
+
+def append_results(path: Path, row: Mapping[str, Any]) -> None:
+    """Append one epoch's row to results.csv (header written with the first row)."""
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def read_results(path: Path) -> list[dict[str, float]]:
+    with path.open() as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def plot_results(csv_path: Path, out_path: Path) -> Path | None:
+    """One small panel per column of results.csv against epoch; returns the PNG path (None if no rows)."""
+    rows = read_results(csv_path)
+    if not rows:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in rows[0] if k != "epoch"]
+    cols = min(5, len(keys))
+    nrows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)
+    epochs = [r["epoch"] for r in rows]
+    for ax, key in zip(axes.flat, keys):
+        ax.plot(epochs, [r[key] for r in rows], marker=".", linewidth=1.5)
+        ax.set_title(key, fontsize=9)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+class TensorBoard:
+    """Scalar logger over tensorboardX or torch.utils.tensorboard; warns once and does nothing if neither exists."""
+
+    def __init__(self, log_dir: Path, enabled: bool):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as err:
+                warnings.warn(f"{log_dir}: tensorboard=True but no TensorBoard writer is installed ({err}); "
+                              "pip install tensorboardX")
+                return
+        self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(re.sub(r"[()]", "", key), value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -40,7 +40,7 @@ from yolojax.assign import task_aligned_assign  # noqa: E402
 from yolojax.assign.tal import topk_mask, topk_mask_walk  # noqa: E402
 from yolojax.losses import detection_loss  # noqa: E402
 from yolojax.ops.anchors import dist2bbox, make_anchors  # noqa: E402
-from yolojax.losses.bbox import dfl_expectation  # noqa: E402
+from yolojax.models.layers import dfl_expectation  # noqa: E402
 
 STRIDES = (8, 16, 32)
 REG_MAX = 16

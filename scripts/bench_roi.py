@@ -102,6 +102,9 @@ def main(argv=None):
         ("roi_align", "sampling_ratio=2, TF32 matmul", roi_align,
          dict(output_size=(7, 7), spatial_scale=1 / stride, sampling_ratio=2, precision=None),
          ((7, 7), 1 / stride, 2, False)),
+        ("roi_align", "sampling_ratio=2, gather", roi_align,
+         dict(output_size=(7, 7), spatial_scale=1 / stride, sampling_ratio=2, method="gather"),
+         ((7, 7), 1 / stride, 2, False)),
         ("roi_pool", "", roi_pool, dict(output_size=(7, 7), spatial_scale=1 / stride), ((7, 7), 1 / stride)),
     ]
     cotangent = np.random.default_rng(1).normal(size=(k, 7, 7, c)).astype(np.float32)

@@ -21,11 +21,11 @@ REPO = str(Path(__file__).resolve().parents[1])
 
 def _toy_state(seed=0):
     task = ToyTask()
-    variables = task.init(jax.random.PRNGKey(seed), (16, 16))
+    variables = jax.jit(task.init, static_argnums=1)(jax.random.PRNGKey(seed), (16, 16))
     cfg = load_config(["cfg=none", "optimizer=SGD"])
     optimizer = build_optimizer(plan_optimizer(cfg, num_classes=1, dataset_size=64, batches_per_epoch=4),
                                 variables["params"])
-    return create_state(variables, optimizer, jax.random.PRNGKey(seed + 1))
+    return jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(seed + 1))
 
 
 def test_round_trip_is_bitwise_with_meta_and_bytes_iterator_state(tmp_path):

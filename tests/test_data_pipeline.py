@@ -1,6 +1,5 @@
 """build_dataset: geometry of augmented boxes vs pixels, determinism, resume, val metadata, sources, bad input."""
 import json
-import warnings
 
 import cv2
 import numpy as np
@@ -309,3 +308,43 @@ def test_preview_grid_draws_every_image(shapes_yaml, tmp_path):
     assert cli_main(["preview", f"data={shapes_yaml}", "imgsz=96", "batch=4", f"out={out}"]) == 0
     grid = cv2.imread(str(out))
     assert grid.shape == (192, 192, 3)  # 2 x 2 tiles of 96 px
+
+
+def test_data_yaml_with_coco_json_split(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    images, annotations = [], []
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / "imgs" / f"{i}.png"), np.full((60, 80, 3), 50, np.uint8))
+        images.append({"id": 100 + i, "file_name": f"{i}.png", "height": 60, "width": 80})
+        annotations.append({"id": i, "image_id": 100 + i, "category_id": 1, "bbox": [8, 6, 40, 30], "iscrowd": 0})
+    coco = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: imgs\nval: imgs\nval_json: ann.json\n"
+                                        "names:\n  0: thing\n")
+    ds = build_dataset({"data": str(tmp_path / "data.yaml"), "imgsz": 64, "batch": 4}, "val", 0)
+    batch = next(ds.iterator(0, workers=0))
+    assert sorted(batch["image_id"].tolist()) == [100, 101, 102, 103]
+    np.testing.assert_allclose(batch["gt_bboxes"][0], [[8, 6, 48, 36]], atol=1e-4)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("rect", [False, True])
+def test_val_batches_match_the_reference_dataset(shapes_yaml, rect):
+    """Val preprocessing end to end (long-side resize, letterbox without upscaling, RGB; rect batch shapes) gives
+    the reference YOLODataset's pixels and normalized boxes exactly."""
+    pytest.importorskip("ultralytics")
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data.dataset import YOLODataset
+
+    ds = build_dataset({"data": str(shapes_yaml), "imgsz": 64, "batch": 4, "rect": rect}, "val", 0)
+    ref = YOLODataset(img_path=str(shapes_yaml.parent / "images" / "val"), imgsz=64, batch_size=4, augment=False,
+                      rect=rect, hyp=get_cfg(), data={"names": dict(enumerate(ds.names)), "nc": 3, "channels": 3},
+                      pad=0.5, stride=32)
+    theirs = {item["im_file"]: item for item in (ref[i] for i in range(len(ref)))}
+    for batch in ds.iterator(0, workers=0):
+        for i in np.flatnonzero(batch["valid"]):
+            item = theirs[batch["im_file"][i]]
+            np.testing.assert_array_equal(batch["images"][i], item["img"].numpy().transpose(1, 2, 0))
+            mask = batch["mask"][i]
+            np.testing.assert_allclose(batch["bboxes"][i][mask], item["bboxes"].numpy(), atol=1e-5)
+            assert batch["cls"][i][mask].tolist() == item["cls"].numpy().reshape(-1).astype(int).tolist()

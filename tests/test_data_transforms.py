@@ -1,7 +1,5 @@
 """yolojax.data transforms / mosaic / perspective: hand computations and parity with ultralytics 8.2.103."""
-import random
 
-import cv2
 import numpy as np
 import pytest
 

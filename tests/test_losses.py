@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from yolojax.losses import bbox_loss, bce_with_logits, detection_loss, dfl_expectation, dfl_loss
+from yolojax.losses.detection import classification_loss
 
 NC, REG_MAX = 4, 16
 LEVELS = [(8, 8), (4, 4), (2, 2)]  # a 64x64 image at strides 8, 16, 32
@@ -71,12 +72,21 @@ def test_bbox_loss_weights_foreground_by_score_sum():
     anchors = jnp.array([[2.0, 2.0], [5.0, 5.0]])
     target = jnp.array([[[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0]]])
     pred = jnp.array([[[1.0, 1.0, 3.0, 3.0], [-50.0, 0.0, 90.0, 1.0]]])
-    scores = jnp.array([[[0.0, 0.6], [0.0, 0.0]]])
+    weight = jnp.array([[0.6, 0.9]])
     dist = jnp.zeros((1, 2, 4 * REG_MAX))
-    loss_iou, loss_dfl = bbox_loss(dist, pred, anchors, target, scores, 1.0, jnp.array([[True, False]]), REG_MAX)
+    loss_iou, loss_dfl = bbox_loss(dist, pred, anchors, target, weight, 1.0, jnp.array([[True, False]]), REG_MAX)
     assert abs(float(loss_iou)) < 1e-6
     # uniform logits: CE = log(16) for every bin, so DFL = log(16) * weight 0.6
     np.testing.assert_allclose(float(loss_dfl), math.log(REG_MAX) * 0.6, rtol=1e-6)
+
+
+def test_classification_loss_equals_bce_against_one_hot_targets():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(2, 30, NC)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, NC, size=(2, 30)), jnp.int32)
+    score = jnp.asarray(rng.uniform(size=(2, 30)) * (rng.uniform(size=(2, 30)) < 0.3), jnp.float32)
+    expected = bce_with_logits(logits, jax.nn.one_hot(labels, NC) * score[..., None]).sum()
+    np.testing.assert_allclose(float(classification_loss(logits, labels, score)), float(expected), rtol=1e-6)
 
 
 def test_loss_is_items_sum_times_batch():

@@ -17,10 +17,13 @@ def abstract_variables(model, hw=(64, 64)):
 @pytest.mark.parity
 @pytest.mark.parametrize("scale", ["n", "s", "m", "l", "x"])
 def test_parameter_count_equals_reference(scale):
-    pytest.importorskip("torch")
-    from ultralytics.nn.tasks import DetectionModel
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import parse_model, yaml_model_load
 
-    ref = DetectionModel(f"yolov8{scale}.yaml", nc=80, verbose=False)
+    config = dict(yaml_model_load(f"yolov8{scale}.yaml"), nc=80)
+    with torch.device("meta"):  # the reference's layer stack from its yaml, shapes only
+        ref, _ = parse_model(config, ch=3, verbose=False)
     ref_total = sum(p.numel() for p in ref.parameters())
     ref_trainable = sum(p.numel() for p in ref.parameters() if p.requires_grad)
     variables = abstract_variables(YOLOv8(scale, 80))
@@ -64,8 +67,8 @@ def test_decode_places_anchor_centres_by_stride():
 
 
 def test_head_bias_init_matches_reference_formula():
-    features = [jnp.zeros((1, 8 // 2**i, 8 // 2**i, 16)) for i in range(3)]
-    head = DetectHead(3).init(jax.random.key(0), features, train=False)["params"]
+    features = [jnp.zeros((1, 4 // 2**i, 4 // 2**i, 8)) for i in range(3)]
+    head = jax.jit(lambda k: DetectHead(3).init(k, features, train=False))(jax.random.key(0))["params"]
     for level, stride in enumerate((8, 16, 32)):
         np.testing.assert_allclose(head[f"cv2_{level}_2"]["bias"], 1.0)
         np.testing.assert_allclose(head[f"cv3_{level}_2"]["bias"], math.log(5 / 3 / (640 / stride) ** 2), rtol=1e-6)
@@ -106,8 +109,7 @@ def converted(scale, num_classes, seed):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("scale,num_classes,hw,seed", [("n", 80, (160, 224), 0), ("n", 5, (256, 256), 1),
-                                                       ("s", 20, (128, 192), 2)])
+@pytest.mark.parametrize("scale,num_classes,hw,seed", [("n", 80, (160, 224), 0), ("s", 20, (128, 192), 2)])
 def test_eval_forward_matches_reference(scale, num_classes, hw, seed):
     pytest.importorskip("ultralytics")
     from yolojax.convert.reference import reference_eval_outputs

@@ -91,3 +91,19 @@ def test_no_candidates_gives_no_rows():
     keep, valid = batched_nms(boxes, jnp.ones(10), jnp.zeros(10, jnp.int32), 0.5, 5,
                               candidate_mask=jnp.zeros(10, bool))
     assert not np.asarray(valid).any()
+
+
+def test_empty_input_gives_no_rows():
+    keep, valid = nms(jnp.zeros((0, 4)), jnp.zeros((0,)), 0.5, 3)
+    assert keep.shape == (3,) and not np.asarray(valid).any()
+
+
+@pytest.mark.parametrize("tile_size", [3, 4, 64])
+def test_suppression_chain_resolved_greedily_across_tile_sizes(tile_size):
+    # boxes shifted by 4 px: IoU(i, i+1) = 6/14 = 0.43 > 0.4, IoU(i, i+2) = 2/18 = 0.11. Greedy keeps 0, which
+    # suppresses 1; 1 being gone, 2 survives and suppresses 3; ... -> the even boxes.
+    x = 4.0 * np.arange(11)
+    boxes = jnp.asarray(np.stack([x, np.zeros(11), x + 10, np.full(11, 10.0)], axis=1))
+    scores = jnp.linspace(1.0, 0.5, 11)
+    keep, valid = nms(boxes, scores, 0.4, 11, tile_size=tile_size)
+    assert kept_rows(keep, valid).tolist() == [0, 2, 4, 6, 8, 10]

@@ -40,13 +40,15 @@ def _ours(fn, features, rois, cotangent):
 
 @pytest.mark.parity
 @pytest.mark.parametrize("seed", [0, 1])
-@pytest.mark.parametrize("sampling_ratio, aligned", [(-1, False), (-1, True), (2, False), (3, True)])
-def test_roi_align_matches_torchvision(seed, sampling_ratio, aligned):
+@pytest.mark.parametrize("sampling_ratio, aligned, method", [(-1, False, "matmul"), (-1, True, "matmul"),
+                                                             (2, False, "matmul"), (3, True, "matmul"),
+                                                             (2, False, "gather"), (1, True, "gather")])
+def test_roi_align_matches_torchvision(seed, sampling_ratio, aligned, method):
     scale = (0.5, 1 / 3)[seed]
     features, rois = _inputs(seed, scale=scale)
     ref_out, ref_grad, cot = _torch_op("roi_align", features, rois, (7, 6), scale, sampling_ratio, aligned)
     fn = jax.jit(partial(roi_align, output_size=(7, 6), spatial_scale=scale, sampling_ratio=sampling_ratio,
-                         aligned=aligned))
+                         aligned=aligned, method=method))
     out, grad = _ours(fn, features, rois, cot)
     np.testing.assert_allclose(out, ref_out, rtol=0, atol=1e-5)
     np.testing.assert_allclose(grad, ref_grad, rtol=0, atol=1e-5)
@@ -96,12 +98,16 @@ def test_per_image_layout_equals_batch_index_layout():
     boxes = rois[:, 1:].reshape(3, 4, 4)
     indexed = np.concatenate([np.repeat(np.arange(3.0), 4)[:, None], boxes.reshape(12, 4)], 1)
     expected = jax.jit(partial(roi_align, spatial_scale=0.5, sampling_ratio=2))(features, indexed)
-    out = jax.jit(partial(roi_align_per_image, spatial_scale=0.5, sampling_ratio=2))(features, boxes)
-    np.testing.assert_allclose(out.reshape(expected.shape), expected, rtol=1e-6, atol=1e-6)
+    for method in ("matmul", "gather"):
+        out = jax.jit(partial(roi_align_per_image, spatial_scale=0.5, sampling_ratio=2, method=method))(features,
+                                                                                                       boxes)
+        np.testing.assert_allclose(out.reshape(expected.shape), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="roi_align: rois must be"):
         roi_align(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 4)))
+    with pytest.raises(ValueError, match="method='gather' needs a fixed sampling_ratio"):
+        roi_align(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 5)), sampling_ratio=0, method="gather")
     with pytest.raises(ValueError, match="roi_pool: features must be"):
         roi_pool(jnp.zeros((4, 4, 2)), jnp.zeros((3, 5)))

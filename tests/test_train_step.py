@@ -21,11 +21,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _setup(task, batch=8, extra=()):
     cfg = load_config(["cfg=none", "optimizer=SGD", f"batch={batch}", "nbs=16", *extra])
-    variables = task.init(jax.random.PRNGKey(0), (16, 16))
+    variables = jax.jit(task.init, static_argnums=1)(jax.random.PRNGKey(0), (16, 16))
     plan = plan_optimizer(cfg, num_classes=1, dataset_size=10 * batch, batches_per_epoch=10)
     optimizer = build_optimizer(plan, variables["params"])
     mesh = make_mesh()
-    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
+    state = replicate(jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(1)), mesh)
     return plan, optimizer, mesh, state
 
 
@@ -65,12 +65,16 @@ def test_accumulated_steps_equal_one_update_with_summed_gradients_by_hand():
     state, m1 = step(state, shard_batch(b1, mesh), replicate(hyper, mesh))
     assert bool(m1["stepped"]) and int(state.ema_updates) == 1
 
-    key = jax.random.PRNGKey(1)
-    g0, aux0 = jax.grad(lambda p: task.loss_fn(p, model_state0, b0, key), has_aux=True)(params0)
-    g1, _ = jax.grad(lambda p: task.loss_fn(p, aux0["model_state"], b1, key), has_aux=True)(params0)
-    summed = jax.tree.map(jnp.add, g0, g1)
-    updates, _ = optimizer.update(summed, optimizer.init(params0), params0, lr=hyper.lr, momentum=hyper.momentum)
-    expected = jax.tree.map(lambda p, u: p + u, params0, updates)
+    @jax.jit
+    def by_hand(params, model_state):
+        key = jax.random.PRNGKey(1)
+        g0, aux0 = jax.grad(lambda p: task.loss_fn(p, model_state, b0, key), has_aux=True)(params)
+        g1, _ = jax.grad(lambda p: task.loss_fn(p, aux0["model_state"], b1, key), has_aux=True)(params)
+        summed = jax.tree.map(jnp.add, g0, g1)
+        updates, _ = optimizer.update(summed, optimizer.init(params), params, lr=hyper.lr, momentum=hyper.momentum)
+        return jax.tree.map(lambda p, u: p + u, params, updates)
+
+    expected = by_hand(params0, model_state0)
     for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 

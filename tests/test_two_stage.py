@@ -21,7 +21,7 @@ def _batch(b=2, hw=64):
 
 def test_task_protocol_loss_gradient_and_predict_shapes():
     task = FasterRCNNTask(**TINY)
-    variables = task.init(jax.random.key(0), (64, 64))
+    variables = jax.jit(task.init, static_argnums=1)(jax.random.key(0), (64, 64))
     state = {k: v for k, v in variables.items() if k != "params"}
     batch = _batch()
     (loss, aux), grads = jax.jit(jax.value_and_grad(task.loss_fn, has_aux=True))(variables["params"], state, batch,
@@ -52,7 +52,7 @@ def test_detections_pick_the_class_and_apply_the_deltas():
 @pytest.mark.slow
 def test_yolov8_backbone_levels_feed_the_heads():
     task = FasterRCNNTask(**{**TINY, "backbone": "yolov8", "scale": "n"})
-    variables = task.init(jax.random.key(0), (64, 64))
+    variables = jax.jit(task.init, static_argnums=1)(jax.random.key(0), (64, 64))
     assert "model_21" in variables["params"]["backbone"]  # the YOLOv8 neck's last C2f
     state = {k: v for k, v in variables.items() if k != "params"}
     loss, aux = jax.jit(task.loss_fn)(variables["params"], state, _batch(), jax.random.key(1))

@@ -62,7 +62,8 @@ def make_val_set(seed, num_images=21, batch=8):
         images.append(dict(id=1000 + i, ori=(h0, w0), ratio_pad=((gain, gain), (left, top)), gt=xywh.astype(np.float32),
                            cls=gt_cls.astype(np.int32), det=det.astype(np.float32),
                            scores=scores.astype(np.float32), det_cls=det_cls.astype(np.int32)))
-    table = dict(boxes=np.zeros((num_images, MAX_DET, 4), np.float32), scores=np.zeros((num_images, MAX_DET), np.float32),
+    table = dict(boxes=np.zeros((num_images, MAX_DET, 4), np.float32),
+                 scores=np.zeros((num_images, MAX_DET), np.float32),
                  classes=np.zeros((num_images, MAX_DET), np.int32), valid=np.zeros((num_images, MAX_DET), bool))
     for i, im in enumerate(images):
         n = len(im["scores"])
@@ -220,3 +221,16 @@ def test_full_ground_truth_of_yolojax_data_batches_gives_the_same_numbers():
     for key in ("map50_95", "map50", "precision", "recall"):
         assert ours[key] == pytest.approx(ref[key], abs=1e-6)
     assert ours["instances"] == ref["instances"] and ours["images"] == ref["images"] == len(images)
+
+
+def test_no_batches_give_zero_metrics():
+    out = val.evaluate(TableTask(), {}, [])
+    assert (out["images"], out["instances"], out["map50_95"], out["map50"], out["per_class"]) == (0, 0, 0.0, 0.0, [])
+    assert out["coco"]["map50_95"] == -1.0  # undefined without ground truth, as pycocotools reports it
+
+
+def test_cli_rejects_unknown_and_missing_arguments(capsys):
+    assert val.cli_main(["weights=w", "data=d", "colour=red"]) == 2
+    assert "unknown argument 'colour=red'" in capsys.readouterr().err
+    assert val.cli_main(["imgsz=320"]) == 2
+    assert "weights= and data= are required" in capsys.readouterr().err

@@ -34,30 +34,31 @@ def anchors_in_boxes(anchor_points, gt_bboxes, eps: float = EPS_IN_BOX):
     Returns:
       (b, m, a) bool.
     """
-    xy = anchor_points[None, None]  # (1, 1, a, 2)
-    lt, rb = gt_bboxes[:, :, None, :2], gt_bboxes[:, :, None, 2:]  # (b, m, 1, 2)
-    deltas = jnp.concatenate([xy - lt, rb - xy], axis=-1)  # (b, m, a, 4)
-    return deltas.min(axis=-1) > eps
+    x, y = anchor_points[:, 0], anchor_points[:, 1]  # (a,)
+    x1, y1, x2, y2 = (gt_bboxes[..., i, None] for i in range(4))  # (b, m, 1)
+    return jnp.minimum(jnp.minimum(x - x1, y - y1), jnp.minimum(x2 - x, y2 - y)) > eps
 
 
-def alignment_metric(pd_scores, pd_bboxes, gt_labels, gt_bboxes, candidates, alpha, beta):
+def alignment_metric(pd_scores, pd_bboxes, gt_labels, gt_bboxes, candidates, alpha, beta, from_logits=False):
     """Task-alignment metric and overlaps of every (box, anchor) pair that is a candidate, 0 elsewhere.
 
     Args:
-      pd_scores: (b, a, c) predicted class probabilities in [0, 1].
+      pd_scores: (b, a, c) predicted class probabilities in [0, 1] (logits if `from_logits`).
       pd_bboxes: (b, a, 4) predicted boxes, xyxy pixels.
       gt_labels: (b, m) int class of each box (any value on padded rows).
       gt_bboxes: (b, m, 4) xyxy pixels.
       candidates: (b, m, a) bool, anchor inside a real box.
       alpha, beta: exponents of the class score and of the overlap (floats, may be traced).
+      from_logits: apply the sigmoid here, to the (b, m, a) gathered values only.
     Returns:
       align_metric: (b, m, a) `score ** alpha * overlap ** beta`, 0 off candidates.
       overlaps: (b, m, a) CIoU clipped at 0, 0 off candidates.
     """
-    b, a, num_classes = pd_scores.shape
-    labels = jnp.clip(gt_labels, 0, num_classes - 1)
-    # one gather straight into (b, m, a): box_scores[i, j, k] = pd_scores[i, k, labels[i, j]]
-    box_scores = pd_scores[jnp.arange(b)[:, None, None], jnp.arange(a)[None, None, :], labels[:, :, None]]
+    labels = jnp.clip(gt_labels, 0, pd_scores.shape[-1] - 1)
+    # box_scores[i, j, k] = pd_scores[i, k, labels[i, j]]: one column slice per box, (b, m) indices only
+    box_scores = jnp.swapaxes(jax.vmap(lambda scores, cls: scores[:, cls])(pd_scores, labels), 1, 2)  # (b, m, a)
+    if from_logits:
+        box_scores = jax.nn.sigmoid(box_scores)
     box_scores = jnp.where(candidates, box_scores, 0)
     ciou = bbox_iou(gt_bboxes[:, :, None, :], pd_bboxes[:, None, :, :], kind="ciou")  # (b, m, a)
     overlaps = jnp.where(candidates, jnp.maximum(ciou, 0), 0)
@@ -127,6 +128,48 @@ def resolve_multiple_boxes(mask_pos, overlaps):
     return gt_idx, mask_pos.any(axis=1), mask_pos
 
 
+def assign_anchors(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, *, num_classes: int,
+                   topk: int = 10, alpha=0.5, beta=6.0, eps=1e-9, from_logits: bool = False):
+    """`task_aligned_assign` with the soft class target kept as one value per anchor instead of (b, a, c).
+
+    `scores = one_hot(labels, num_classes) * target_score[..., None]`; the loss uses this compact form so that no
+    (b, a, c) target array is built, and passes class logits with `from_logits=True` so that the sigmoid runs on
+    the (b, m, a) values the metric reads, not on all of (b, a, c). Other args as `task_aligned_assign`.
+
+    Returns:
+      labels: (b, a) int32; bboxes: (b, a, 4) xyxy pixels; target_score: (b, a) float32 soft target at the
+      anchor's class (0 for background); fg_mask: (b, a) bool; gt_idx: (b, a) int32.
+    """
+    b, a, c = pd_scores.shape
+    if c != num_classes:
+        raise ValueError(f"task_aligned_assign: pd_scores has {c} classes, num_classes={num_classes}")
+    m = gt_bboxes.shape[1]
+    if m == 0:
+        return (jnp.full((b, a), num_classes, jnp.int32), jnp.zeros((b, a, 4), pd_bboxes.dtype),
+                jnp.zeros((b, a), jnp.float32), jnp.zeros((b, a), bool), jnp.zeros((b, a), jnp.int32))
+
+    pd_scores, pd_bboxes, anc_points, gt_bboxes = jax.lax.stop_gradient((pd_scores, pd_bboxes, anc_points, gt_bboxes))
+    labels = gt_labels.reshape(b, m).astype(jnp.int32)
+    real = mask_gt.reshape(b, m).astype(bool)
+
+    candidates = anchors_in_boxes(anc_points, gt_bboxes) & real[..., None]
+    metric, overlaps = alignment_metric(pd_scores, pd_bboxes, labels, gt_bboxes, candidates, alpha, beta,
+                                        from_logits)
+    mask_pos = topk_mask(metric, real, topk) & candidates
+    gt_idx, fg_mask, mask_pos = resolve_multiple_boxes(mask_pos, overlaps)
+
+    target_labels = jnp.maximum(jnp.take_along_axis(labels, gt_idx, axis=1), 0)  # (b, a)
+    target_bboxes = jnp.take_along_axis(gt_bboxes, gt_idx[..., None], axis=1)  # (b, a, 4)
+
+    # per-box scale: the box's best overlap over its best metric; each anchor takes its own box's value
+    metric = jnp.where(mask_pos, metric, 0)
+    best_metric = metric.max(axis=-1, keepdims=True)  # (b, m, 1)
+    best_overlap = jnp.where(mask_pos, overlaps, 0).max(axis=-1, keepdims=True)
+    norm = (metric * best_overlap / (best_metric + eps)).max(axis=1)  # (b, a)
+    target_score = jnp.where(fg_mask & (target_labels < num_classes), norm, 0).astype(jnp.float32)
+    return target_labels, target_bboxes, target_score, fg_mask, gt_idx
+
+
 def task_aligned_assign(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, *, num_classes: int,
                         topk: int = 10, alpha=0.5, beta=6.0, eps=1e-9):
     """Assign ground-truth boxes to anchors by the task-alignment metric (ultralytics 8.2.103 semantics).
@@ -138,7 +181,7 @@ def task_aligned_assign(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, 
       pd_scores: (b, a, c) predicted class probabilities (after sigmoid).
       pd_bboxes: (b, a, 4) predicted boxes, xyxy pixels.
       anc_points: (a, 2) anchor centres, pixels.
-      gt_labels: (b, m, 1) int class ids (padded rows: anything, usually 0).
+      gt_labels: (b, m, 1) int class ids in [0, c) (padded rows: anything, usually 0).
       gt_bboxes: (b, m, 4) xyxy pixels (padded rows: anything, usually 0).
       mask_gt: (b, m, 1) bool or {0, 1}, real rows. m may be 0.
       num_classes: c; also the background label of the m == 0 case.
@@ -153,32 +196,8 @@ def task_aligned_assign(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, 
       fg_mask: (b, a) bool.
       gt_idx: (b, a) int32 assigned row, 0 for background.
     """
-    b, a, c = pd_scores.shape
-    if c != num_classes:
-        raise ValueError(f"task_aligned_assign: pd_scores has {c} classes, num_classes={num_classes}")
-    m = gt_bboxes.shape[1]
-    if m == 0:
-        return (jnp.full((b, a), num_classes, jnp.int32), jnp.zeros((b, a, 4), pd_bboxes.dtype),
-                jnp.zeros((b, a, c), jnp.float32), jnp.zeros((b, a), bool), jnp.zeros((b, a), jnp.int32))
-
-    pd_scores, pd_bboxes, anc_points, gt_bboxes = jax.lax.stop_gradient((pd_scores, pd_bboxes, anc_points, gt_bboxes))
-    labels = gt_labels.reshape(b, m).astype(jnp.int32)
-    real = mask_gt.reshape(b, m).astype(bool)
-
-    inside = anchors_in_boxes(anc_points, gt_bboxes)
-    candidates = inside & real[..., None]
-    metric, overlaps = alignment_metric(pd_scores, pd_bboxes, labels, gt_bboxes, candidates, alpha, beta)
-    mask_pos = topk_mask(metric, real, topk) & candidates
-    gt_idx, fg_mask, mask_pos = resolve_multiple_boxes(mask_pos, overlaps)
-
-    target_labels = jnp.maximum(jnp.take_along_axis(labels, gt_idx, axis=1), 0)  # (b, a)
-    target_bboxes = jnp.take_along_axis(gt_bboxes, gt_idx[..., None], axis=1)  # (b, a, 4)
-
-    # per-box scale: the box's best overlap over its best metric; each anchor takes its own box's value
-    metric = jnp.where(mask_pos, metric, 0)
-    best_metric = metric.max(axis=-1, keepdims=True)  # (b, m, 1)
-    best_overlap = jnp.where(mask_pos, overlaps, 0).max(axis=-1, keepdims=True)
-    norm = (metric * best_overlap / (best_metric + eps)).max(axis=1)  # (b, a)
-    one_hot = jax.nn.one_hot(target_labels, num_classes, dtype=jnp.float32)
-    target_scores = jnp.where(fg_mask[..., None], one_hot, 0) * norm[..., None]
-    return target_labels, target_bboxes, target_scores, fg_mask, gt_idx
+    labels, bboxes, target_score, fg_mask, gt_idx = assign_anchors(
+        pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_gt, num_classes=num_classes, topk=topk,
+        alpha=alpha, beta=beta, eps=eps)
+    scores = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * target_score[..., None]
+    return labels, bboxes, scores, fg_mask, gt_idx

@@ -19,8 +19,10 @@ def convert_file(src, dst, *, scale=None, num_classes=None, names=None, imgsz=64
     from yolojax.convert.mapping import WeightMismatchError, infer_scale_and_classes, state_dict_to_variables
     from yolojax.convert.sources import load_source
     from yolojax.models.weights import save_weights
-    from yolojax.models.yolov8 import YOLOv8
+    from yolojax.models.yolov8 import SCALES, YOLOv8
 
+    if scale is not None and scale not in SCALES:
+        raise ValueError(f"convert: scale must be one of {tuple(SCALES)}, got {scale!r}")
     state, info = load_source(src, trust_pickle=trust_pickle)
     found_scale, found_nc = infer_scale_and_classes(state)
     scale = scale or found_scale

@@ -281,8 +281,16 @@ class DetectionDataset:
         ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic).to_iter_dataset(read)
         if workers > 0:
             _mark_absl_flags_parsed()
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=_init_worker)
         return iter(ds)
+
+
+def _init_worker(worker_index: int, worker_count: int) -> None:
+    """In each grain worker process: one OpenCV thread (the workers are the parallelism; oversubscribing the cores
+    with OpenCV's own pool per worker only adds contention)."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _mark_absl_flags_parsed():

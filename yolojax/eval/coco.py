@@ -7,6 +7,7 @@ pycocotools.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -144,12 +145,21 @@ def _padded(rows_per_image, values, size, fill=0):
 _match_coco_jit = jax.jit(metrics.match_coco_batch)
 
 
+@contextlib.contextmanager
 def _x64():
+    """float64 on device for the duration (jax.enable_x64, or the config flag where that context manager is
+    missing)."""
     enable = getattr(jax, "enable_x64", None)
-    if enable is None:  # older jax: the experimental context manager
-        from jax.experimental import enable_x64 as enable
-        return enable()
-    return enable(True)
+    if enable is not None:
+        with enable(True):
+            yield
+        return
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
 
 
 def match_coco_arrays(gt, dets, *, images_per_call: int = 64):

@@ -196,8 +196,9 @@ def ap_per_class(tp, conf, pred_cls, target_cls, *, eps: float = 1e-16):
       confidence; tp, fp (k,) counts there; curves: px (1000,) confidence grid, p_curve, r_curve, f1_curve (k, 1000),
       pr_curve (k, 1000) interpolated precision at IoU 0.5 over the recall grid px.
     """
-    order = np.argsort(-conf, kind="stable")
-    tp, conf, pred_cls = np.asarray(tp)[order], np.asarray(conf)[order], np.asarray(pred_cls)[order]
+    conf = np.asarray(conf)
+    order = np.argsort(-conf)  # numpy's default sort, as the reference: equal confidences then fall the same way
+    tp, conf, pred_cls = np.asarray(tp)[order], conf[order], np.asarray(pred_cls)[order]
     classes, n_targets = np.unique(target_cls, return_counts=True)
     num_thr = tp.shape[1]
     px = np.linspace(0, 1, 1000)
@@ -260,13 +261,16 @@ def coco_accumulate(dets, gt_classes, gt_ignored, category_ids, *, max_dets=MAX_
     category_ids = np.asarray(category_ids)
     precision = -np.ones((num_t, len(recall_thresholds), len(category_ids), num_a, len(max_dets)))
     recall = -np.ones((num_t, len(category_ids), num_a, len(max_dets)))
-    arrival = np.arange(len(scores))
+    # one sort for everything: by category, then descending score, ties in arrival (image, then in-image) order
+    order = np.lexsort((np.arange(len(scores)), -scores, classes))
+    classes, rank, matched, ignored = classes[order], rank[order], matched[order], ignored[order]
+    bounds = np.searchsorted(classes, category_ids, side="left"), np.searchsorted(classes, category_ids, "right")
+    gt_classes, gt_regular = np.asarray(gt_classes), ~np.asarray(gt_ignored, bool)
     for k, cat in enumerate(category_ids):
-        n_regular = np.count_nonzero((np.asarray(gt_classes) == cat)[:, None] & ~np.asarray(gt_ignored, bool), 0)
-        in_cat = classes == cat
+        n_regular = np.count_nonzero(gt_regular[gt_classes == cat], axis=0)
+        in_cat = np.arange(bounds[0][k], bounds[1][k])
         for m, max_det in enumerate(max_dets):
-            sel = np.flatnonzero(in_cat & (rank < max_det))
-            sel = sel[np.lexsort((arrival[sel], -scores[sel]))]
+            sel = in_cat[rank[in_cat] < max_det]
             for a in range(num_a):
                 if n_regular[a] == 0:
                     continue

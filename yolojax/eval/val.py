@@ -6,7 +6,7 @@ both matchings (`coco` and `ultralytics`) and the confusion-matrix counts. The h
 computes the APs at the end. Both modes are always computed; `mode` picks the headline numbers and the table.
 
     yolojax val weights=PATH data=DATA.yaml [imgsz=640 batch=32 conf=0.001 iou=0.7 max_det=300 mode=coco
-                                             save_dir=runs/val plots=true save_json=false]
+                                             save_dir=runs/val plots=true save_json=false workers=4]
     yolojax val --coco-json GT.json DT.json
 """
 from __future__ import annotations
@@ -73,10 +73,21 @@ def val_step(task, variables, batch, *, conf, iou, max_det, num_classes, matrix_
                 correct=correct, coco=coco_out, confusion=counts)
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted_step(task, conf, iou, max_det, num_classes, matrix_conf):
+def _build_step(task, conf, iou, max_det, num_classes, matrix_conf):
     return jax.jit(functools.partial(val_step, task, conf=conf, iou=iou, max_det=max_det, num_classes=num_classes,
                                      matrix_conf=matrix_conf))
+
+
+_cached_step = functools.lru_cache(maxsize=16)(_build_step)
+
+
+def _jitted_step(task, *settings):
+    """The compiled step, reused across calls (every epoch's val) when the task is hashable (frozen dataclass)."""
+    try:
+        hash(task)
+    except TypeError:
+        return _build_step(task, *settings)
+    return _cached_step(task, *settings)
 
 
 # -------------------------------------------------------------------------------------------- host: batch inputs
@@ -233,10 +244,16 @@ def evaluate(task, variables, dataset, *, conf=0.001, iou=0.7, max_det=300, mode
     step = _jitted_step(task, float(conf), float(iou), int(max_det), num_classes, confusion.matrix_conf(conf))
     acc = _Accumulator(num_classes)
     batches = _iterate(dataset)
+    pending = None  # one batch in flight: the device computes batch k + 1 while the host files batch k
     try:
         for batch in batches:
             arrays, ids = val_inputs(batch)
-            acc.add(step(variables, arrays), arrays, ids, class_to_category, keep_json=save_json)
+            current = (step(variables, arrays), arrays, ids)
+            if pending is not None:
+                acc.add(*pending, class_to_category, keep_json=save_json)
+            pending = current
+        if pending is not None:
+            acc.add(*pending, class_to_category, keep_json=save_json)
     finally:
         if callable(getattr(batches, "close", None)):
             batches.close()
@@ -284,10 +301,11 @@ def format_table(result, names=None) -> str:
 
 
 USAGE = """usage: yolojax val weights=PATH data=DATA.yaml [imgsz=640 batch=32 conf=0.001 iou=0.7 max_det=300
-                    mode=coco|ultralytics split=val save_dir=runs/val plots=true save_json=false]
+                    mode=coco|ultralytics split=val save_dir=runs/val plots=true save_json=false workers=4
+                    anno_json=instances_val2017.json]   (anno_json: also score predictions.json against it)
        yolojax val --coco-json GT.json DT.json"""
 _DEFAULTS = dict(weights=None, data=None, imgsz=640, batch=32, conf=0.001, iou=0.7, max_det=300, mode="coco",
-                 split="val", save_dir="runs/val", plots=True, save_json=False)
+                 split="val", save_dir="runs/val", plots=True, save_json=False, workers=4, anno_json=None)
 
 
 def _parse(argv):
@@ -340,16 +358,26 @@ def cli_main(argv: list[str]) -> int:
     variables, meta = load_weights(opts["weights"])
     task = build_task({"family": meta.get("model", "yolov8"), **{k: meta[k] for k in ("scale",) if k in meta}},
                       int(meta["num_classes"]))
-    cfg = dict(data=opts["data"], imgsz=opts["imgsz"], batch=opts["batch"], rect=True)
+    cfg = dict(data=opts["data"], imgsz=opts["imgsz"], batch=opts["batch"], workers=opts["workers"], rect=True)
     dataset = build_dataset(cfg, opts["split"], 0)
     names = list(getattr(dataset, "names", None) or meta.get("names") or [])
     if names and len(names) != task.num_classes:
         print(f"yolojax val: {opts['data']} has {len(names)} classes, {opts['weights']} {task.num_classes}",
               file=sys.stderr)
         return 2
+    class_to_category = None
+    if opts["anno_json"]:  # class i -> the i-th category id of the annotations, as for COCO's 80 of 91 ids
+        class_to_category = [int(c) for c in coco.load_coco_gt(opts["anno_json"])["category_ids"]]
+        if len(class_to_category) != task.num_classes:
+            print(f"yolojax val: {opts['anno_json']} has {len(class_to_category)} categories, the model "
+                  f"{task.num_classes} classes", file=sys.stderr)
+            return 2
     evaluate(task, variables, dataset, conf=opts["conf"], iou=opts["iou"], max_det=opts["max_det"],
              mode=opts["mode"], names=names or None, save_dir=opts["save_dir"], plots=opts["plots"],
-             save_json=opts["save_json"], log=print)
+             save_json=opts["save_json"] or bool(opts["anno_json"]), class_to_category=class_to_category, log=print)
+    if opts["anno_json"]:
+        print(f"pycocotools rules on {opts['anno_json']} (crowd regions and mask areas included):")
+        _print_coco(coco.coco_eval(opts["anno_json"], Path(opts["save_dir"]) / "predictions.json"))
     return 0
 
 

@@ -8,25 +8,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from yolojax.models.layers import dfl_expectation  # noqa: F401  (re-exported: the loss decodes as the model does)
 from yolojax.ops.anchors import bbox2dist
 from yolojax.ops.boxes import bbox_iou
 
 # any finite, non-degenerate box: stands in for the (unused) target of background anchors so that no NaN or inf
 # can reach the gradient through a masked branch
 _PLACEHOLDER_BOX = (0.0, 0.0, 1.0, 1.0)
-
-
-def dfl_expectation(pred_dist, reg_max: int = 16):
-    """Expected side distances of per-side discrete distributions (the DFL box decoding).
-
-    Args:
-      pred_dist: (..., 4 * reg_max) logits, side-major: `reg_max` bins of `left`, then `top`, `right`, `bottom`.
-      reg_max: bins per side; bin j stands for distance j.
-    Returns:
-      (..., 4) `left, top, right, bottom` distances in bins (grid units of the anchor's level), in [0, reg_max - 1].
-    """
-    probs = jax.nn.softmax(pred_dist.reshape(*pred_dist.shape[:-1], 4, reg_max), axis=-1)
-    return (probs * jnp.arange(reg_max, dtype=probs.dtype)).sum(axis=-1)
 
 
 def dfl_loss(pred_dist, target_ltrb, reg_max: int = 16):
@@ -52,7 +40,7 @@ def dfl_loss(pred_dist, target_ltrb, reg_max: int = 16):
     return (ce_left * weight_left + ce_right * (1 - weight_left)).mean(axis=-1)
 
 
-def bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_scores, target_scores_sum, fg_mask,
+def bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, weight, target_scores_sum, fg_mask,
               reg_max: int = 16):
     """CIoU loss and DFL of the foreground anchors, each weighted by the anchor's target-score sum.
 
@@ -61,15 +49,15 @@ def bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, target_score
       pred_bboxes: (b, a, 4) decoded predictions, xyxy, grid units of each anchor's level.
       anchor_points: (a, 2) anchor centres, grid units.
       target_bboxes: (b, a, 4) assigned boxes, xyxy, grid units.
-      target_scores: (b, a, c) soft targets from the assigner (constants).
+      weight: (b, a) the anchor's target-score sum over classes, `target_scores.sum(-1)` (a constant).
       target_scores_sum: () normaliser, `max(target_scores.sum(), 1)`.
       fg_mask: (b, a) bool, foreground anchors.
       reg_max: DFL bins per side.
     Returns:
-      loss_iou: () `sum_fg (1 - CIoU) * w / target_scores_sum` with `w = target_scores.sum(-1)`.
-      loss_dfl: () `sum_fg DFL * w / target_scores_sum`.
+      loss_iou: () `sum_fg (1 - CIoU) * weight / target_scores_sum`.
+      loss_dfl: () `sum_fg DFL * weight / target_scores_sum`.
     """
-    weight = jnp.where(fg_mask, jax.lax.stop_gradient(target_scores).sum(axis=-1), 0)  # (b, a)
+    weight = jnp.where(fg_mask, jax.lax.stop_gradient(weight), 0)  # (b, a)
     target_bboxes = jnp.where(fg_mask[..., None], jax.lax.stop_gradient(target_bboxes),
                               jnp.asarray(_PLACEHOLDER_BOX, pred_bboxes.dtype))
     ciou = bbox_iou(pred_bboxes, target_bboxes, kind="ciou")

@@ -9,8 +9,10 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from yolojax.assign.tal import task_aligned_assign
-from yolojax.losses.bbox import bbox_loss, dfl_expectation
+from yolojax.assign.tal import assign_anchors
+from yolojax.losses.bbox import bbox_loss
+from yolojax.models.layers import dfl_expectation
+from yolojax.models.yolov8 import flatten_maps
 from yolojax.losses.bce import bce_with_logits
 from yolojax.ops.anchors import dist2bbox, make_anchors
 from yolojax.ops.boxes import xywh2xyxy
@@ -34,8 +36,7 @@ def flatten_levels(feats, channels: int):
         if f.ndim != 4 or f.shape[-1] != channels:
             raise ValueError(f"detection_loss: feats[{i}] has shape {f.shape}, expected (b, h, w, {channels}) "
                              f"= 4 * reg_max + num_classes channels")
-    b = feats[0].shape[0]
-    return jnp.concatenate([f.reshape(b, -1, channels) for f in feats], axis=1)
+    return flatten_maps(feats)
 
 
 def targets_to_pixels(targets: Mapping, image_hw: tuple[int, int]):
@@ -54,6 +55,24 @@ def targets_to_pixels(targets: Mapping, image_hw: tuple[int, int]):
     scale = jnp.asarray([w, h, w, h], jnp.float32)
     gt_bboxes = xywh2xyxy(targets["bboxes"].astype(jnp.float32) * scale)
     return (targets["cls"].astype(jnp.int32)[..., None], gt_bboxes, targets["mask"].astype(bool)[..., None])
+
+
+def classification_loss(logits, target_labels, target_score):
+    """Summed BCE of class logits against one-hot soft targets, without building the (b, a, c) targets.
+
+    BCE is linear in its target, `bce(x, z) = bce(x, 0) - x * z`, and the target is `target_score` at the
+    anchor's class and 0 elsewhere, so the sum is `sum bce(x, 0) - sum_anchors x[label] * target_score`.
+
+    Args:
+      logits: (b, a, c) class logits.
+      target_labels: (b, a) int class of each anchor's target (any value where target_score is 0).
+      target_score: (b, a) soft target at that class.
+    Returns:
+      () summed loss, nats.
+    """
+    labels = jnp.clip(target_labels, 0, logits.shape[-1] - 1)
+    logit_at_label = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    return bce_with_logits(logits, 0.0).sum() - (logit_at_label * target_score).sum()
 
 
 def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strides: Sequence[int] = (8, 16, 32),
@@ -90,14 +109,15 @@ def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strid
     gt_labels, gt_bboxes, mask_gt = targets_to_pixels(targets, image_hw)
     pred_bboxes = dist2bbox(dfl_expectation(pred_dist, reg_max), anchor_points)  # (b, a, 4) xyxy grid units
 
-    _, target_bboxes, target_scores, fg_mask, _ = task_aligned_assign(
-        jax.nn.sigmoid(pred_logits), pred_bboxes * stride_tensor, anchor_points * stride_tensor,
-        gt_labels, gt_bboxes, mask_gt, num_classes=num_classes, topk=topk, alpha=alpha, beta=beta)
-    target_scores = jax.lax.stop_gradient(target_scores)
-    target_scores_sum = jnp.maximum(target_scores.sum(), 1.0)
+    target_labels, target_bboxes, target_score, fg_mask, _ = assign_anchors(
+        pred_logits, pred_bboxes * stride_tensor, anchor_points * stride_tensor, gt_labels, gt_bboxes, mask_gt,
+        num_classes=num_classes, topk=topk, alpha=alpha, beta=beta, from_logits=True)
+    # the reference's (b, a, c) targets are one_hot(target_labels) * target_score: kept in that compact form
+    target_score = jax.lax.stop_gradient(target_score)
+    target_scores_sum = jnp.maximum(target_score.sum(), 1.0)
 
-    loss_cls = bce_with_logits(pred_logits, target_scores).sum() / target_scores_sum
+    loss_cls = classification_loss(pred_logits, target_labels, target_score) / target_scores_sum
     loss_box, loss_dfl = bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes / stride_tensor,
-                                   target_scores, target_scores_sum, fg_mask, reg_max)
+                                   target_score, target_scores_sum, fg_mask, reg_max)
     items = jnp.stack([loss_box * box, loss_cls * cls, loss_dfl * dfl])
     return items.sum() * batch, jax.lax.stop_gradient(items)

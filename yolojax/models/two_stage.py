@@ -136,6 +136,7 @@ class FasterRCNNTask:
 
     backbone: "yolov8" (backbone + neck of YOLOv8 at `scale`) or "tiny" (five convs, for tests).
     rpn_pre_nms_top_n / rpn_post_nms_top_n: (train, test). roi_batch: sampled RoIs per image (0.25 positive).
+    roi_align_method: "matmul" (deterministic gradient) or "gather" (fewer FLOPs; see `yolojax.ops.roi.roi_align`).
     box_score_thresh: extra floor on detection scores at inference (on top of predict's `conf`).
     """
 
@@ -160,6 +161,7 @@ class FasterRCNNTask:
     roi_bg_iou_thresh: float = 0.5
     roi_output_size: int = 7
     roi_sampling_ratio: int = 2
+    roi_align_method: str = "matmul"
     box_score_thresh: float = 0.0
     name: str = "faster_rcnn"
     loss_names: tuple = ("rpn_obj", "rpn_box", "cls", "box")
@@ -202,7 +204,7 @@ class FasterRCNNTask:
 
     def _pool(self, p3, boxes):
         return roi_align_per_image(p3, boxes, self.roi_output_size, 1.0 / STRIDES[0], self.roi_sampling_ratio,
-                                   aligned=False, precision=None)
+                                   aligned=False, precision=None, method=self.roi_align_method)
 
     def loss_fn(self, params, model_state, batch, key):
         images = batch["images"].astype(self.dtype) / 255.0

@@ -165,8 +165,14 @@ def decode_maps(maps, num_classes: int, reg_max: int = 16, strides=STRIDES):
 
 
 def init_variables(model: YOLOv8, key, image_hw: tuple[int, int] = (640, 640)):
-    """Random variables {"params", "batch_stats"} for `model` (fp32), traced on a (1, h, w, 3) dummy image."""
-    return model.init(key, jnp.zeros((1, *image_hw, 3), jnp.float32), train=False)
+    """Random variables {"params", "batch_stats"} for `model` (fp32).
+
+    The variables do not depend on the image size (a fully convolutional network), so they are traced on a small
+    (1, 64, 64, 3) dummy image; `image_hw` is only checked to be a valid input size (multiples of 32).
+    """
+    if image_hw[0] % 32 or image_hw[1] % 32:
+        raise ValueError(f"init_variables: image size {tuple(image_hw)} must be multiples of 32")
+    return model.init(key, jnp.zeros((1, 64, 64, 3), jnp.float32), train=False)
 
 
 def count_params(params) -> int:

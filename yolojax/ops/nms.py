@@ -61,6 +61,8 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
     if max_output_size < 1:
         raise ValueError(f"nms: max_output_size must be >= 1, got {max_output_size}")
     n = boxes.shape[0]
+    if n == 0:
+        return jnp.zeros((max_output_size,), jnp.int32), jnp.zeros((max_output_size,), bool)
     if candidate_mask is None:
         candidate_mask = jnp.ones((n,), bool)
     tile = max(1, min(tile_size, n))

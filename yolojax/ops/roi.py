@@ -83,6 +83,14 @@ def _bilinear_rows(coord, size: int):
     return low, high, 1.0 - w_high, w_high, inside
 
 
+def _fixed_samples(start, bin_size, grid, size: int, pooled: int, sampling_ratio: int):
+    """Bilinear taps of the `sampling_ratio` samples of every bin along one axis: five (k, pooled, s) arrays."""
+    bin_start = start[:, None] + jnp.arange(pooled, dtype=start.dtype)[None, :] * bin_size[:, None]  # (k, p)
+    index = jnp.arange(sampling_ratio)[None, None, :]  # (1, 1, s)
+    coord = bin_start[..., None] + (index + 0.5) * bin_size[:, None, None] / grid[:, None, None]
+    return _bilinear_rows(coord, size)
+
+
 def _align_axis_weights(start, bin_size, grid, size: int, pooled: int, sampling_ratio: int):
     """Summed bilinear weights of each bin's samples onto each feature row (one axis of RoI Align).
 
@@ -101,9 +109,7 @@ def _align_axis_weights(start, bin_size, grid, size: int, pooled: int, sampling_
     step = bin_size / jnp.maximum(grid, 1).astype(bin_size.dtype)
     rows = jnp.arange(size)
     if sampling_ratio > 0:
-        index = jnp.arange(sampling_ratio)[None, None, :]  # (1, 1, s)
-        coord = bin_start[..., None] + (index + 0.5) * bin_size[:, None, None] / grid[:, None, None]
-        low, high, w_low, w_high, inside = _bilinear_rows(coord, size)  # (k, p, s)
+        low, high, w_low, w_high, inside = _fixed_samples(start, bin_size, grid, size, pooled, sampling_ratio)
         taps = (w_low[..., None] * (low[..., None] == rows) + w_high[..., None] * (high[..., None] == rows))
         return jnp.sum(jnp.where(inside[..., None], taps, 0.0), axis=2)  # (k, p, size)
     # Adaptive grid: candidates for row h are the samples with index in [first, first + window) where `first`
@@ -129,6 +135,16 @@ def _align_weights(boxes, feature_hw, output_hw, spatial_scale, sampling_ratio, 
       wy: (k, out_h, h), wx: (k, out_w, w) float32; count: (k,) float32 samples per bin (>= 1).
     """
     (height, width), (out_h, out_w) = feature_hw, output_hw
+    scaled, bin_h, bin_w, grid_h, grid_w, count = _align_geometry(boxes, output_hw, spatial_scale, sampling_ratio,
+                                                                 aligned)
+    wy = _align_axis_weights(scaled[:, 1], bin_h, grid_h, height, out_h, sampling_ratio)
+    wx = _align_axis_weights(scaled[:, 0], bin_w, grid_w, width, out_w, sampling_ratio)
+    return wy, wx, count
+
+
+def _align_geometry(boxes, output_hw, spatial_scale, sampling_ratio, aligned):
+    """Scaled RoIs (k, 4) in feature cells, bin sizes (k,), samples per bin (k,) int32 and counts (k,) float32."""
+    out_h, out_w = output_hw
     offset = 0.5 if aligned else 0.0
     scaled = boxes * spatial_scale - offset
     roi_w, roi_h = scaled[:, 2] - scaled[:, 0], scaled[:, 3] - scaled[:, 1]
@@ -140,13 +156,11 @@ def _align_weights(boxes, feature_hw, output_hw, spatial_scale, sampling_ratio, 
     else:
         grid_h, grid_w = jnp.ceil(bin_h).astype(jnp.int32), jnp.ceil(bin_w).astype(jnp.int32)
     count = jnp.maximum(grid_h * grid_w, 1).astype(jnp.float32)
-    wy = _align_axis_weights(scaled[:, 1], bin_h, grid_h, height, out_h, sampling_ratio)
-    wx = _align_axis_weights(scaled[:, 0], bin_w, grid_w, width, out_w, sampling_ratio)
-    return wy, wx, count
+    return scaled, bin_h, bin_w, grid_h, grid_w, count
 
 
 def roi_align(features, rois, output_size=(7, 7), spatial_scale: float = 1.0, sampling_ratio: int = -1,
-              aligned: bool = False, precision=HIGHEST):
+              aligned: bool = False, precision=HIGHEST, method: str = "matmul"):
     """RoI Align: the average of bilinear samples on a regular grid inside each bin (`torchvision.ops.roi_align`).
 
     Args:
@@ -158,14 +172,25 @@ def roi_align(features, rois, output_size=(7, 7), spatial_scale: float = 1.0, sa
         `ceil(roi_size / out_size)` (handled exactly, without a static bound; see the module docstring).
       aligned: shift the RoI by -0.5 cell (pixel-centre model) and allow RoIs smaller than one cell.
       precision: matmul precision (HIGHEST for parity; DEFAULT lets GPUs use TF32 / bf16 paths).
+      method: "matmul" (the separable form, any sampling_ratio, deterministic gradient; cost grows with n since
+        every RoI is contracted against all images with a one-hot batch weight, see `roi_align_per_image`) or
+        "gather" (sampling_ratio > 0 only: 4 bilinear taps per sample gathered from the map, the reference
+        kernel's work; its gradient is a scatter-add, which XLA runs with atomics on GPU — not bitwise
+        deterministic there unless XLA_FLAGS=--xla_gpu_deterministic_ops=true).
     Returns:
-      (k, out_h, out_w, c) in the features' dtype. Cost grows with n (every RoI is contracted against all images
-      with a one-hot batch weight); for RoIs grouped per image use `roi_align_per_image`.
+      (k, out_h, out_w, c) in the features' dtype.
     """
     _check("roi_align", features, rois)
     n, h, w, _ = features.shape
     out_hw = _pair(output_size)
     rois = lax.stop_gradient(rois.astype(jnp.float32))
+    if method == "gather":
+        if sampling_ratio <= 0:
+            raise ValueError(f"roi_align: method='gather' needs a fixed sampling_ratio > 0, got {sampling_ratio}")
+        return _align_by_gather(features, rois[:, 0].astype(jnp.int32), rois[:, 1:], out_hw, spatial_scale,
+                                sampling_ratio, aligned)
+    if method != "matmul":
+        raise ValueError(f"roi_align: method must be 'matmul' or 'gather', got {method!r}")
     wy, wx, count = _align_weights(rois[:, 1:], (h, w), out_hw, spatial_scale, sampling_ratio, aligned)
     one_hot = (rois[:, 0].astype(jnp.int32)[:, None] == jnp.arange(n)).astype(wy.dtype)  # (k, n)
     wy = (wy[:, :, None, :] * one_hot[:, None, :, None]).astype(features.dtype)  # (k, out_h, n, h)
@@ -174,14 +199,36 @@ def roi_align(features, rois, output_size=(7, 7), spatial_scale: float = 1.0, sa
     return (out / count[:, None, None, None].astype(out.dtype)).astype(features.dtype)
 
 
+def _align_by_gather(features, batch, boxes, output_hw, spatial_scale, sampling_ratio, aligned):
+    """RoI Align with a fixed grid as explicit gathers: sum over the s x s samples and their 4 taps (static loop)."""
+    n, h, w, c = features.shape
+    (out_h, out_w), s = output_hw, sampling_ratio
+    scaled, bin_h, bin_w, grid_h, grid_w, count = _align_geometry(boxes, output_hw, spatial_scale, s, aligned)
+    y_low, y_high, wy_low, wy_high, y_in = _fixed_samples(scaled[:, 1], bin_h, grid_h, h, out_h, s)  # (k, oh, s)
+    x_low, x_high, wx_low, wx_high, x_in = _fixed_samples(scaled[:, 0], bin_w, grid_w, w, out_w, s)  # (k, ow, s)
+    flat = features.reshape(n * h * w, c)
+    base = (batch * (h * w))[:, None, None]
+    out = jnp.zeros((boxes.shape[0], out_h, out_w, c), features.dtype)
+    for iy in range(s):
+        for row, wrow in ((y_low[..., iy], wy_low[..., iy]), (y_high[..., iy], wy_high[..., iy])):
+            wrow = jnp.where(y_in[..., iy], wrow, 0.0)
+            for ix in range(s):
+                for col, wcol in ((x_low[..., ix], wx_low[..., ix]), (x_high[..., ix], wx_high[..., ix])):
+                    wcol = jnp.where(x_in[..., ix], wcol, 0.0)
+                    index = base + row[:, :, None] * w + col[:, None, :]  # (k, oh, ow)
+                    weight = (wrow[:, :, None] * wcol[:, None, :]).astype(features.dtype)
+                    out = out + weight[..., None] * flat[index]
+    return out / count[:, None, None, None].astype(out.dtype)
+
+
 def roi_align_per_image(features, boxes, output_size=(7, 7), spatial_scale: float = 1.0, sampling_ratio: int = -1,
-                        aligned: bool = False, precision=HIGHEST):
+                        aligned: bool = False, precision=HIGHEST, method: str = "matmul"):
     """RoI Align for a fixed number of RoIs per image (the two-stage model's layout): no one-hot over images.
 
     Args:
       features: (n, h, w, c) NHWC.
       boxes: (n, r, 4) xyxy, input-image pixels; row `i` of `boxes` pools from image `i`.
-      output_size, spatial_scale, sampling_ratio, aligned, precision: as in `roi_align`.
+      output_size, spatial_scale, sampling_ratio, aligned, precision, method: as in `roi_align`.
     Returns:
       (n, r, out_h, out_w, c), equal to `roi_align` on the same boxes with batch indices.
     """
@@ -192,6 +239,10 @@ def roi_align_per_image(features, boxes, output_size=(7, 7), spatial_scale: floa
     r = boxes.shape[1]
     out_h, out_w = _pair(output_size)
     flat = lax.stop_gradient(boxes.astype(jnp.float32)).reshape(n * r, 4)
+    if method == "gather":
+        rois = jnp.concatenate([jnp.repeat(jnp.arange(n, dtype=jnp.float32), r)[:, None], flat], axis=1)
+        out = roi_align(features, rois, (out_h, out_w), spatial_scale, sampling_ratio, aligned, method="gather")
+        return out.reshape(n, r, out_h, out_w, -1)
     wy, wx, count = _align_weights(flat, (h, w), (out_h, out_w), spatial_scale, sampling_ratio, aligned)
     wy = wy.reshape(n, r, out_h, h).astype(features.dtype)
     wx = wx.reshape(n, r, out_w, w).astype(features.dtype)

@@ -69,10 +69,11 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: Any, step: int 
     return state, meta
 
 
-def export_ema_weights(path: str | Path, ema_variables: dict, meta: dict | None = None) -> Path | None:
+def export_ema_weights(path: str | Path, ema_variables: dict, meta: dict) -> Path | None:
     """Write EMA variables with yolojax.models.weights.save_weights (what val / predict load).
 
-    Returns the written path, or None (with a warning) when the weights module is not available.
+    meta: at least model, scale, num_classes (see yolojax.models.weights). Returns the written directory, or None
+    (with a warning) when the weights module is not available.
     """
     try:
         from yolojax.models.weights import save_weights
@@ -80,6 +81,4 @@ def export_ema_weights(path: str | Path, ema_variables: dict, meta: dict | None 
         import warnings
         warnings.warn(f"{path}: EMA weights not exported (yolojax.models.weights unavailable: {err})")
         return None
-    variables = jax.device_get(ema_variables)
-    result = save_weights(path, variables, **({"meta": meta} if meta else {}))
-    return Path(result) if result is not None else Path(path)
+    return Path(save_weights(path, jax.device_get(ema_variables), meta))

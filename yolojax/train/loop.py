@@ -332,12 +332,12 @@ def cli_main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help", "help"):
         print(HELP)
         return 0
-    enable_compilation_cache()
     try:
         cfg = load_config(argv)
     except ConfigError as err:
         print(f"yolojax train: {err}", file=sys.stderr)
         return 2
+    enable_compilation_cache()
     try:
         result = train(cfg)
     except NonFiniteLossError as err:

@@ -1,0 +1,45 @@
+"""Task registry: the model config's family picks the task; the YOLOv8 task trains through the real step."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolojax.train.config import load_config, load_model_config
+from yolojax.train.tasks import YOLOv8Task, build_task
+
+
+def test_yolov8_configs_build_the_yolov8_task_with_scale_classes_dtype_and_gains():
+    task = build_task(load_model_config("yolov8s"), 3, dtype=jnp.bfloat16, hyp=load_config(["box=5.0"]))
+    assert task == YOLOv8Task(scale="s", num_classes=3, dtype=jnp.bfloat16, box=5.0, cls=0.5, dfl=1.5)
+    assert task.loss_names == ("box", "cls", "dfl")
+
+
+def test_unknown_family_is_named_with_a_suggestion():
+    with pytest.raises(ValueError, match=r"model family 'yolo8' unknown; did you mean 'yolov8'"):
+        build_task({"family": "yolo8"}, 3)
+
+
+@pytest.mark.slow
+def test_yolov8n_task_loss_decreases_over_a_few_real_steps():
+    from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
+    from yolojax.train.state import create_state
+    from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
+    from yolojax.train.toy import toy_batch
+
+    task = YOLOv8Task(scale="n", num_classes=2)
+    variables = jax.jit(task.init, static_argnums=1)(jax.random.PRNGKey(0), (64, 64))
+    cfg = load_config(["cfg=none", "optimizer=AdamW", "lr0=0.002", "batch=4", "nbs=4", "warmup_epochs=0"])
+    plan = plan_optimizer(cfg, num_classes=2, dataset_size=40, batches_per_epoch=10)
+    optimizer = build_optimizer(plan, variables["params"])
+    mesh = make_mesh()
+    state = replicate(jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(1)), mesh)
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    batch = toy_batch(0, batch=4, hw=64, max_boxes=4)
+    batch["bboxes"][..., 2:] = np.clip(batch["bboxes"][..., 2:], 0.1, 0.3)
+    losses = []
+    for i in range(6):
+        state, metrics = step(state, shard_batch(batch, mesh), replicate(hyper_at(plan, 100 + i, 0), mesh))
+        losses.append(float(metrics["loss"]))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    out = jax.jit(task.predict)(state.ema, batch["images"])
+    assert out["boxes"].shape == (4, 300, 4) and out["valid"].dtype == jnp.bool_

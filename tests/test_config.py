@@ -7,6 +7,7 @@ import yaml
 from yolojax.train.config import CONFIG_DIR, ConfigError, load_config, load_model_config, parse_overrides
 
 
+@pytest.mark.parity
 def test_defaults_equal_the_reference_default_yaml_for_shared_keys():
     pytest.importorskip("ultralytics")
     import ultralytics

@@ -51,6 +51,7 @@ def reference_schedule(cfg, lr0, momentum0, bias_lr0, nb, epochs, batch):
             yield ni, epoch, [pg[1]["lr"], pg[2]["lr"], pg[0]["lr"]], pg[0]["momentum"], accumulate
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("cos_lr,warmup_epochs,batch", [(False, 3.0, 16), (True, 3.0, 8), (False, 0.5, 32)])
 def test_schedule_matches_reference_trainer_per_iteration(cos_lr, warmup_epochs, batch):
     cfg = load_config(["cfg=none", "optimizer=SGD", f"cos_lr={cos_lr}", f"warmup_epochs={warmup_epochs}",
@@ -110,6 +111,7 @@ def _torch_twin(params):
     return torch, tensors
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("name", ["SGD", "AdamW", "Adam"])
 def test_optimizer_steps_match_torch_with_clipping_and_groups(name):
     """Several steps with changing lr / momentum, large gradients (clipping active) vs torch's optimizers."""

@@ -45,7 +45,7 @@ def _ours(fn, features, rois, cotangent):
                                                              (2, False, "gather"), (1, True, "gather")])
 def test_roi_align_matches_torchvision(seed, sampling_ratio, aligned, method):
     scale = (0.5, 1 / 3)[seed]
-    features, rois = _inputs(seed, scale=scale)
+    features, rois = _inputs(seed, h=(13, 17)[seed], w=(17, 13)[seed], scale=scale)  # wide and tall maps
     ref_out, ref_grad, cot = _torch_op("roi_align", features, rois, (7, 6), scale, sampling_ratio, aligned)
     fn = jax.jit(partial(roi_align, output_size=(7, 6), spatial_scale=scale, sampling_ratio=sampling_ratio,
                          aligned=aligned, method=method))
@@ -94,7 +94,7 @@ def test_roi_pool_hand_case_and_empty_bins():
 
 
 def test_per_image_layout_equals_batch_index_layout():
-    features, rois = _inputs(4, n=3, k=12)
+    features, rois = _inputs(4, n=3, k=12, h=15, w=11)
     boxes = rois[:, 1:].reshape(3, 4, 4)
     indexed = np.concatenate([np.repeat(np.arange(3.0), 4)[:, None], boxes.reshape(12, 4)], 1)
     expected = jax.jit(partial(roi_align, spatial_scale=0.5, sampling_ratio=2))(features, indexed)

@@ -73,6 +73,8 @@ def test_sampler_pads_when_too_few_candidates():
     assert int(pos.sum()) == 3 and int(neg.sum()) == 5
     np.testing.assert_array_equal(valid, np.arange(16) < 8)
     np.testing.assert_array_equal(np.sort(np.asarray(order[:3])), [0, 1, 2])  # positives first
+    _, _, order, valid = sample_balanced(jax.random.key(1), labels, 40, 0.25)  # more rows than candidates
+    assert order.shape == (40,) and int(valid.sum()) == 8
 
 
 def test_sampler_is_a_function_of_the_key():

@@ -59,6 +59,14 @@ def test_yolov8_backbone_levels_feed_the_heads():
     assert bool(jnp.isfinite(loss)) and aux["items"].shape == (4,)
 
 
+def test_spec_round_trips_through_build_task_and_json():
+    import json
+
+    from yolojax.train.tasks import build_task
+    task = FasterRCNNTask(**TINY)
+    assert build_task(json.loads(json.dumps(task.spec())), TINY["num_classes"]) == task
+
+
 def test_bad_anchor_config_raises():
     with pytest.raises(ValueError, match="anchor_sizes"):
         FasterRCNNTask(anchor_sizes=((32,), (64,)))

@@ -102,7 +102,8 @@ def sample_balanced(key, labels, batch_size: int, positive_fraction: float):
     negative = negative_pool & (rank[1] < num_neg)
     # positives first, then negatives, each in random order; unsampled last
     sort_key = jnp.where(positive, priority, jnp.where(negative, 1.0 + priority, 3.0))
-    order = jnp.argsort(sort_key)[:batch_size].astype(jnp.int32)
+    order = jnp.argsort(sort_key).astype(jnp.int32)
+    order = jnp.pad(order, (0, max(0, batch_size - order.shape[0])))[:batch_size]  # fewer candidates than rows
     order_valid = jnp.arange(batch_size) < num_pos + num_neg
     return positive, negative, order, order_valid
 

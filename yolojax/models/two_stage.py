@@ -176,6 +176,13 @@ class FasterRCNNTask:
             raise ValueError(f"FasterRCNNTask: every level needs the same number of anchor sizes, got "
                              f"{self.anchor_sizes!r}")
 
+    def spec(self) -> dict:
+        """JSON-able model config that `yolojax.train.tasks.build_task(spec, num_classes)` turns back into this
+        task (for weight export: the anchors and widths must match the trained parameters)."""
+        skip = {"num_classes", "dtype", "name", "loss_names"}
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return {"family": self.name, **fields}
+
     @property
     def model(self) -> FasterRCNN:
         return FasterRCNN(self.num_classes, len(self.anchor_sizes[0]) * len(self.aspect_ratios), self.scale,

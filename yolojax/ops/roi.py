@@ -16,6 +16,8 @@ matmuls (tensor cores on GPU, a deterministic gradient). The adaptive grid (`sam
 uses `ceil(roi_size / out_size)` samples per bin, a value known only at run time) needs no static bound: since
 adaptive samples are more than 0.5 px apart (or alone in their bin), at most 4 of them reach any one feature row,
 so `wy[k, p, h]` is computed from a static window of candidate samples around `h`, masked to the bin's real grid.
+With a fixed `sampling_ratio`, `method="gather"` instead gathers the 4 bilinear taps of every sample (the
+reference kernel's work, fewer FLOPs; its gradient is a scatter-add).
 
 RoI Pool takes, for each bin, the maximum over a rectangle of feature cells. The rectangle can be as large as the
 map, so instead of a static window it reads a 2-D sparse table (max over every `2^i x 2^j` block, with the
@@ -193,9 +195,15 @@ def roi_align(features, rois, output_size=(7, 7), spatial_scale: float = 1.0, sa
         raise ValueError(f"roi_align: method must be 'matmul' or 'gather', got {method!r}")
     wy, wx, count = _align_weights(rois[:, 1:], (h, w), out_hw, spatial_scale, sampling_ratio, aligned)
     one_hot = (rois[:, 0].astype(jnp.int32)[:, None] == jnp.arange(n)).astype(wy.dtype)  # (k, n)
-    wy = (wy[:, :, None, :] * one_hot[:, None, :, None]).astype(features.dtype)  # (k, out_h, n, h)
-    rows = jnp.einsum("kpnh,nhwc->kpwc", wy, features, precision=precision)
-    out = jnp.einsum("kpwc,kqw->kpqc", rows, wx.astype(features.dtype), precision=precision)
+    wy, wx = wy.astype(features.dtype), wx.astype(features.dtype)
+    if w >= h:  # contract the longer axis first: the smaller intermediate
+        wx = wx[:, :, None, :] * one_hot[:, None, :, None].astype(wx.dtype)  # (k, out_w, n, w)
+        cols = jnp.einsum("kqnw,nhwc->kqhc", wx, features, precision=precision)
+        out = jnp.einsum("kqhc,kph->kpqc", cols, wy, precision=precision)
+    else:
+        wy = wy[:, :, None, :] * one_hot[:, None, :, None].astype(wy.dtype)  # (k, out_h, n, h)
+        rows = jnp.einsum("kpnh,nhwc->kpwc", wy, features, precision=precision)
+        out = jnp.einsum("kpwc,kqw->kpqc", rows, wx, precision=precision)
     return (out / count[:, None, None, None].astype(out.dtype)).astype(features.dtype)
 
 
@@ -246,8 +254,12 @@ def roi_align_per_image(features, boxes, output_size=(7, 7), spatial_scale: floa
     wy, wx, count = _align_weights(flat, (h, w), (out_h, out_w), spatial_scale, sampling_ratio, aligned)
     wy = wy.reshape(n, r, out_h, h).astype(features.dtype)
     wx = wx.reshape(n, r, out_w, w).astype(features.dtype)
-    rows = jnp.einsum("nrph,nhwc->nrpwc", wy, features, precision=precision)
-    out = jnp.einsum("nrpwc,nrqw->nrpqc", rows, wx, precision=precision)
+    if w >= h:  # contract the longer axis first
+        cols = jnp.einsum("nrqw,nhwc->nrqhc", wx, features, precision=precision)
+        out = jnp.einsum("nrqhc,nrph->nrpqc", cols, wy, precision=precision)
+    else:
+        rows = jnp.einsum("nrph,nhwc->nrpwc", wy, features, precision=precision)
+        out = jnp.einsum("nrpwc,nrqw->nrpqc", rows, wx, precision=precision)
     return (out / count.reshape(n, r, 1, 1, 1).astype(out.dtype)).astype(features.dtype)
 
 

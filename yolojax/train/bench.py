@@ -161,7 +161,12 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--breakdown", action="store_true", help="also time forward / backward / loss / optimizer")
     parser.add_argument("--small", action="store_true", help="CPU smoke run: batch 2, 128 px, 2 steps, fp32")
     parser.add_argument("--out", default="benchmarks/train_step")
+    parser.add_argument("--compile-cache", default=None,
+                        help="persistent XLA compilation cache folder (a second run then skips compile)")
     args = parser.parse_args(argv)
+    if args.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
     dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
     if args.small:

@@ -23,7 +23,7 @@ class PipelineData:
 
         self.cfg = cfg
         self.train = build_dataset(cfg, "train", seed=cfg.seed)
-        self.val = build_dataset(cfg, "val", seed=cfg.seed) if cfg.val else None
+        self.val = build_dataset(cfg, "val", seed=cfg.seed)  # the final epoch validates even when val=False
         self.num_classes = self.train.num_classes
         self.names = tuple(self.train.names)
         self.train_size = self.train.num_images

@@ -108,6 +108,7 @@ class _Run:
     meta: dict      # epoch / batch to continue from, best fitness and epoch
     main: bool      # process 0: the one that prints and writes files
     progress: bool = True
+    model_spec: dict = dataclasses.field(default_factory=dict)  # configs/models/<model>.yaml, when built from cfg
 
 
 def _setup(cfg: Config, task, data, evaluate) -> _Run:
@@ -117,8 +118,10 @@ def _setup(cfg: Config, task, data, evaluate) -> _Run:
     if main and not resuming:
         records.save_args(run_dir, cfg)
     data = data if data is not None else build_train_data(cfg)
+    model_spec = {}
     if task is None:
-        task = build_task(load_model_config(cfg.model), data.num_classes, dtype=compute_dtype(cfg), hyp=cfg)
+        model_spec = load_model_config(cfg.model)
+        task = build_task(model_spec, data.num_classes, dtype=compute_dtype(cfg), hyp=cfg)
     nb = data.batches_per_epoch
     plan = plan_optimizer(cfg, num_classes=data.num_classes, dataset_size=data.train_size, batches_per_epoch=nb)
 
@@ -143,7 +146,7 @@ def _setup(cfg: Config, task, data, evaluate) -> _Run:
               f"{cfg.batch} on {mesh.size} {jax.default_backend()} device(s); optimizer {plan.name}(lr={plan.lr0}, "
               f"momentum={plan.momentum}); run directory {run_dir}", flush=True)
     return _Run(cfg, run_dir, task, data, evaluate or evaluate_ema, plan, replicate(state, mesh), step, mesh,
-                sizes, last, best, meta, main)
+                sizes, last, best, meta, main, model_spec=model_spec)
 
 
 def _save(run: _Run, manager=None, data_state=None) -> int:
@@ -306,7 +309,7 @@ def _export(path: Path, run: _Run) -> None:
     """EMA weights in the yolojax.models.weights format, for val / predict."""
     meta = {"model": getattr(run.task, "name", "model"), "scale": getattr(run.task, "scale", ""),
             "num_classes": int(run.data.num_classes), "names": list(getattr(run.data, "names", [])),
-            "imgsz": run.cfg.imgsz}
+            "imgsz": run.cfg.imgsz, "model_config": run.model_spec}
     if run.main:
         ckpt.export_ema_weights(path, run.state.ema, meta)
 

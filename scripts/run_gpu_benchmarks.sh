@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every GPU benchmark of the project in one go, for the lent GPU machine (its python3 has torch, jax, flax, optax,
+# orbax; ultralytics 8.2.103 and grain travel as wheels in .whl/). Usage: bash scripts/run_gpu_benchmarks.sh PART OUT
+#   PART = train | ops ; OUT = folder for the results (benchmarks/ files are copied there at the end)
+set -uo pipefail
+part=${1:-train}; out=${2:-/tmp/bench_out}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD YOLO_OFFLINE=True YOLO_VERBOSE=False PYTHONUNBUFFERED=1
+python3 - <<'PY'
+import numpy as np
+if not hasattr(np, "trapz"):  # ultralytics 8.2.103 calls np.trapz (numpy >= 2.4 removed it)
+    import site, pathlib
+    pathlib.Path("/tmp/site/sitecustomize.py").write_text(
+        "import numpy as np\nif not hasattr(np, 'trapz'): np.trapz = np.trapezoid\n")
+PY
+nvidia-smi --query-gpu=name --format=csv,noheader
+run() { echo "== $*"; timeout "${T:-300}" "$@" 2>&1 | grep -v -i -E "warn|settings|yolo settings" | tail -n 25; }
+if [ "$part" = train ] || [ "$part" = all ]; then
+  export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  T=300 run python3 scripts/bench_train.py --scales n,s --max-boxes 16,100 --compile-cache /tmp/jaxcache --out benchmarks/train_step
+  T=90 run python3 scripts/bench_train.py --scales n --max-boxes 16 --no-reference --steps 5 --compile-cache /tmp/jaxcache --out benchmarks/train_step_warm_cache
+fi
+if [ "$part" = ops ] || [ "$part" = all ]; then
+  T=80 run python3 scripts/bench_assign_loss.py --iters 30
+  T=100 run python3 scripts/bench_infer.py
+  T=70 run python3 scripts/bench_roi.py
+  T=90 run python3 scripts/bench_val.py --images 64 --half
+fi
+if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  T=140 run python3 scripts/bench_e2e.py --workers 14 --images 1024 --batches 12
+fi
+tar czf "$out/benchmarks_$part.tgz" benchmarks

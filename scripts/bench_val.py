@@ -65,23 +65,6 @@ def make_batches(rng, num_images, batch, imgsz, num_classes, boxes_per_image=8):
     return batches
 
 
-def multi_label_task_class():
-    """YOLOv8Task whose NMS keeps every (box, class) pair above conf, as the reference's validator asks for."""
-    import dataclasses
-
-    from yolojax.eval.postprocess import non_max_suppression
-    from yolojax.train.tasks import YOLOv8Task
-
-    @dataclasses.dataclass(frozen=True)
-    class MultiLabelYOLOv8Task(YOLOv8Task):
-        def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300):
-            boxes_xywh, class_probs = self.model.apply(variables, images.astype(self.dtype) / 255.0, train=False)
-            return non_max_suppression(boxes_xywh, class_probs, conf_thres=conf, iou_thres=iou, max_det=max_det,
-                                       multi_label=True)
-
-    return MultiLabelYOLOv8Task
-
-
 def our_side(state, batches, args):
     import jax
     import jax.numpy as jnp
@@ -89,8 +72,10 @@ def our_side(state, batches, args):
     from yolojax.convert.mapping import state_dict_to_variables
     from yolojax.eval.val import evaluate
 
-    task = multi_label_task_class()(scale=args.scale, num_classes=args.num_classes,
-                                    dtype=jnp.bfloat16 if args.half else jnp.float32)
+    from yolojax.train.tasks import YOLOv8Task
+
+    task = YOLOv8Task(scale=args.scale, num_classes=args.num_classes,
+                      dtype=jnp.bfloat16 if args.half else jnp.float32)
     template = jax.eval_shape(lambda: task.init(jax.random.key(0), (args.imgsz, args.imgsz)))
     variables = jax.device_put(state_dict_to_variables(state, template))
     kwargs = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, mode="ultralytics")
@@ -147,7 +132,7 @@ def replay_reference_detections(batches, ref_dets, args):
     class TableTask:  # replays the reference's detections: image pixels [0, 0, :2] hold the image's row
         num_classes: int
 
-        def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300):
+        def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=True):
             row = images[:, 0, 0, 0].astype(jnp.int32) + 256 * images[:, 0, 0, 1].astype(jnp.int32)
             return {k: variables[k][row] for k in ("boxes", "scores", "classes", "valid")}
 

@@ -107,3 +107,21 @@ def test_suppression_chain_resolved_greedily_across_tile_sizes(tile_size):
     scores = jnp.linspace(1.0, 0.5, 11)
     keep, valid = nms(boxes, scores, 0.4, 11, tile_size=tile_size)
     assert kept_rows(keep, valid).tolist() == [0, 2, 4, 6, 8, 10]
+
+
+def test_nms_runs_inside_shard_map_with_the_same_result():
+    """The train step runs per-device code under jax.shard_map (the two-stage loss calls NMS there)."""
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 100, (1, 400, 2))
+    boxes = jnp.asarray(np.concatenate([xy, xy + rng.uniform(5, 40, (1, 400, 2))], -1), jnp.float32)
+    scores = jnp.asarray(rng.uniform(size=(1, 400)), jnp.float32)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    per_image = jax.vmap(lambda b, s: nms(b, s, 0.5, 40))
+    sharded = jax.jit(jax.shard_map(per_image, mesh=mesh, in_specs=(P("data"), P("data")),
+                                    out_specs=(P("data"), P("data"))))
+    keep, valid = sharded(boxes, scores)
+    ref_keep, ref_valid = per_image(boxes, scores)
+    np.testing.assert_array_equal(np.asarray(valid), np.asarray(ref_valid))
+    np.testing.assert_array_equal(np.asarray(keep)[np.asarray(valid)], np.asarray(ref_keep)[np.asarray(ref_valid)])

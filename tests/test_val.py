@@ -27,7 +27,7 @@ class TableTask:
     name: str = "table"
     loss_names: tuple = ()
 
-    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300):
+    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False):
         row = images[:, 0, 0, 0].astype(jnp.int32)
         return {k: variables[k][row] for k in ("boxes", "scores", "classes", "valid")}
 

@@ -25,26 +25,23 @@ DEFAULTS = {"weights": None, "conf": 0.25, "iou": 0.7, "imgsz": 640, "max_det": 
 
 
 # ----------------------------------------------------------------------------------------------- computation
-def make_detector(model, *, conf: float, iou: float, max_det: int):
-    """Jitted `(variables, images (b, h, w, 3) float RGB in [0, 1]) -> non_max_suppression dict` for `model`."""
+def make_detector(task, *, conf: float, iou: float, max_det: int):
+    """Jitted `(variables, images (b, h, w, 3) uint8 RGB) -> detections dict` of the task protocol (any family)."""
     import jax
-
-    from yolojax.eval.postprocess import non_max_suppression
 
     @jax.jit
     def detect(variables, images):
-        boxes_xywh, class_probs = model.apply(variables, images, train=False)
-        return non_max_suppression(boxes_xywh, class_probs, conf_thres=conf, iou_thres=iou, max_det=max_det)
+        return task.predict(variables, images, conf=conf, iou=iou, max_det=max_det)
 
     return detect
 
 
 def preprocess(image_bgr: np.ndarray, imgsz: int, rect: bool) -> np.ndarray:
-    """(h0, w0, 3) uint8 BGR -> (1, h, w, 3) float32 RGB in [0, 1], letterboxed (h, w multiples of 32)."""
+    """(h0, w0, 3) uint8 BGR -> (1, h, w, 3) uint8 RGB, letterboxed (h, w multiples of 32)."""
     from yolojax.data.transforms import letterbox
 
     boxed, _, _ = letterbox(image_bgr, (imgsz, imgsz), auto=rect, stride=32)
-    return (boxed[None, :, :, ::-1].astype(np.float32) / 255.0)
+    return np.ascontiguousarray(boxed[None, :, :, ::-1])
 
 
 def detections_on_original(result: dict, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> dict:
@@ -73,8 +70,9 @@ def yolo_txt_lines(dets: dict, orig_hw: tuple[int, int]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------------ I/O
 def load_model_and_weights(weights, *, trust_pickle: bool = False):
-    """weights directory (or reference .pt / .safetensors) -> (YOLOv8 module, variables, class names, imgsz)."""
+    """weights directory (or reference .pt / .safetensors) -> (task, variables, class names, imgsz)."""
     from yolojax.models.yolov8 import YOLOv8
+    from yolojax.train.tasks import YOLOv8Task, task_from_weights_meta
 
     path = Path(weights)
     if path.is_file() and path.suffix in (".pt", ".pth", ".safetensors"):
@@ -90,13 +88,14 @@ def load_model_and_weights(weights, *, trust_pickle: bool = False):
         template = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 64, 64, 3))), jax.random.key(0))
         meta = {"names": info.get("names"), "imgsz": None}
         variables = state_dict_to_variables(state, template)
+        task = YOLOv8Task(scale=scale, num_classes=num_classes)
     else:
         from yolojax.models.weights import load_weights
 
         variables, meta = load_weights(path)
-        model = YOLOv8(meta["scale"], int(meta["num_classes"]))
-    names = list(meta.get("names") or [str(i) for i in range(model.num_classes)])
-    return model, variables, names, meta.get("imgsz")
+        task = task_from_weights_meta(meta)
+    names = list(meta.get("names") or [str(i) for i in range(task.num_classes)])
+    return task, variables, names, meta.get("imgsz")
 
 
 def list_images(source) -> list[Path]:
@@ -156,8 +155,8 @@ def predict_folder(source, weights, *, conf=0.25, iou=0.7, imgsz=640, max_det=30
     if int(imgsz) % 32:
         raise ValueError(f"predict: imgsz={imgsz} must be a multiple of 32")
     images = list_images(source)
-    model, variables, names, _ = load_model_and_weights(weights, trust_pickle=trust_pickle)
-    detect = make_detector(model, conf=float(conf), iou=float(iou), max_det=int(max_det))
+    task, variables, names, _ = load_model_and_weights(weights, trust_pickle=trust_pickle)
+    detect = make_detector(task, conf=float(conf), iou=float(iou), max_det=int(max_det))
     save_dir = Path(save_dir)
     (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     results = []

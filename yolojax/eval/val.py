@@ -53,7 +53,8 @@ def val_step(task, variables, batch, *, conf, iou, max_det, num_classes, matrix_
       correct (b, d, t) ultralytics-mode true positives; coco: `match_coco` outputs (b, ...);
       confusion (nc + 1, nc + 1).
     """
-    pred = task.predict(variables, batch["images"], conf=conf, iou=iou, max_det=max_det)
+    # multi-label NMS, as the reference's validator (DetectionValidator.postprocess) runs it
+    pred = task.predict(variables, batch["images"], conf=conf, iou=iou, max_det=max_det, multi_label=True)
     det_valid = pred["valid"] & batch["image_valid"][:, None]
     det_classes = pred["classes"].astype(jnp.int32)
     det_scores = pred["scores"].astype(jnp.float32)
@@ -353,11 +354,10 @@ def cli_main(argv: list[str]) -> int:
         return 2
     from yolojax.data import build_dataset
     from yolojax.models.weights import load_weights
-    from yolojax.train.tasks import build_task
+    from yolojax.train.tasks import task_from_weights_meta
 
     variables, meta = load_weights(opts["weights"])
-    task = build_task({"family": meta.get("model", "yolov8"), **{k: meta[k] for k in ("scale",) if k in meta}},
-                      int(meta["num_classes"]))
+    task = task_from_weights_meta(meta)
     cfg = dict(data=opts["data"], imgsz=opts["imgsz"], batch=opts["batch"], workers=opts["workers"], rect=True)
     dataset = build_dataset(cfg, opts["split"], 0)
     names = list(getattr(dataset, "names", None) or meta.get("names") or [])

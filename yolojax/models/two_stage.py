@@ -254,7 +254,10 @@ class FasterRCNNTask:
         targets = jnp.where((roi_labels > 0)[..., None], targets, 0.0)  # no inf / nan from empty boxes
         return jax.lax.stop_gradient(rois), roi_labels, targets, sampled
 
-    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300):
+    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=True):
+        """Detections with fixed shapes. Per-class boxes make this multi-label by construction (torchvision's
+        postprocess_detections), so `multi_label` is accepted for the protocol and has no effect."""
+        del multi_label
         x = images.astype(self.dtype) / 255.0
         b, h, w = x.shape[:3]
         model = self.model

@@ -36,7 +36,8 @@ def _tile_keep(alive, pair_suppresses):
         new_keep = alive & ~jnp.any(pair_suppresses & keep[:, None], axis=0)
         return new_keep, jnp.any(new_keep != keep)
 
-    keep, _ = lax.while_loop(lambda s: s[1], sweep, (alive, jnp.array(True)))
+    # loop-carried constants are built `_like` an input so that they carry its shard_map varying axes
+    keep, _ = lax.while_loop(lambda s: s[1], sweep, (alive, jnp.ones_like(alive, shape=())))
     return keep
 
 
@@ -100,8 +101,10 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
         t, count, _, _ = state
         return (t < tiles_needed) & (count < max_output_size)
 
-    init = (jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.zeros((max_output_size, 4), jnp.float32),
-            jnp.zeros((max_output_size,), jnp.int32))
+    # loop-carried constants are built `_like` an input so that they carry its shard_map varying axes
+    zero = jnp.zeros_like(boxes, jnp.int32, shape=())
+    init = (zero, zero, jnp.zeros_like(boxes, jnp.float32, shape=(max_output_size, 4)),
+            jnp.zeros_like(zero, shape=(max_output_size,)))
     _, count, _, keep = lax.while_loop(more_to_do, step, init)
     return keep, jnp.arange(max_output_size) < count
 

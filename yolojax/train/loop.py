@@ -309,7 +309,8 @@ def _export(path: Path, run: _Run) -> None:
     """EMA weights in the yolojax.models.weights format, for val / predict."""
     meta = {"model": getattr(run.task, "name", "model"), "scale": getattr(run.task, "scale", ""),
             "num_classes": int(run.data.num_classes), "names": list(getattr(run.data, "names", [])),
-            "imgsz": run.cfg.imgsz, "model_config": run.model_spec}
+            "imgsz": run.cfg.imgsz,
+            "model_config": run.task.spec() if hasattr(run.task, "spec") else run.model_spec}
     if run.main:
         ckpt.export_ema_weights(path, run.state.ema, meta)
 

@@ -11,6 +11,7 @@ A task is a frozen dataclass per model family:
   predict(variables, images uint8 (b, h, w, 3), *, conf=0.001, iou=0.7, max_det=300) -> dict
       boxes (b, max_det, 4) xyxy pixels of the input images, scores (b, max_det), classes (b, max_det) int32,
       valid (b, max_det) bool                           jit-able, fixed shapes
+      (multi_label=True: a box may appear once per class above conf — the reference's validation setting)
 `build_task(model_spec, num_classes, ...)` picks the family from the model config's `family` key.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ class DetectionTask(Protocol):
     def loss_fn(self, params: Any, model_state: dict, batch: dict, key: jax.Array) -> tuple[jax.Array, dict]: ...
 
     def predict(self, variables: dict, images: jax.Array, *, conf: float = 0.001, iou: float = 0.7,
-                max_det: int = 300) -> dict: ...
+                max_det: int = 300, multi_label: bool = False) -> dict: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +73,12 @@ class YOLOv8Task:
                                      dfl=self.dfl)
         return loss, {"items": items, "model_state": dict(updated)}
 
-    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300):
+    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False):
+        """multi_label: one row per (box, class) above conf, as the reference's validator does."""
         from yolojax.eval.postprocess import non_max_suppression
         boxes_xywh, class_probs = self.model.apply(variables, images.astype(self.dtype) / 255.0, train=False)
-        return non_max_suppression(boxes_xywh, class_probs, conf_thres=conf, iou_thres=iou, max_det=max_det)
+        return non_max_suppression(boxes_xywh, class_probs, conf_thres=conf, iou_thres=iou, max_det=max_det,
+                                   multi_label=multi_label)
 
 
 def _yolov8(spec: dict, num_classes: int, dtype: Any, hyp: dict) -> YOLOv8Task:
@@ -100,3 +103,9 @@ def build_task(model_spec: dict, num_classes: int, *, dtype: Any = jnp.float32, 
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"model family {family!r} unknown{hint} (known: {', '.join(TASK_BUILDERS)})")
     return TASK_BUILDERS[family](model_spec, num_classes, dtype, hyp or {})
+
+
+def task_from_weights_meta(meta: dict, *, dtype: Any = jnp.float32):
+    """The task exported weights belong to, from their meta.json (`model_config`, else `model` + `scale`)."""
+    spec = meta.get("model_config") or {"family": meta.get("model", "yolov8"), "scale": meta.get("scale", "n")}
+    return build_task(dict(spec), int(meta["num_classes"]), dtype=dtype)

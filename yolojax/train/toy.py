@@ -57,7 +57,7 @@ class ToyTask:
         items = jnp.stack([err[:, :2].mean(), err[:, 2:].mean()])
         return items.sum() * images.shape[0], {"items": items, "model_state": dict(updated)}
 
-    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300):
+    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False):
         del conf, iou
         b, h, w, _ = images.shape
         xywh = self.net.apply(variables, images.astype(jnp.float32) / 255.0, train=False)

@@ -1,4 +1,4 @@
-"""`yolojax predict SOURCE weights=PATH [conf=0.25 iou=0.7 imgsz=640 max_det=300 rect=True save_dir=runs/predict]`.
+"""`yolojax predict SOURCE weights=PATH [conf=0.25 iou=0.7 imgsz=(trained size, else 640) max_det=300 rect=True save_dir=runs/predict]`.
 
 SOURCE is an image file or a folder of images. For every readable image it writes, under save_dir:
   <name>                 the image with boxes and `class conf` labels drawn
@@ -20,7 +20,7 @@ import numpy as np
 
 USAGE = __doc__
 IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
-DEFAULTS = {"weights": None, "conf": 0.25, "iou": 0.7, "imgsz": 640, "max_det": 300, "rect": True,
+DEFAULTS = {"weights": None, "conf": 0.25, "iou": 0.7, "imgsz": None, "max_det": 300, "rect": True,
             "save_dir": "runs/predict", "trust_pickle": False}
 
 
@@ -146,16 +146,17 @@ def _class_color(cls: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in rng.integers(40, 230, 3))
 
 
-def predict_folder(source, weights, *, conf=0.25, iou=0.7, imgsz=640, max_det=300, rect=True,
+def predict_folder(source, weights, *, conf=0.25, iou=0.7, imgsz=None, max_det=300, rect=True,
                    save_dir="runs/predict", trust_pickle=False, log=print) -> list[dict]:
     """Run detection on every image of `source` and write drawings, YOLO txt labels and predictions.json."""
     import cv2
     import jax.numpy as jnp
 
+    images = list_images(source)
+    task, variables, names, trained_imgsz = load_model_and_weights(weights, trust_pickle=trust_pickle)
+    imgsz = imgsz or trained_imgsz or 640  # default: the size the weights were trained at
     if int(imgsz) % 32:
         raise ValueError(f"predict: imgsz={imgsz} must be a multiple of 32")
-    images = list_images(source)
-    task, variables, names, _ = load_model_and_weights(weights, trust_pickle=trust_pickle)
     detect = make_detector(task, conf=float(conf), iou=float(iou), max_det=int(max_det))
     save_dir = Path(save_dir)
     (save_dir / "labels").mkdir(parents=True, exist_ok=True)

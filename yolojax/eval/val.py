@@ -301,11 +301,13 @@ def format_table(result, names=None) -> str:
     return "\n".join(lines)
 
 
-USAGE = """usage: yolojax val weights=PATH data=DATA.yaml [imgsz=640 batch=32 conf=0.001 iou=0.7 max_det=300
-                    mode=coco|ultralytics split=val save_dir=runs/val plots=true save_json=false workers=4
-                    anno_json=instances_val2017.json]   (anno_json: also score predictions.json against it)
+USAGE = """usage: yolojax val weights=PATH data=DATA.yaml [imgsz=0 rect=false batch=32 conf=0.001 iou=0.7
+                    max_det=300 mode=coco|ultralytics split=val save_dir=runs/val plots=true save_json=false
+                    workers=4 anno_json=instances_val2017.json]   (anno_json: also score predictions.json against it)
+       imgsz=0: the size the weights were trained at (640 if unknown). rect=false: square letterbox, as the
+       in-training validation uses, so both give the same numbers; rect=true: the reference's rectangular batches.
        yolojax val --coco-json GT.json DT.json"""
-_DEFAULTS = dict(weights=None, data=None, imgsz=640, batch=32, conf=0.001, iou=0.7, max_det=300, mode="coco",
+_DEFAULTS = dict(weights=None, data=None, imgsz=0, rect=False, batch=32, conf=0.001, iou=0.7, max_det=300, mode="coco",
                  split="val", save_dir="runs/val", plots=True, save_json=False, workers=4, anno_json=None)
 
 
@@ -358,7 +360,8 @@ def cli_main(argv: list[str]) -> int:
 
     variables, meta = load_weights(opts["weights"])
     task = task_from_weights_meta(meta)
-    cfg = dict(data=opts["data"], imgsz=opts["imgsz"], batch=opts["batch"], workers=opts["workers"], rect=True)
+    imgsz = opts["imgsz"] or int(meta.get("imgsz") or 640)
+    cfg = dict(data=opts["data"], imgsz=imgsz, batch=opts["batch"], workers=opts["workers"], rect=opts["rect"])
     dataset = build_dataset(cfg, opts["split"], 0)
     names = list(getattr(dataset, "names", None) or meta.get("names") or [])
     if names and len(names) != task.num_classes:

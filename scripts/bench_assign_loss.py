@@ -219,7 +219,9 @@ def report(result, out: pathlib.Path):
     print(f"{'what':<14}{'jax ms':>10}{'ref ms':>10}{'ref/jax':>9}")
     for k in ("assign", "loss_fwd", "loss_fwd_bwd"):
         print(f"{k:<14}{t['jax_' + k]:>10.3f}{t['ref_' + k]:>10.3f}{s[k]:>9.2f}")
-    print(f"top-k step alone (jax): lax.top_k {t['jax_topk_sort']:.3f} ms (used), walk {t['jax_topk_walk']:.3f} ms")
+    used = "walk" if jax.default_backend() == "gpu" else "lax.top_k"  # as yolojax.assign.tal.select_topk
+    print(f"top-k step alone (jax): lax.top_k {t['jax_topk_sort']:.3f} ms, walk {t['jax_topk_walk']:.3f} ms "
+          f"(the assigner uses {used} here)")
     print(f"parity: {result['parity']}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

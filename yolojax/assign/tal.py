@@ -92,8 +92,8 @@ def topk_mask_walk(metric, mask_gt, topk: int):
     """Same result as `topk_mask` without any top-k or sort primitive.
 
     `topk` row reductions walk down the order (value descending, index ascending), each finding the element after
-    the previous one; the picks are every element not after the k-th. Slow on CPU; kept as the alternative to time
-    on accelerators (scripts/bench_assign_loss.py) and as a cross-check.
+    the previous one; the picks are every element not after the k-th. Faster than lax.top_k on GPUs, slow on CPU
+    (see `select_topk`).
 
     Args / Returns: as `topk_mask`.
     """
@@ -106,6 +106,14 @@ def topk_mask_walk(metric, mask_gt, topk: int):
         kth_val = jnp.take_along_axis(metric, kth_idx, axis=-1)
     picked = (metric > kth_val) | ((metric == kth_val) & (anchor_ids <= kth_idx))
     return picked & mask_gt[..., None]
+
+
+def select_topk(metric, mask_gt, topk: int):
+    """`topk_mask` or `topk_mask_walk` (same result), whichever is faster on the default backend: on an H100 the
+    walk took 0.19 ms and lax.top_k 0.76 ms at b64 x 8400 anchors (benchmarks/gpu_2026-11-25.md); on CPU the walk
+    is about 20x slower."""
+    select = topk_mask_walk if jax.default_backend() == "gpu" else topk_mask
+    return select(metric, mask_gt, topk)
 
 
 def resolve_multiple_boxes(mask_pos, overlaps):
@@ -155,7 +163,7 @@ def assign_anchors(pd_scores, pd_bboxes, anc_points, gt_labels, gt_bboxes, mask_
     candidates = anchors_in_boxes(anc_points, gt_bboxes) & real[..., None]
     metric, overlaps = alignment_metric(pd_scores, pd_bboxes, labels, gt_bboxes, candidates, alpha, beta,
                                         from_logits)
-    mask_pos = topk_mask(metric, real, topk) & candidates
+    mask_pos = select_topk(metric, real, topk) & candidates
     gt_idx, fg_mask, mask_pos = resolve_multiple_boxes(mask_pos, overlaps)
 
     target_labels = jnp.maximum(jnp.take_along_axis(labels, gt_idx, axis=1), 0)  # (b, a)

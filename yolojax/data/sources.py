@@ -91,7 +91,20 @@ def read_bgr(path: str):
     return cv2.imread(path, cv2.IMREAD_COLOR)
 
 
-class YoloSource:
+class _FileRecords:
+    """Random access over `self.records` (dicts with an `im_file`) for grain: len, record(i), read_image(i)."""
+
+    def __len__(self):
+        return len(self.records)
+
+    def record(self, i):
+        return self.records[i]
+
+    def read_image(self, i):
+        return read_bgr(self.records[i]["im_file"])
+
+
+class YoloSource(_FileRecords):
     """A split of a YOLO-format dataset (data yaml + images/ + labels/*.txt), scanned once, with a cache file."""
 
     def __init__(self, data_yaml, split="train", *, use_cache_file=True):
@@ -112,17 +125,8 @@ class YoloSource:
             raise NoImagesError(f"{data_yaml} [{split}]: zero usable images ({self.summary}); "
                                 f"looked in {data[split]}")
 
-    def __len__(self):
-        return len(self.records)
 
-    def record(self, i):
-        return self.records[i]
-
-    def read_image(self, i):
-        return read_bgr(self.records[i]["im_file"])
-
-
-class CocoSource:
+class CocoSource(_FileRecords):
     """COCO instances JSON + image folder. Categories map to contiguous class ids in ascending category-id order;
     crowd and zero-area annotations are dropped; images without annotations are kept as backgrounds."""
 
@@ -171,15 +175,6 @@ class CocoSource:
             boxes.append([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
         return {"im_file": im_file, "ori_shape": (int(h), int(w)), "cls": np.asarray(cls, np.int32),
                 "bboxes": np.asarray(boxes, np.float32).reshape(-1, 4), "image_id": img["id"]}
-
-    def __len__(self):
-        return len(self.records)
-
-    def record(self, i):
-        return self.records[i]
-
-    def read_image(self, i):
-        return read_bgr(self.records[i]["im_file"])
 
 
 def tfds_example_to_record(example, index, name):

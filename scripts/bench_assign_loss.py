@@ -19,9 +19,7 @@ import functools
 import json
 import os
 import pathlib
-import statistics
 import sys
-import time
 import types
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch
@@ -37,6 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from yolojax.assign import task_aligned_assign  # noqa: E402
+from yolojax.timing import median_ms  # noqa: E402
 from yolojax.assign.tal import topk_mask, topk_mask_walk  # noqa: E402
 from yolojax.losses import detection_loss  # noqa: E402
 from yolojax.ops.anchors import dist2bbox, make_anchors  # noqa: E402
@@ -114,18 +113,6 @@ def reference(nc, device):
     model = types.SimpleNamespace(args=types.SimpleNamespace(box=7.5, cls=0.5, dfl=1.5), model=[head],
                                   parameters=lambda: iter([torch.zeros(1, device=device)]))
     return v8DetectionLoss(model, tal_topk=10), TaskAlignedAssigner(topk=10, num_classes=nc, alpha=0.5, beta=6.0)
-
-
-def median_ms(fn, sync, iters, warmup):
-    """Median wall time of `fn()` in milliseconds, each call followed by `sync(result)`."""
-    for _ in range(warmup):
-        sync(fn())
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        sync(fn())
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def run(args):

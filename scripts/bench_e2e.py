@@ -23,7 +23,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from bench_data import AUG, write_images  # noqa: E402
 from yolojax.data import build_dataset  # noqa: E402

@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from yolojax.timing import median_ms  # noqa: E402
+
 TARGETS = {"batch1_total_ms": 1.5, "batch32_ratio_to_reference": 0.5}
 
 
@@ -84,17 +86,6 @@ def calibrate_class_bias(reference, args) -> float:
     return bias
 
 
-def median_ms(fn, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
-
-
 def time_ours(model, variables, images_nhwc, args):
     import jax
     import jax.numpy as jnp
@@ -115,8 +106,8 @@ def time_ours(model, variables, images_nhwc, args):
         candidates = jnp.sum(jnp.max(class_probs, axis=-1) > args.conf, axis=-1)
         return out, candidates
 
-    forward_ms = median_ms(lambda: jax.block_until_ready(forward(variables, x)), args.iters, args.warmup)
-    total_ms = median_ms(lambda: jax.block_until_ready(detect(variables, x)), args.iters, args.warmup)
+    forward_ms = median_ms(lambda: forward(variables, x), jax.block_until_ready, args.iters, args.warmup)
+    total_ms = median_ms(lambda: detect(variables, x), jax.block_until_ready, args.iters, args.warmup)
     out, candidates = detect(variables, x)
     return dict(forward_ms=forward_ms, total_ms=total_ms, nms_ms=total_ms - forward_ms,
                 candidates_per_image=float(np.mean(np.asarray(candidates))),

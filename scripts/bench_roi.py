@@ -14,8 +14,6 @@ import argparse
 import datetime
 import json
 import platform
-import statistics
-import time
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax.ops.roi import roi_align, roi_pool
+from yolojax.timing import median_ms
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -37,18 +36,6 @@ def make_inputs(seed, num_rois, channels, height, width, stride):
     xy = rng.uniform(0, 1, (num_rois, 2)) * ([img_w, img_h] - wh)
     rois = np.concatenate([np.zeros((num_rois, 1)), xy, xy + wh], 1).astype(np.float32)
     return features, rois
-
-
-def time_call(fn, sync, repeats):
-    """Median wall time in ms of `fn()` after two warm-up calls; `sync(result)` waits for the device."""
-    for _ in range(2):
-        sync(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sync(fn())
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def jax_cases(op, kwargs, features, rois, cotangent):
@@ -114,7 +101,7 @@ def main(argv=None):
         tf, tb, tout = torch_cases(name, torch_args, features, rois, cotangent, device)
         max_err = float(np.max(np.abs(np.asarray(jout) - tout)))
         for pass_name, jfn, tfn in (("forward", jf, tf), ("forward+backward", jb, tb)):
-            jax_ms, torch_ms = time_call(jfn, sync_jax, repeats), time_call(tfn, sync_torch, repeats)
+            jax_ms, torch_ms = median_ms(jfn, sync_jax, repeats, 2), median_ms(tfn, sync_torch, repeats, 2)
             rows.append(dict(op=name, mode=mode, pass_=pass_name, jax_ms=round(jax_ms, 4), torch_ms=round(torch_ms, 4),
                              speedup=round(torch_ms / jax_ms, 3), max_abs_diff=max_err))
             print(f"{name:9s} {mode:30s} {pass_name:17s} jax {jax_ms:9.3f} ms  torchvision {torch_ms:9.3f} ms  "

@@ -14,7 +14,6 @@ import types
 import numpy as np
 import pytest
 import jax
-import jax.numpy as jnp
 
 from yolojax.assign import task_aligned_assign
 from yolojax.losses import detection_loss

@@ -8,7 +8,6 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from yolojax.train.config import load_config
 from yolojax.train.optim import Hyper, build_optimizer, hyper_at, plan_optimizer

@@ -27,7 +27,6 @@ the gradient identical to the reference's, ties included.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax.timing import median_ms
 from yolojax.train.bench_reference import random_targets
 
 
@@ -81,17 +82,6 @@ def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
     }
 
 
-def _median_ms(fn, *args, repeats: int = 20) -> float:
-    """Median wall time of a jitted call in ms (synchronised each call; compile and one warm-up excluded)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
-
-
 def time_components(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
                     max_boxes: int = 16, dtype=jnp.bfloat16, seed: int = 0, repeats: int = 20) -> dict:
     """Where a step's time goes: network forward, network forward+backward, loss (assigner included)
@@ -130,12 +120,16 @@ def time_components(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
         return p, o, ema_update(ema, {"params": p, **stats}, jnp.int32(100), 0.9999, 2000.0)
 
     ema = {"params": params, **stats}
+
+    def time(fn, *args):
+        return median_ms(lambda: fn(*args), jax.block_until_ready, repeats, 1)
+
     return {
         "scale": scale, "batch": batch, "imgsz": imgsz, "max_boxes": max_boxes,
-        "forward_ms": _median_ms(jax.jit(forward), params, images, repeats=repeats),
-        "forward_backward_ms": _median_ms(jax.jit(jax.grad(net_loss)), params, images, repeats=repeats),
-        "loss_fwd_bwd_ms": _median_ms(loss_grad, feats, repeats=repeats),
-        "optimizer_ema_ms": _median_ms(optimizer_and_ema, params, opt_state, params, ema, repeats=repeats),
+        "forward_ms": time(jax.jit(forward), params, images),
+        "forward_backward_ms": time(jax.jit(jax.grad(net_loss)), params, images),
+        "loss_fwd_bwd_ms": time(loss_grad, feats),
+        "optimizer_ema_ms": time(optimizer_and_ema, params, opt_state, params, ema),
         "device": jax.local_devices()[0].device_kind,
     }
 

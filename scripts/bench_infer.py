@@ -184,7 +184,7 @@ def main(argv=None):
               f"ref {ref['detections_per_image']:.1f}")
     result = dict(scale=args.scale, nc=args.nc, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
                   max_det=args.max_det, tile=args.tile, load=args.load, cls_bias=getattr(args, "cls_bias", None), small=args.small,
-                  iters=args.iters, runs=runs, targets=TARGETS, targets_met=targets_met(runs))
+                  iters=args.iters, xla_flags=os.environ.get("XLA_FLAGS", ""), runs=runs, targets=TARGETS, targets_met=targets_met(runs))
     write(result, Path(args.out))
     return 0
 

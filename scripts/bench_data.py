@@ -8,6 +8,8 @@ both sides), and, with `--cache ram`, an epoch from images preloaded in RAM (pre
 
     python scripts/bench_data.py --small          # CPU smoke: 160 px, 48 images
     python scripts/bench_data.py                  # 640 px, 256 images (the GPU host: add --images 1024)
+    python scripts/bench_data.py --hsv-on-device  # ours with hsv_on_device: the CPU part timed as above, plus
+                                                  # jit(apply_hsv_luts) per batch on JAX's default backend
 
 Writes benchmarks/data.json and appends a line to benchmarks/data.md; prints a table.
 """
@@ -50,16 +52,35 @@ def write_images(root: Path, count: int, imgsz: int, seed: int = 0) -> Path:
     return root / "data.yaml"
 
 
-def time_ours(data_yaml, imgsz, batch, cache):
+def time_ours(data_yaml, imgsz, batch, cache, hsv_on_device=False, keep=0):
+    """(img/s of process CPU time, img/s wall, the first `keep` batches)."""
     from yolojax.data import build_dataset
 
-    cfg = dict(AUG, data=str(data_yaml), imgsz=imgsz, batch=batch, workers=0, cache=cache, albumentations=False)
+    cfg = dict(AUG, data=str(data_yaml), imgsz=imgsz, batch=batch, workers=0, cache=cache, albumentations=False,
+               hsv_on_device=hsv_on_device)
     ds = build_dataset(cfg, "train", seed=0)
     start, cpu = time.perf_counter(), time.process_time()
-    count = 0
+    count, kept = 0, []
     for b in ds.iterator(0, workers=0, threads=1):
         count += len(b["images"])
-    return count / (time.process_time() - cpu), count / (time.perf_counter() - start)
+        if len(kept) < keep:
+            kept.append(b)
+    return count / (time.process_time() - cpu), count / (time.perf_counter() - start), kept
+
+
+def time_device_hsv(batches):
+    """(median ms of jit(apply_hsv_luts) on one device-resident batch, the device's name) on JAX's default backend.
+    Run after the CPU timings so that JAX's threads do not share the cores with them."""
+    import jax
+
+    from yolojax.data.device_hsv import apply_hsv_luts
+    from yolojax.timing import median_ms
+
+    apply = jax.jit(apply_hsv_luts)
+    on_device = [jax.device_put((b["images"], b["hsv_lut"])) for b in batches]
+    times = [median_ms(lambda args=args: apply(*args), jax.block_until_ready, iters=5, warmup=1)
+             for args in on_device]
+    return float(np.median(times)), str(jax.devices()[0].device_kind)
 
 
 def time_reference(data_yaml, imgsz, batch, cache):
@@ -89,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--cache", choices=["none", "ram", "both"], default="both")
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per side; the best is reported")
+    parser.add_argument("--hsv-on-device", action="store_true",
+                        help="ours with hsv_on_device=True (CPU part), plus the device's apply_hsv_luts per batch")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "benchmarks"))
     args = parser.parse_args(argv)
     imgsz = args.imgsz or (160 if args.small else 640)
@@ -99,21 +122,27 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         data_yaml = write_images(Path(tmp), count, imgsz)
         for cache in caches:
-            ours = max(time_ours(data_yaml, imgsz, args.batch, cache) for _ in range(args.repeats))
+            runs = [time_ours(data_yaml, imgsz, args.batch, cache, args.hsv_on_device, keep=4 * args.hsv_on_device)
+                    for _ in range(args.repeats)]
+            ours = max(runs, key=lambda r: r[0])
             ref = max(time_reference(data_yaml, imgsz, args.batch, cache) for _ in range(args.repeats))
             rows.append({"imgsz": imgsz, "images": count, "batch": args.batch, "cache": cache or "none",
+                         "mode": "ours (HSV on device)" if args.hsv_on_device else "ours",
                          "ours_img_per_s_per_core": round(ours[0], 1), "reference_img_per_s_per_core": round(ref[0], 1),
                          "speedup": round(ours[0] / ref[0], 2), "ours_img_per_s_wall": round(ours[1], 1),
                          "reference_img_per_s_wall": round(ref[1], 1)})
+            if args.hsv_on_device:
+                ms, device = time_device_hsv(runs[0][2])
+                rows[-1].update(hsv_apply_ms_per_batch=round(ms, 2), hsv_device=device)
     report(rows, Path(args.out), args.small)
     return 0
 
 
 def report(rows, out: Path, small: bool):
-    header = "| imgsz | images | cache | yolojax img/s/core | reference img/s/core | speedup |"
-    lines = [header, "|---|---|---|---|---|---|"]
-    lines += [f"| {r['imgsz']} | {r['images']} | {r['cache']} | {r['ours_img_per_s_per_core']} | "
-              f"{r['reference_img_per_s_per_core']} | {r['speedup']}x |" for r in rows]
+    header = "| imgsz | images | cache | mode | yolojax img/s/core | reference img/s/core | speedup | device HSV |"
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['imgsz']} | {r['images']} | {r['cache']} | {r['mode']} | {r['ours_img_per_s_per_core']} | "
+              f"{r['reference_img_per_s_per_core']} | {r['speedup']}x | {device_hsv_note(r) or '-'} |" for r in rows]
     print("\n".join(lines))
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -125,9 +154,18 @@ def report(rows, out: Path, small: bool):
     results.write_text(json.dumps(previous + [{**meta, "rows": rows}], indent=1) + "\n")
     with open(out / "data.md", "a") as f:
         for r in rows:
+            note = device_hsv_note(r)
             f.write(f"- {meta['date']} {meta['host']} ({meta['cpu_count']} cpus), {r['imgsz']} px, {r['images']} "
-                    f"images, cache={r['cache']}: yolojax {r['ours_img_per_s_per_core']} img/s/core vs reference "
-                    f"{r['reference_img_per_s_per_core']} -> {r['speedup']}x\n")
+                    f"images, cache={r['cache']}: {r['mode'].replace('ours', 'yolojax')} "
+                    f"{r['ours_img_per_s_per_core']} img/s/core vs reference {r['reference_img_per_s_per_core']} -> "
+                    f"{r['speedup']}x{f' (+ {note})' if note else ''}\n")
+
+
+def device_hsv_note(row):
+    """'apply_hsv_luts X ms/batch on DEVICE' for an HSV-on-device row, else ''."""
+    if "hsv_apply_ms_per_batch" not in row:
+        return ""
+    return f"apply_hsv_luts {row['hsv_apply_ms_per_batch']} ms/batch of {row['batch']} on {row['hsv_device']}"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ buffer of recently loaded images; a window keeps decoding to about one read per 
 Element dict keys: `index`, `pool` (k,) int, `seed_key` tuple, `imgsz`, `mosaic_on`; stages add `img` (h, w, c)
 uint8 (BGRA until the HSV stage, since OpenCV warps 4 channels about twice as fast as 3; RGB after), `mosaic` (a
 layout the warp renders, or None), `cls` (n,) int32, `boxes` (n, 4) float32 xyxy pixels, `border`, `flipped`
-(lr, ud) already applied to the pixels, `im_file`.
+(lr, ud) already applied to the pixels, `im_file`. With `hsv_on_device` (and some HSV gain), RandomHSV leaves `img`
+BGR and adds `hsv_lut` (256, 3) uint8: the train step applies it (yolojax.data.device_hsv), same pixels.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class AugmentConfig:
     mosaic9: bool = False
     albumentations: bool = False
     max_boxes: int = 100
+    hsv_on_device: bool = False  # (yolojax) RandomHSV emits BGR + its lookup table; the train step converts
 
 
 class ImageStore:
@@ -238,16 +240,21 @@ class Albumentations(grain.transforms.Map):
 
 
 class RandomHSV(grain.transforms.Map):
-    """Random hue / saturation / value gains; also converts BGR to RGB (the model's channel order)."""
+    """Random hue / saturation / value gains; also converts BGR to RGB (the model's channel order).
+
+    With `hsv_on_device` (and a non-zero gain), only the gains' lookup table is computed here: `img` becomes BGR
+    (h, w, 3) uint8 and `hsv_lut` (256, 3) uint8 is added, for `device_hsv.apply_hsv_luts` in the train step."""
 
     def __init__(self, cfg: AugmentConfig):
         self.cfg = cfg
 
     def map(self, el):
         c = self.cfg
-        gains = None
-        if c.hsv_h or c.hsv_s or c.hsv_v:
-            gains = T.sample_hsv_gains(stage_rng(el["seed_key"], STAGE_HSV), c.hsv_h, c.hsv_s, c.hsv_v)
+        if not (c.hsv_h or c.hsv_s or c.hsv_v):
+            return dict(el, img=T.apply_hsv(el["img"], None, to_rgb=True))
+        gains = T.sample_hsv_gains(stage_rng(el["seed_key"], STAGE_HSV), c.hsv_h, c.hsv_s, c.hsv_v)
+        if c.hsv_on_device:
+            return dict(el, img=T.to_bgr(el["img"]), hsv_lut=np.ascontiguousarray(T.hsv_tables(gains)[:, 0, :]))
         return dict(el, img=T.apply_hsv(el["img"], gains, to_rgb=True))
 
 
@@ -271,7 +278,8 @@ class RandomFlip(grain.transforms.Map):
 
 
 class FormatTargets(grain.transforms.Map):
-    """Pad / truncate labels to `max_boxes` rows: `bboxes` normalized xywh, `cls` int32, `mask` bool."""
+    """Pad / truncate labels to `max_boxes` rows: `bboxes` normalized xywh, `cls` int32, `mask` bool; `images`
+    (and `hsv_lut` when RandomHSV left it to the device)."""
 
     def __init__(self, cfg: AugmentConfig):
         self.cfg = cfg
@@ -282,7 +290,10 @@ class FormatTargets(grain.transforms.Map):
         if targets.pop("num_dropped"):
             warn(f"{el['im_file']}: {len(el['cls'])} boxes after augmentation, more than max_boxes="
                  f"{self.cfg.max_boxes}; extra boxes dropped")
-        return {"images": el["img"], **targets}
+        out = {"images": el["img"], **targets}
+        if "hsv_lut" in el:
+            out["hsv_lut"] = el["hsv_lut"]
+        return out
 
 
 def train_transforms(store: ImageStore, cfg: AugmentConfig):

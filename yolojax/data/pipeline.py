@@ -5,6 +5,7 @@ API used by the train loop and the validator:
     ds = build_dataset(cfg, "train", seed=0)     # or "val"
     ds.names, ds.num_classes, ds.num_images      # class names, count, usable images in the split
     ds.batch_size, ds.imgsz, ds.max_boxes
+    ds.hsv_on_device                             # True: train batches carry `hsv_lut`, images are BGR (below)
     ds.summary                                   # label-scan counts (found / missing / empty / corrupt), to print
     ds.num_batches                               # batches per epoch (train drops the remainder; val pads it)
     ds.size_buckets                              # (imgsz,) or, with cfg multi_scale, a few stride multiples
@@ -20,6 +21,11 @@ API used by the train loop and the validator:
 Train batch (numpy): `images` (b, s, s, 3) uint8 RGB, `bboxes` (b, max_boxes, 4) float32 normalized xywh,
 `cls` (b, max_boxes) int32, `mask` (b, max_boxes) bool. The epoch order is a permutation drawn from
 (seed, epoch); each sample's augmentation from (seed, epoch, index) — the same for any `workers` count.
+With cfg `hsv_on_device` (and a non-zero hsv_h/s/v), RandomHSV's colour conversion is left to the accelerator:
+`images` are then BGR and `hsv_lut` (b, 256, 3) uint8 holds each image's hue / saturation / value tables;
+`yolojax.data.device_hsv.apply_hsv_luts(images, hsv_lut)` (the train step calls it) gives exactly the RGB images
+of the CPU path. `hsv_on_device`: False (default), True, or "auto" (on when JAX's default backend is gpu / tpu,
+and multi_scale is off: the multi-scale resize of the batch would otherwise come before the HSV change).
 
 Val batch: the same four arrays (letterboxed to (s, s), scaleup off, no augmentation, dataset order; with cfg
 `rect: True`, the reference's rectangular val instead: images sorted by aspect ratio and each batch letterboxed to
@@ -32,11 +38,11 @@ point is `(x - pad) / ratio` (x then y), and the full ground truth, never trunca
 cfg: a mapping with the reference's default.yaml names (data, imgsz, batch, epochs, mosaic, mixup, copy_paste,
 degrees, translate, scale, shear, perspective, flipud, fliplr, hsv_h, hsv_s, hsv_v, workers, cache, close_mosaic,
 multi_scale, fraction, rect) plus `max_boxes` (100), `mosaic9` (False), `albumentations` (default: whether the
-albumentations package is installed, as in the reference). `cache`: True / "ram" preloads every resized image;
-otherwise (False / "disk") each process keeps an LRU cache of recent ones. `data`: a data yaml path (YOLO layout; for
-COCO JSON, add `{split}_json: instances.json` and make the split the image folder), a name from configs/data/
-("shapes", the default, is generated on first use; "coco"; "voc_tfds"), or "tfds:NAME" (a tfds data source; val reads
-the `validation` split).
+albumentations package is installed, as in the reference), `hsv_on_device` (False; see above). `cache`: True /
+"ram" preloads every resized image; otherwise (False / "disk") each process keeps an LRU cache of recent ones. `data`:
+a data yaml path (YOLO layout; for COCO JSON, add `{split}_json: instances.json` and make the split the image folder),
+a name from configs/data/ ("shapes", the default, is generated on first use; "coco"; "voc_tfds"), or "tfds:NAME" (a
+tfds data source; val reads the `validation` split).
 """
 from __future__ import annotations
 
@@ -53,7 +59,8 @@ from yolojax.data import transforms as T
 from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
 
 DEFAULTS = dict(data=None, imgsz=640, batch=16, epochs=100, workers=8, cache=False, close_mosaic=10,
-                multi_scale=False, max_boxes=100, mosaic9=False, albumentations=None, fraction=1.0, rect=False)
+                multi_scale=False, max_boxes=100, mosaic9=False, albumentations=None, fraction=1.0, rect=False,
+                hsv_on_device=False)
 POOL_SIZE = 16  # mosaic / mixup partners come from a window of at least this many samples
 STRIDE = 32
 
@@ -102,11 +109,24 @@ def make_source(data, split):
     return YoloSource(value, split)
 
 
+def resolve_hsv_on_device(value, multi_scale=False) -> bool:
+    """cfg `hsv_on_device` -> bool: True / False as given, "auto" -> on a gpu / tpu backend without multi_scale."""
+    if isinstance(value, str) and value.lower() == "auto":
+        import jax
+
+        return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") and not multi_scale
+    if not isinstance(value, bool):
+        raise ValueError(f"hsv_on_device={value!r} must be true, false or auto")
+    return value
+
+
 def augment_config(cfg) -> A.AugmentConfig:
     fields = {f.name for f in A.dataclasses.fields(A.AugmentConfig)}
     values = {k: cfg[k] for k in fields if k in cfg and cfg[k] is not None}
     if "albumentations" not in values:
         values["albumentations"] = importlib.util.find_spec("albumentations") is not None
+    if "hsv_on_device" in values:
+        values["hsv_on_device"] = resolve_hsv_on_device(values["hsv_on_device"], bool(cfg.get("multi_scale")))
     return A.AugmentConfig(**values)
 
 
@@ -190,7 +210,8 @@ ARRAY_KEYS = ("images", "bboxes", "cls", "mask")
 
 def collate(elements):
     """Stack a list of element dicts: arrays stacked on a new axis 0; host objects gathered (see module doc)."""
-    out = {k: np.stack([e[k] for e in elements]) for k in ARRAY_KEYS}
+    keys = ARRAY_KEYS + (("hsv_lut",) if "hsv_lut" in elements[0] else ())
+    out = {k: np.stack([e[k] for e in elements]) for k in keys}
     if "valid" in elements[0]:
         out["valid"] = np.array([e["valid"] for e in elements], bool)
         out["ori_shape"] = np.stack([e["ori_shape"] for e in elements])
@@ -232,6 +253,12 @@ class DetectionDataset:
         """One line on the split: images used and, for scanned sources, the label-scan counts."""
         scan = getattr(self.source, "summary", None)
         return scan or f"{self.split}: {self.num_images} images, {self.num_classes} classes"
+
+    @property
+    def hsv_on_device(self) -> bool:
+        """Whether train batches are BGR with `hsv_lut` (the train step applies RandomHSV's colour change)."""
+        a = self.augment
+        return self.training and a.hsv_on_device and bool(a.hsv_h or a.hsv_s or a.hsv_v)
 
     @property
     def num_batches(self) -> int:

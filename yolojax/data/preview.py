@@ -14,17 +14,32 @@ def class_colour(c: int):
     return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
+def rgb_images(batch, max_images=16):
+    """The batch's first `max_images` images as RGB (b, h, w, 3) uint8: an `hsv_on_device` batch (BGR images with
+    `hsv_lut` (b, 256, 3)) gets its RandomHSV colour change here, with JAX on the CPU."""
+    images = batch["images"][:max_images]
+    if "hsv_lut" not in batch:
+        return images
+    import jax
+
+    from yolojax.data.device_hsv import apply_hsv_luts
+
+    with jax.default_device(jax.devices("cpu")[0]):
+        return np.array(jax.jit(apply_hsv_luts)(images, batch["hsv_lut"][:max_images]))  # writable: drawn on
+
+
 def draw_batch_grid(batch, names=None, max_images=16):
     """Tile a batch's images into a square-ish grid and draw each valid box with its class name.
 
     Args:
-      batch: dict with `images` (b, h, w, 3) uint8 RGB, `bboxes` (b, m, 4) normalized xywh, `cls` (b, m), `mask`.
+      batch: dict with `images` (b, h, w, 3) uint8 RGB (or BGR with `hsv_lut`: see `rgb_images`), `bboxes`
+        (b, m, 4) normalized xywh, `cls` (b, m), `mask`.
       names: class names (index = class id), or None for numbers.
       max_images: at most this many images are drawn.
     Returns:
       (rows * h, cols * w, 3) uint8 RGB.
     """
-    images = batch["images"][:max_images]
+    images = rgb_images(batch, max_images)
     n, h, w = images.shape[:3]
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)

@@ -1,8 +1,9 @@
 """Training configuration: `configs/default.yaml` < recipe `configs/<cfg>.yaml` < command-line `key=value`.
 
 A config is a flat `Config` (a dict that also allows `cfg.lr0`). Every key must exist in `default.yaml`; its type is
-the type of the default value (or `NULLABLE_TYPES` for keys whose default is empty). An unknown key or a value of the
-wrong type raises `ConfigError` naming the key, where it came from and the closest valid key.
+the type of the default value (or `NULLABLE_TYPES` for keys whose default is empty, `UNION_TYPES` for keys that take
+several). An unknown key or a value of the wrong type raises `ConfigError` naming
+the key, where it came from and the closest valid key.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ UNION_TYPES: dict[str, tuple[type, ...]] = {
     "resume": (bool, str),
     "cfg": (str,),
     "cache": (bool, str),
+    "hsv_on_device": (bool, str),
 }
 
 
@@ -151,6 +153,8 @@ def validate(cfg: Config) -> None:
         ("lrf", 0 < cfg.lrf <= 1, "must be in (0, 1]"),
         ("fraction", 0 < cfg.fraction <= 1, "must be in (0, 1]"),
         ("optimizer", cfg.optimizer in ("SGD", "Adam", "AdamW", "auto"), "must be SGD, Adam, AdamW or auto"),
+        ("hsv_on_device", isinstance(cfg.hsv_on_device, bool) or cfg.hsv_on_device == "auto",
+         "must be true, false or auto"),
     ]
     for key, ok, why in checks:
         if not ok:

@@ -30,6 +30,9 @@ os.environ.setdefault("YOLO_VERBOSE", "False")
 os.environ.setdefault("YOLO_OFFLINE", "True")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
+
+apply_default_xla_flags()
 
 import numpy as np  # noqa: E402
 

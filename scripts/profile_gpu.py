@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
+
+apply_default_xla_flags()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

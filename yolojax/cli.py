@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"yolojax: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    from yolojax.xla_flags import apply_default_xla_flags
+
+    apply_default_xla_flags()  # before any sub-command imports JAX
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.cli_main(rest) or 0)
 

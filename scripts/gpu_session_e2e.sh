@@ -13,4 +13,4 @@ r() { tag=$1; t=$2; shift 2; echo "== $tag"; timeout "$t" "$@" > "$out/$tag.log"
 r hsv_check 90 python3 scripts/check_device_hsv.py
 r data_cpu 150 python3 scripts/bench_data.py --cache ram --repeats 1 --images 256 --out "$out/data"
 r data_hsvdev 150 python3 scripts/bench_data.py --cache ram --repeats 1 --images 256 --hsv-on-device --out "$out/data"
-r e2e_n 200 python3 scripts/bench_e2e.py --workers 14 --images 1024 --batches 20 --hsv-on-device true --out "$out/e2e_n"
+r e2e_n 250 python3 scripts/bench_e2e.py --workers 14 --images 1024 --batches 20 --hsv-on-device true --out "$out/e2e_n"

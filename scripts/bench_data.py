@@ -38,15 +38,23 @@ AUG = dict(mosaic=1.0, mixup=0.0, copy_paste=0.0, degrees=0.0, translate=0.1, sc
            perspective=0.0, flipud=0.0, fliplr=0.5, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4)
 
 
+def _write_one(args) -> None:
+    root, i, imgsz, seed = args
+    image, cls, boxes = make_shapes_image(np.random.default_rng([seed, i]), imgsz=imgsz, max_objects=8,
+                                          size_range=(0.05, 0.3))
+    cv2.imwrite(str(root / "images/train" / f"{i:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    (root / "labels/train" / f"{i:06d}.txt").write_text(yolo_label_rows(cls, boxes, *image.shape[:2]))
+
+
 def write_images(root: Path, count: int, imgsz: int, seed: int = 0) -> Path:
-    """`count` JPEG shapes images (long side imgsz, short side 0.75-1x) in YOLO layout; returns the data yaml."""
+    """`count` JPEG shapes images (long side imgsz, short side 0.75-1x) in YOLO layout, written by a process pool;
+    returns the data yaml."""
+    import multiprocessing
+
     for sub in ("images/train", "labels/train"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        image, cls, boxes = make_shapes_image(np.random.default_rng([seed, i]), imgsz=imgsz, max_objects=8,
-                                              size_range=(0.05, 0.3))
-        cv2.imwrite(str(root / "images/train" / f"{i:06d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        (root / "labels/train" / f"{i:06d}.txt").write_text(yolo_label_rows(cls, boxes, *image.shape[:2]))
+    with multiprocessing.get_context("spawn").Pool(min(os.cpu_count() or 1, 16)) as pool:
+        pool.map(_write_one, [(root, i, imgsz, seed) for i in range(count)], chunksize=8)
     names = "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASS_NAMES))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames:\n{names}")
     return root / "data.yaml"

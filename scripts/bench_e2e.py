@@ -94,9 +94,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--cache", default="none", choices=["none", "ram"])
     parser.add_argument("--hsv-on-device", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (yolojax.xla_flags)")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "e2e"))
     args = parser.parse_args(argv)
+    apply_default_xla_flags(deterministic=args.deterministic)
     if args.small:
         args.imgsz, args.batch, args.images, args.batches, args.workers = 128, 4, 32, 3, 1
     dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32

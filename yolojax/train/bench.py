@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from yolojax.timing import median_ms
 from yolojax.train.bench_reference import random_targets
+from yolojax.xla_flags import apply_default_xla_flags
 
 
 def padded_targets(rng: np.random.Generator, batch: int, boxes_per_image: int, max_boxes: int, num_classes: int):
@@ -155,9 +157,12 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--breakdown", action="store_true", help="also time forward / backward / loss / optimizer")
     parser.add_argument("--small", action="store_true", help="CPU smoke run: batch 2, 128 px, 2 steps, fp32")
     parser.add_argument("--out", default="benchmarks/train_step")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic GPU kernels (yolojax.xla_flags; `yolojax train`'s default)")
     parser.add_argument("--compile-cache", default=None,
                         help="persistent XLA compilation cache folder (a second run then skips compile)")
     args = parser.parse_args(argv)
+    apply_default_xla_flags(deterministic=args.deterministic)  # before the first JAX computation
     if args.compile_cache:
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
@@ -177,6 +182,7 @@ def cli_main(argv: list[str]) -> int:
             ours = time_train_step(scale, batch=args.batch, imgsz=args.imgsz, max_boxes=max_boxes,
                                    boxes_per_image=min(8, max_boxes), steps=args.steps, dtype=dtype,
                                    warmup=1 if args.small else 5)
+            ours["xla_flags"] = os.environ.get("XLA_FLAGS", "")
             if not args.no_reference:
                 ours["speedup_vs_reference"] = ref["ms_per_step"] / ours["ms_per_step"]
             rows.append(ours)

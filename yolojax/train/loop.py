@@ -27,6 +27,7 @@ from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
 from yolojax.train.step import build_train_step, maybe_initialize_distributed, make_mesh, replicate, shard_batch
 from yolojax.train.tasks import build_task
+from yolojax.xla_flags import apply_default_xla_flags
 
 
 class NonFiniteLossError(RuntimeError):
@@ -341,6 +342,7 @@ def cli_main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"yolojax train: {err}", file=sys.stderr)
         return 2
+    apply_default_xla_flags(deterministic=bool(cfg.deterministic))  # before the first JAX computation
     enable_compilation_cache()
     try:
         result = train(cfg)

@@ -19,6 +19,7 @@ run() { echo "== $*"; timeout "${T:-300}" "$@" 2>&1 | grep -v -i -E "warn|settin
 if [ "$part" = train ] || [ "$part" = all ]; then
   export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
   T=300 run python3 scripts/bench_train.py --scales n,s --max-boxes 16,100 --compile-cache /tmp/jaxcache --out benchmarks/train_step
+  T=220 run python3 scripts/bench_train.py --scales n --max-boxes 16 --deterministic --out benchmarks/train_step_deterministic
   T=90 run python3 scripts/bench_train.py --scales n --max-boxes 16 --no-reference --steps 5 --compile-cache /tmp/jaxcache --out benchmarks/train_step_warm_cache
 fi
 if [ "$part" = ops ] || [ "$part" = all ]; then
@@ -29,6 +30,6 @@ if [ "$part" = ops ] || [ "$part" = all ]; then
 fi
 if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
   export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
-  T=140 run python3 scripts/bench_e2e.py --workers 14 --images 1024 --batches 12
+  T=200 run python3 scripts/bench_e2e.py --workers 14 --images 1024 --batches 12 --hsv-on-device true --deterministic
 fi
 tar czf "$out/benchmarks_$part.tgz" benchmarks

@@ -348,3 +348,21 @@ def test_val_batches_match_the_reference_dataset(shapes_yaml, rect):
             mask = batch["mask"][i]
             np.testing.assert_allclose(batch["bboxes"][i][mask], item["bboxes"].numpy(), atol=1e-5)
             assert batch["cls"][i][mask].tolist() == item["cls"].numpy().reshape(-1).astype(int).tolist()
+
+
+def test_collate_writes_bgra_images_as_bgr_and_stacks_the_rest():
+    from yolojax.data.pipeline import collate
+
+    rng = np.random.default_rng(0)
+    bgra = [rng.integers(0, 256, (32, 48, 4), np.uint8) for _ in range(2)]
+    bgr = rng.integers(0, 256, (32, 48, 3), np.uint8)
+    elements = [{"images": im, "bboxes": np.full((5, 4), k, np.float32), "cls": np.arange(5, dtype=np.int32),
+                 "mask": np.ones(5, bool), "hsv_lut": np.full((256, 3), k, np.uint8)}
+                for k, im in enumerate([bgra[0], bgr, bgra[1]])]
+    batch = collate(elements)
+    assert batch["images"].shape == (3, 32, 48, 3) and batch["images"].dtype == np.uint8
+    np.testing.assert_array_equal(batch["images"][0], cv2.cvtColor(bgra[0], cv2.COLOR_BGRA2BGR))
+    np.testing.assert_array_equal(batch["images"][1], bgr)
+    np.testing.assert_array_equal(batch["images"][2], bgra[1][..., :3])
+    assert batch["bboxes"].shape == (3, 5, 4) and batch["bboxes"][2, 0, 0] == 2
+    assert batch["hsv_lut"].shape == (3, 256, 3) and sorted(batch) == ["bboxes", "cls", "hsv_lut", "images", "mask"]

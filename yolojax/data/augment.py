@@ -14,8 +14,10 @@ buffer of recently loaded images; a window keeps decoding to about one read per 
 Element dict keys: `index`, `pool` (k,) int, `seed_key` tuple, `imgsz`, `mosaic_on`; stages add `img` (h, w, c)
 uint8 (BGRA until the HSV stage, since OpenCV warps 4 channels about twice as fast as 3; RGB after), `mosaic` (a
 layout the warp renders, or None), `cls` (n,) int32, `boxes` (n, 4) float32 xyxy pixels, `border`, `flipped`
-(lr, ud) already applied to the pixels, `im_file`. With `hsv_on_device` (and some HSV gain), RandomHSV leaves `img`
-BGR and adds `hsv_lut` (256, 3) uint8: the train step applies it (yolojax.data.device_hsv), same pixels.
+(lr, ud) already applied to the pixels, `flips` (lr, ud) the sample's flip decision (drawn once, by
+RandomPerspective), `im_file`. With `hsv_on_device` (and some HSV gain), RandomHSV leaves `img`
+BGR(A) and adds `hsv_lut` (256, 3) uint8: the train step applies it (yolojax.data.device_hsv), same pixels;
+pipeline.collate drops the alpha as it writes the batch.
 """
 from __future__ import annotations
 
@@ -190,7 +192,7 @@ class RandomPerspective(grain.transforms.Map):
                                        scale=c.scale, shear=c.shear, perspective=c.perspective)
         flip_lr, flip_ud = flip_decision(el["seed_key"], c) if flips is None else flips
         if not mosaic and persp_ops.is_identity(params, in_shape) and not (flip_lr or flip_ud):
-            return dict(el, border=(0, 0))
+            return dict(el, border=(0, 0), flips=(flip_lr, flip_ud))
         origin = (0, 0)
         img = el["img"]
         if mosaic:
@@ -203,7 +205,8 @@ class RandomPerspective(grain.transforms.Map):
         img = persp_ops.warp_image(img, params.matrix, params.out_size, params.is_perspective, pixel_flip=pixel_flip,
                                    origin=origin)
         cls, boxes, _ = persp_ops.warp_labels(el["cls"], el["boxes"], params)
-        return dict(el, img=img, mosaic=None, cls=cls, boxes=boxes, border=(0, 0), flipped=(flip_lr, flip_ud))
+        return dict(el, img=img, mosaic=None, cls=cls, boxes=boxes, border=(0, 0), flipped=(flip_lr, flip_ud),
+                    flips=(flip_lr, flip_ud))
 
 
 class MixUp(grain.transforms.Map):
@@ -214,8 +217,10 @@ class MixUp(grain.transforms.Map):
         self.load, self.warp, self.cfg = load, warp, cfg
 
     def map(self, el):
+        if not self.cfg.mixup > 0:
+            return el
         rng = stage_rng(el["seed_key"], STAGE_MIXUP)
-        if not (self.cfg.mixup > 0 and rng.random() < self.cfg.mixup):
+        if not rng.random() < self.cfg.mixup:
             return el
         partner_index = int(rng.choice(el["pool"]))
         partner = dict(el, index=partner_index, seed_key=(*el["seed_key"], MIXUP_PARTNER))
@@ -242,8 +247,9 @@ class Albumentations(grain.transforms.Map):
 class RandomHSV(grain.transforms.Map):
     """Random hue / saturation / value gains; also converts BGR to RGB (the model's channel order).
 
-    With `hsv_on_device` (and a non-zero gain), only the gains' lookup table is computed here: `img` becomes BGR
-    (h, w, 3) uint8 and `hsv_lut` (256, 3) uint8 is added, for `device_hsv.apply_hsv_luts` in the train step."""
+    With `hsv_on_device` (and a non-zero gain), only the gains' lookup table is computed here: `hsv_lut` (256, 3)
+    uint8 is added, for `device_hsv.apply_hsv_luts` in the train step, and `img` is left BGR or BGRA (collate writes
+    it into the batch as BGR, dropping the alpha on the way)."""
 
     def __init__(self, cfg: AugmentConfig):
         self.cfg = cfg
@@ -254,7 +260,7 @@ class RandomHSV(grain.transforms.Map):
             return dict(el, img=T.apply_hsv(el["img"], None, to_rgb=True))
         gains = T.sample_hsv_gains(stage_rng(el["seed_key"], STAGE_HSV), c.hsv_h, c.hsv_s, c.hsv_v)
         if c.hsv_on_device:
-            return dict(el, img=T.to_bgr(el["img"]), hsv_lut=np.ascontiguousarray(T.hsv_tables(gains)[:, 0, :]))
+            return dict(el, hsv_lut=T.hsv_tables(gains)[:, 0, :])
         return dict(el, img=T.apply_hsv(el["img"], gains, to_rgb=True))
 
 
@@ -265,7 +271,7 @@ class RandomFlip(grain.transforms.Map):
         self.cfg = cfg
 
     def map(self, el):
-        flip_lr, flip_ud = flip_decision(el["seed_key"], self.cfg)
+        flip_lr, flip_ud = el.get("flips") or flip_decision(el["seed_key"], self.cfg)
         img = el["img"]
         h, w = img.shape[:2]
         done_lr, done_ud = el["flipped"]
@@ -279,7 +285,7 @@ class RandomFlip(grain.transforms.Map):
 
 class FormatTargets(grain.transforms.Map):
     """Pad / truncate labels to `max_boxes` rows: `bboxes` normalized xywh, `cls` int32, `mask` bool; `images`
-    (and `hsv_lut` when RandomHSV left it to the device)."""
+    (h, w, 3) uint8 RGB, or BGR / BGRA with `hsv_lut` when RandomHSV left the colour change to the device."""
 
     def __init__(self, cfg: AugmentConfig):
         self.cfg = cfg

@@ -208,10 +208,24 @@ class _ValSample(grain.transforms.Map):
 ARRAY_KEYS = ("images", "bboxes", "cls", "mask")
 
 
+def stack_images(images):
+    """(b, h, w, 3) uint8 from b images (h, w, 3), or (h, w, 4) BGRA whose alpha is dropped on the way (BGR out):
+    each image is written once, straight into the batch."""
+    out = np.empty((len(images), *images[0].shape[:2], 3), np.uint8)
+    for slot, image in zip(out, images):
+        if image.shape[2] == 4:
+            T.to_bgr(image, out=slot)
+        else:
+            slot[...] = image
+    return out
+
+
 def collate(elements):
-    """Stack a list of element dicts: arrays stacked on a new axis 0; host objects gathered (see module doc)."""
-    keys = ARRAY_KEYS + (("hsv_lut",) if "hsv_lut" in elements[0] else ())
-    out = {k: np.stack([e[k] for e in elements]) for k in keys}
+    """Stack a list of element dicts: arrays stacked on a new axis 0 (`images` through `stack_images`); host
+    objects gathered (see module doc)."""
+    keys = ARRAY_KEYS[1:] + (("hsv_lut",) if "hsv_lut" in elements[0] else ())
+    out = {"images": stack_images([e["images"] for e in elements])}
+    out.update((k, np.stack([e[k] for e in elements])) for k in keys)
     if "valid" in elements[0]:
         out["valid"] = np.array([e["valid"] for e in elements], bool)
         out["ori_shape"] = np.stack([e["ori_shape"] for e in elements])
@@ -224,6 +238,23 @@ def collate(elements):
         out["gt_cls"] = [e["gt_cls"] for e in elements]
         out["gt_bboxes"] = [e["gt_bboxes"] for e in elements]
     return out
+
+
+class _BatchOf(grain.transforms.Map):
+    """Positions (b,) -> one collated batch: each position through `transforms` (grain maps) in turn. The pipeline
+    batches positions first, so grain handles one element per batch instead of one per map per sample."""
+
+    def __init__(self, transforms):
+        self.transforms = tuple(transforms)
+
+    def map(self, positions):
+        elements = []
+        for position in positions:
+            el = int(position)
+            for transform in self.transforms:
+                el = transform.map(el)
+            elements.append(el)
+        return collate(elements)
 
 
 class DetectionDataset:
@@ -286,20 +317,20 @@ class DetectionDataset:
         """The epoch's grain MapDataset of batches."""
         imgsz = int(imgsz or self.imgsz)
         num_positions = self.num_batches * self.batch_size
-        ds = grain.MapDataset.range(num_positions)
         if self.training:
             mosaic_on = self.mosaic_enabled(epoch) if mosaic is None else bool(mosaic)
             pool = max(self.batch_size, POOL_SIZE)
-            ds = ds.map(_TrainSpec(self.epoch_order(epoch), pool, self.seed, epoch, imgsz, mosaic_on))
-            for transform in A.train_transforms(self.store, self.augment):
-                ds = ds.map(transform)
+            spec = _TrainSpec(self.epoch_order(epoch), pool, self.seed, epoch, imgsz, mosaic_on)
+            transforms = [spec, *A.train_transforms(self.store, self.augment)]
         else:
             order = shapes = None
             if self.cfg.get("rect") and hasattr(self.source, "records"):
                 hw = [self.source.record(i)["ori_shape"] for i in range(self.num_images)]
                 order, shapes = rect_val_plan(hw, self.batch_size, imgsz)
-            ds = ds.map(_ValSample(self.store, self.num_images, imgsz, self.max_boxes, self.batch_size, order, shapes))
-        return ds.batch(self.batch_size, drop_remainder=self.training, batch_fn=collate)
+            transforms = [_ValSample(self.store, self.num_images, imgsz, self.max_boxes, self.batch_size, order,
+                                     shapes)]
+        positions = grain.MapDataset.range(num_positions).batch(self.batch_size, batch_fn=list)
+        return positions.map(_BatchOf(transforms))
 
     def iterator(self, epoch: int, *, imgsz=None, mosaic=None, workers=None, threads=None):
         """A checkpointable iterator over the epoch's batches (`get_state()` / `set_state(state)`)."""

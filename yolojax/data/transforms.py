@@ -78,11 +78,10 @@ def sample_hsv_gains(rng, hgain=0.015, sgain=0.7, vgain=0.4):
 
 def hsv_tables(gains):
     """(256, 1, 3) uint8 lookup table for H, S, V: hue `(x * g) % 180`, saturation / value `clip(x * g, 0, 255)`."""
-    x = np.arange(0, 256, dtype=np.float64)
-    hue = ((x * gains[0]) % 180).astype(np.uint8)
-    sat = np.clip(x * gains[1], 0, 255).astype(np.uint8)
-    val = np.clip(x * gains[2], 0, 255).astype(np.uint8)
-    return np.stack([hue, sat, val], -1)[:, None, :]
+    table = np.arange(0, 256, dtype=np.float64)[:, None] * np.asarray(gains, np.float64)  # (256, 3)
+    table[:, 0] %= 180
+    np.clip(table[:, 1:], 0, 255, out=table[:, 1:])
+    return table.astype(np.uint8)[:, None, :]
 
 
 def apply_hsv(image_bgr, gains, *, to_rgb=False):
@@ -121,9 +120,20 @@ def to_bgra(image):
     return image if image.shape[2] == 4 else cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)
 
 
-def to_bgr(image):
-    """(h, w, 4) BGRA -> (h, w, 3) BGR (a no-op on 3 channels)."""
-    return image if image.shape[2] == 3 else cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+def to_bgr(image, out=None):
+    """(h, w, 4) BGRA -> (h, w, 3) BGR (a no-op on 3 channels, unless `out` is given).
+
+    `out`: optional (h, w, 3) uint8 array, written in place and returned (e.g. a slot of a batch).
+    """
+    if out is None:
+        return image if image.shape[2] == 3 else cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] == 3:
+        out[...] = image
+        return out
+    written = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR, dst=out)
+    if written.ctypes.data != out.ctypes.data:  # OpenCV allocates anew when `out` does not fit; copy it over
+        out[...] = written
+    return out
 
 
 def mixup_images(image1, image2, ratio):

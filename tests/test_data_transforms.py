@@ -94,6 +94,19 @@ def test_flip_boxes_by_hand():
     np.testing.assert_array_equal(T.flip_boxes(boxes, (100, 80), False, True), [[10, 30, 30, 60]])
 
 
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_to_bgr_into_out_drops_alpha_in_place(contiguous):
+    rng = np.random.default_rng(0)
+    bgra = rng.integers(0, 256, (20, 30, 4), np.uint8)
+    batch = np.zeros((2, 20, 60 if not contiguous else 30, 3), np.uint8)
+    out = batch[1] if contiguous else batch[1, :, ::2]
+    assert T.to_bgr(bgra, out=out) is out
+    np.testing.assert_array_equal(out, bgra[..., :3])
+    assert not batch[0].any()
+    T.to_bgr(bgra[..., :3].copy(), out=out)  # 3 channels: copied as they are
+    np.testing.assert_array_equal(out, bgra[..., :3])
+
+
 def test_mixup_is_weighted_sum_truncated():
     a, b = np.full((2, 2, 3), 200, np.uint8), np.full((2, 2, 3), 11, np.uint8)
     assert T.mixup_images(a, b, 0.25)[0, 0, 0] == int(200 * 0.25 + 11 * 0.75)  # 58.25 -> 58

@@ -213,10 +213,7 @@ def stack_images(images):
     each image is written once, straight into the batch."""
     out = np.empty((len(images), *images[0].shape[:2], 3), np.uint8)
     for slot, image in zip(out, images):
-        if image.shape[2] == 4:
-            T.to_bgr(image, out=slot)
-        else:
-            slot[...] = image
+        T.to_bgr(image, out=slot)
     return out
 
 
@@ -335,7 +332,10 @@ class DetectionDataset:
     def iterator(self, epoch: int, *, imgsz=None, mosaic=None, workers=None, threads=None):
         """A checkpointable iterator over the epoch's batches (`get_state()` / `set_state(state)`)."""
         workers = int(self.cfg["workers"] if workers is None else workers)
-        read = grain.ReadOptions(num_threads=threads or 4, prefetch_buffer_size=2 * self.batch_size)
+        # elements are whole batches: a worker process builds one at a time (the workers are the parallelism);
+        # in-process, a few threads. The buffer counts batches (b64 at 640 px is 79 MB), so it stays small.
+        threads = threads or (1 if workers > 0 else 4)
+        read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
         ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic).to_iter_dataset(read)
         if workers > 0:
             _mark_absl_flags_parsed()

@@ -127,8 +127,8 @@ def to_bgr(image, out=None):
     """
     if out is None:
         return image if image.shape[2] == 3 else cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.shape[2] == 3:
-        out[...] = image
+    if image.shape[2] == 3 or not out.flags.c_contiguous:  # OpenCV writes only into contiguous arrays
+        out[...] = to_bgr(image)
         return out
     written = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR, dst=out)
     if written.ctypes.data != out.ctypes.data:  # OpenCV allocates anew when `out` does not fit; copy it over

@@ -31,16 +31,19 @@ import jax.numpy as jnp  # noqa: E402
 from bench_data import AUG, write_images  # noqa: E402
 from yolojax.data import build_dataset  # noqa: E402
 from yolojax.train.bench import sgd_plan  # noqa: E402
+from yolojax.train.feed import Prefetch  # noqa: E402
 from yolojax.train.optim import build_optimizer, hyper_at  # noqa: E402
 from yolojax.train.state import create_state  # noqa: E402
 from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
 from yolojax.train.tasks import YOLOv8Task  # noqa: E402
 
 
-def pipeline_rate(ds, epoch: int, batches: int) -> float:
-    """Images per second the pipeline alone delivers (first batch, i.e. worker start-up, excluded)."""
+def pipeline_rate(ds, epoch: int, batches: int, skip: int = 1) -> float:
+    """Images per second the pipeline alone delivers, over `batches` batches after the first `skip` (worker
+    start-up and the first round of batches, which the workers build all at once, excluded)."""
     it = iter(ds.iterator(epoch))
-    next(it)
+    for _ in range(skip):
+        next(it)
     start = time.perf_counter()
     for _ in range(batches):
         next(it)
@@ -51,8 +54,9 @@ def pipeline_rate(ds, epoch: int, batches: int) -> float:
 
 
 def step_times(ds, scale: str, imgsz: int, batches: int, dtype) -> dict:
-    """ms per train step (one compiled program): fed by the pipeline (one step kept in flight, as the loop does),
-    and on one device-resident batch of the same pipeline (the GPU-bound rate)."""
+    """ms per train step (one compiled program): fed by the pipeline through the train loop's `Prefetch` (batches
+    copied to the device in a background thread), and on one device-resident batch of the same pipeline (the
+    GPU-bound rate)."""
     task = YOLOv8Task(scale=scale, num_classes=ds.num_classes, dtype=dtype)
     plan = sgd_plan(ds.batch_size)
     variables = task.init(jax.random.PRNGKey(0), (imgsz, imgsz))
@@ -78,7 +82,8 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype) -> dict:
 
     run(lambda: first)  # warm-up
     resident = run(lambda: first)
-    fed = run(lambda: shard_batch(next(it), mesh))
+    with Prefetch((shard_batch(batch, mesh) for batch in it), depth=2) as fed_batches:  # as the train loop feeds
+        fed = run(lambda: next(fed_batches))
     if hasattr(it, "close"):
         it.close()
     return {"compile_s": compile_s, "resident_ms_per_step": resident, "fed_ms_per_step": fed}
@@ -110,7 +115,7 @@ def main(argv=None) -> int:
                    cache="ram" if args.cache == "ram" else False, max_boxes=100, albumentations=False, epochs=100,
                    hsv_on_device=hsv)
         ds = build_dataset(cfg, "train", seed=0)
-        rate = pipeline_rate(ds, 0, args.batches)
+        rate = pipeline_rate(ds, 0, args.batches, skip=max(1, args.workers))
         times = step_times(ds, args.scale, args.imgsz, args.batches, dtype)
     fed, resident = times["fed_ms_per_step"], times["resident_ms_per_step"]
     row = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "workers": args.workers,

@@ -335,7 +335,7 @@ class DetectionDataset:
         # elements are whole batches: a worker process builds one at a time (the workers are the parallelism);
         # in-process, a few threads. The buffer counts batches (b64 at 640 px is 79 MB), so it stays small.
         threads = threads or (1 if workers > 0 else 4)
-        read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+        read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=1 if workers > 0 else 2 * threads)
         ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic).to_iter_dataset(read)
         if workers > 0:
             _mark_absl_flags_parsed()

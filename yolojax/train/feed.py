@@ -9,7 +9,9 @@ TrainData (duck-typed; `yolojax.train.toy.ToyData` is a stand-in):
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+import queue
+import threading
+from typing import Any, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -84,3 +86,65 @@ def resize_batch(batch: dict, size: int) -> dict:
     import cv2
     resized = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in images])
     return {**batch, "images": resized}
+
+
+class Prefetch:
+    """Iterate `items` `depth` ahead in a background thread, so that producing the next item (the pipeline's IPC,
+    the multi-scale resize, the host-to-device copy) overlaps the step the device is running.
+
+    Items come out in order; an exception raised while producing one is re-raised by `next`. `close()` (also on
+    leaving a `with` block) stops the thread early, e.g. when training stops mid-epoch.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterable, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(iter(items),), daemon=True)
+        self._thread.start()
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put((item, None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as err:  # handed to the consumer
+            self._put((self._END, err))
+
+    def __iter__(self) -> "Prefetch":
+        return self
+
+    def __next__(self):
+        item, err = self._queue.get()
+        if item is self._END:
+            self._queue.put((item, err))  # stay exhausted
+            if err is not None:
+                raise err
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def __enter__(self) -> "Prefetch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

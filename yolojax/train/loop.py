@@ -22,7 +22,7 @@ import numpy as np
 from yolojax.train import checkpoints as ckpt
 from yolojax.train import records
 from yolojax.train.config import Config, ConfigError, load_config, load_model_config, merge
-from yolojax.train.feed import build_train_data, evaluate_ema, resize_batch
+from yolojax.train.feed import Prefetch, build_train_data, evaluate_ema, resize_batch
 from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
 from yolojax.train.step import build_train_step, maybe_initialize_distributed, make_mesh, replicate, shard_batch
@@ -110,6 +110,7 @@ class _Run:
     main: bool      # process 0: the one that prints and writes files
     progress: bool = True
     model_spec: dict = dataclasses.field(default_factory=dict)  # configs/models/<model>.yaml, when built from cfg
+    data_state: Any = None  # the train pipeline's position after the last batch a step consumed (for resume)
 
 
 def _setup(cfg: Config, task, data, evaluate) -> _Run:
@@ -165,18 +166,26 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
     batches = run.data.train_epoch(epoch, mosaic=mosaic, start_batch=start,
                                    data_state=run.meta.get("data_state") if start else None)
     tally, pending, done, why = _Tally(), None, start, None
-    for i, batch in enumerate(batches, start):
-        ni = i + nb * epoch
-        imgsz = run.sizes[np.random.default_rng([cfg.seed, ni]).integers(len(run.sizes))]
-        hyper = hyper_at(run.plan, ni, epoch)
-        run.state, metrics = run.step(run.state, shard_batch(resize_batch(batch, imgsz), run.mesh),
-                                      replicate(hyper, run.mesh))
-        if pending is not None:  # read the previous step's metrics: keeps one step in flight
-            tally.add(pending, bar, run)
-        pending, done = (metrics, imgsz, hyper), i + 1
-        why = should_stop(ni + 1)
-        if why:
-            break
+    has_state = hasattr(run.data, "data_state")
+
+    def device_batches():  # runs in the prefetch thread: resize, copy to the devices, note the data position
+        for i, batch in enumerate(batches, start):
+            imgsz = run.sizes[np.random.default_rng([cfg.seed, i + nb * epoch]).integers(len(run.sizes))]
+            state = run.data.data_state() if has_state else None  # the pipeline's position after this batch
+            yield i, imgsz, shard_batch(resize_batch(batch, imgsz), run.mesh), state
+
+    with Prefetch(device_batches(), depth=2) as items:
+        for i, imgsz, device_batch, data_state in items:
+            ni = i + nb * epoch
+            hyper = hyper_at(run.plan, ni, epoch)
+            run.state, metrics = run.step(run.state, device_batch, replicate(hyper, run.mesh))
+            run.data_state = data_state
+            if pending is not None:  # read the previous step's metrics: keeps one step in flight
+                tally.add(pending, bar, run)
+            pending, done = (metrics, imgsz, hyper), i + 1
+            why = should_stop(ni + 1)
+            if why:
+                break
     if pending is not None:
         tally.add(pending, bar, run)
     if bar is not None:
@@ -235,8 +244,7 @@ def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable
                 run.meta.update(epoch=epoch, batch=done)
                 if done >= nb:
                     run.meta.update(epoch=epoch + 1, batch=0)
-                data_state = run.data.data_state() if run.meta["batch"] and hasattr(run.data, "data_state") else None
-                _save(run, data_state=data_state)
+                _save(run, data_state=run.data_state if run.meta["batch"] else None)
                 print(f"Interrupted: checkpoint saved in {run.last.directory}; resume with "
                       f"`yolojax train resume={run.run_dir}`", flush=True)
                 break

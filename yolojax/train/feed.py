@@ -4,7 +4,9 @@ TrainData (duck-typed; `yolojax.train.toy.ToyData` is a stand-in):
   num_classes: int; names: tuple[str, ...]; train_size: int (images); batches_per_epoch: int
   size_buckets: tuple[int, ...]  (image sizes for multi-scale; (imgsz,) otherwise)
   train_epoch(epoch, *, mosaic, start_batch=0, data_state=None) -> iterator of batches (numpy dicts)
-  data_state() -> JSON-able / bytes state of the current train iterator (for a mid-epoch checkpoint)
+  data_state() -> JSON-able / bytes state of the current train iterator (for a mid-epoch checkpoint); the loop
+      calls it right after each batch is drawn (in its `Prefetch` thread) and saves the one of the last batch a
+      step consumed
   val: what the evaluator iterates
 """
 from __future__ import annotations

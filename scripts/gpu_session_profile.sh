@@ -2,9 +2,8 @@
 # Device call: trace inference (b1) and the train step under a few XLA flag sets; results to $OUT/profile/.
 set -uo pipefail
 out=${OUT:-/tmp/out}/profile; mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD YOLO_OFFLINE=True YOLO_VERBOSE=False PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name --format=csv,noheader
+source scripts/gpu_env.sh
+export YOLOJAX_XLA_FLAGS=0  # variants name their XLA flags themselves ("default" = XLA's defaults)
 p() { tag=$1; shift; echo "== $tag"; timeout "${T:-200}" python3 scripts/profile_gpu.py "$@" --tag "$tag" --out "$out/$tag.json" 2>&1 | grep -v -iE "warn" | tail -n 18; }
 CB="--xla_gpu_enable_command_buffer=+CONVOLUTION,+WHILE,+CONDITIONAL --xla_gpu_graph_min_graph_size=1"
 for what in ${WHAT:-infer train}; do

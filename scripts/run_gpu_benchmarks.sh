@@ -5,16 +5,7 @@
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
 mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD YOLO_OFFLINE=True YOLO_VERBOSE=False PYTHONUNBUFFERED=1
-python3 - <<'PY'
-import numpy as np
-if not hasattr(np, "trapz"):  # ultralytics 8.2.103 calls np.trapz (numpy >= 2.4 removed it)
-    import site, pathlib
-    pathlib.Path("/tmp/site/sitecustomize.py").write_text(
-        "import numpy as np\nif not hasattr(np, 'trapz'): np.trapz = np.trapezoid\n")
-PY
-nvidia-smi --query-gpu=name --format=csv,noheader
+source scripts/gpu_env.sh
 run() { echo "== $*"; timeout "${T:-300}" "$@" 2>&1 | grep -v -i -E "warn|settings|yolo settings" | tail -n 25; }
 if [ "$part" = train ] || [ "$part" = all ]; then
   export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1

@@ -82,7 +82,7 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype) -> dict:
 
     run(lambda: first)  # warm-up
     resident = run(lambda: first)
-    with Prefetch((shard_batch(batch, mesh) for batch in it), depth=2) as fed_batches:  # as the train loop feeds
+    with Prefetch(it, depth=3, prepare=lambda b: shard_batch(b, mesh), threads=2) as fed_batches:  # as the loop
         fed = run(lambda: next(fed_batches))
     if hasattr(it, "close"):
         it.close()
@@ -115,7 +115,8 @@ def main(argv=None) -> int:
                    cache="ram" if args.cache == "ram" else False, max_boxes=100, albumentations=False, epochs=100,
                    hsv_on_device=hsv)
         ds = build_dataset(cfg, "train", seed=0)
-        rate = pipeline_rate(ds, 0, args.batches, skip=max(1, args.workers))
+        skip = max(1, args.workers)
+        rate = pipeline_rate(ds, 0, max(1, min(args.batches, ds.num_batches - skip - 1)), skip=skip)
         times = step_times(ds, args.scale, args.imgsz, args.batches, dtype)
     fed, resident = times["fed_ms_per_step"], times["resident_ms_per_step"]
     row = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "workers": args.workers,

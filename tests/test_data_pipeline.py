@@ -366,3 +366,21 @@ def test_collate_writes_bgra_images_as_bgr_and_stacks_the_rest():
     np.testing.assert_array_equal(batch["images"][2], bgra[1][..., :3])
     assert batch["bboxes"].shape == (3, 5, 4) and batch["bboxes"][2, 0, 0] == 2
     assert batch["hsv_lut"].shape == (3, 256, 3) and sorted(batch) == ["bboxes", "cls", "hsv_lut", "images", "mask"]
+
+
+def test_ram_cache_is_one_shared_file_not_copied_into_workers(shapes_yaml):
+    import gc
+    import os
+    import pickle
+
+    ds = build_dataset(shapes_cfg(shapes_yaml, cache="ram"), "train", 3)
+    store = ds.store
+    path = store._shared_path
+    assert os.path.getsize(path) == sum(int(np.prod(v[1])) for v in store._shared_index.values())
+    assert len(pickle.dumps(store)) < os.path.getsize(path) / 4  # the pixels stay in the file
+    worker_copy = pickle.loads(pickle.dumps(store))
+    image, *_ = worker_copy.get(0, ds.imgsz)
+    np.testing.assert_array_equal(image, store.get(0, ds.imgsz)[0])
+    del ds, store, worker_copy, image
+    gc.collect()
+    assert not os.path.exists(path)

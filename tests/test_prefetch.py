@@ -39,3 +39,24 @@ def test_close_early_stops_the_thread_and_production():
     prefetch.close()
     assert threading.active_count() == before
     assert len(produced) <= 5  # at most depth ahead (+ the items in hand), not the whole iterable
+
+
+def test_prepare_on_several_threads_keeps_the_order():
+    def slow_square(x):
+        time.sleep(0.001 * (x % 3))
+        return x * x
+
+    with Prefetch(range(30), depth=4, prepare=slow_square, threads=3) as items:
+        assert list(items) == [x * x for x in range(30)]
+
+
+def test_prepare_error_reaches_the_consumer():
+    def fail_on_two(x):
+        if x == 2:
+            raise RuntimeError("copy failed")
+        return x
+
+    with Prefetch(range(5), prepare=fail_on_two, threads=2) as items:
+        assert [next(items), next(items)] == [0, 1]
+        with pytest.raises(RuntimeError, match="copy failed"):
+            next(items)

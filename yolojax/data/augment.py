@@ -22,7 +22,10 @@ pipeline.collate drops the alpha as it writes the batch.
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 
 import grain
@@ -68,30 +71,42 @@ class AugmentConfig:
 
 class ImageStore:
     """Images resized so the long side is `imgsz` (kept as BGRA for the fast 4-channel warps), with their labels as
-    xyxy pixels, behind an LRU cache.
+    xyxy pixels.
 
-    Each process (grain worker) has its own cache. It is emptied when pickled (sent to a worker) unless
-    `preloaded`: then every worker receives a copy of the whole cache (cache=ram). Thread-safe.
+    Without preloading, each process (grain worker) keeps an LRU cache of recent images (emptied when the store is
+    pickled into a worker). `preload` (cache=ram) decodes every image once and packs them into one file mapped
+    read-only by every process, so spawned workers share the pages instead of each unpickling a copy. Thread-safe.
     """
 
     def __init__(self, source, max_cache_bytes=512 << 20):
         self.source = source
         self.max_cache_bytes = max_cache_bytes
         self.preloaded = False
+        self._shared_path, self._shared_index, self._mapped = None, {}, None
         self._cache, self._bytes, self._lock = OrderedDict(), 0, threading.Lock()
 
     def preload(self, indices, imgsz):
-        """Load every image of `indices` at `imgsz` and keep them all (no eviction), also in workers."""
-        self.max_cache_bytes = 1 << 62
-        for i in indices:
-            self.get(i, imgsz)
+        """Decode every image of `indices` at `imgsz` into the shared file (see the class docstring)."""
+        items = {(int(i), int(imgsz)): self._load(i, imgsz) for i in indices}
+        fd, path = tempfile.mkstemp(prefix="yolojax_ram_cache_", suffix=".u8")
+        os.close(fd)
+        weakref.finalize(self, _remove_file, path)  # the creating process owns the file
+        total = sum(item[0].nbytes for item in items.values())
+        packed = np.memmap(path, np.uint8, "w+", shape=(max(total, 1),))
+        offset, index = 0, {}
+        for key, (image, cls, boxes, record) in items.items():
+            packed[offset:offset + image.nbytes] = image.reshape(-1)
+            index[key] = (offset, image.shape, cls, boxes, record)
+            offset += image.nbytes
+        packed.flush()
+        del packed
+        self._shared_path, self._shared_index, self._mapped = path, index, None
         self.preloaded = True
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("_lock")
-        if not self.preloaded:
-            state["_cache"], state["_bytes"] = OrderedDict(), 0
+        state["_cache"], state["_bytes"], state["_mapped"] = OrderedDict(), 0, None
         return state
 
     def __setstate__(self, state):
@@ -101,11 +116,27 @@ class ImageStore:
     def get(self, index, imgsz):
         """(image (h, w, 4) uint8 BGRA with max(h, w) == imgsz, cls (n,), boxes (n, 4) xyxy px, record)."""
         key = (int(index), int(imgsz))
+        shared = self._shared_index.get(key)
+        if shared is not None:
+            offset, shape, cls, boxes, record = shared
+            if self._mapped is None:
+                self._mapped = np.memmap(self._shared_path, np.uint8, "r")
+            return self._mapped[offset:offset + int(np.prod(shape))].reshape(shape), cls, boxes, record
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
+        item = self._load(index, imgsz)
+        with self._lock:
+            self._cache[key] = item
+            self._bytes += item[0].nbytes
+            while self._bytes > self.max_cache_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._bytes -= old[0].nbytes
+        return item
+
+    def _load(self, index, imgsz):
         record, image = load_sample(self.source, int(index))
         if image is None:
             warn(f"{record['im_file']}: image could not be decoded; using a blank image without labels")
@@ -114,14 +145,14 @@ class ImageStore:
             record = dict(record, cls=record["cls"][:0], bboxes=record["bboxes"][:0])
         image = T.to_bgra(T.resize_long_side(image, imgsz))
         h, w = image.shape[:2]
-        item = (image, record["cls"], T.xywhn_to_xyxy(record["bboxes"], w, h), record)
-        with self._lock:
-            self._cache[key] = item
-            self._bytes += image.nbytes
-            while self._bytes > self.max_cache_bytes and len(self._cache) > 1:
-                _, old = self._cache.popitem(last=False)
-                self._bytes -= old[0].nbytes
-        return item
+        return image, record["cls"], T.xywhn_to_xyxy(record["bboxes"], w, h), record
+
+
+def _remove_file(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def flip_decision(seed_key, cfg: AugmentConfig):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -90,17 +91,31 @@ def resize_batch(batch: dict, size: int) -> dict:
     return {**batch, "images": resized}
 
 
-class Prefetch:
-    """Iterate `items` `depth` ahead in a background thread, so that producing the next item (the pipeline's IPC,
-    the multi-scale resize, the host-to-device copy) overlaps the step the device is running.
+class _Ready:
+    """A computed value behind the `Future.result()` interface."""
 
-    Items come out in order; an exception raised while producing one is re-raised by `next`. `close()` (also on
-    leaving a `with` block) stops the thread early, e.g. when training stops mid-epoch.
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+class Prefetch:
+    """Iterate `prepare(item)` for each of `items`, `depth` ahead, in background threads, so that producing the next
+    batch (the pipeline's IPC, the multi-scale resize, the host-to-device copy) overlaps the step the device runs.
+
+    `items` is drawn in order by one thread; `prepare` runs on `threads` threads (a batch's host-to-device copy is
+    mostly page faults on freshly mapped shared memory, which parallelise). Results come out in order; an exception
+    raised while producing one is re-raised by `next`. `close()` (also on leaving a `with` block) stops early.
     """
 
     _END = object()
 
-    def __init__(self, items: Iterable, depth: int = 2):
+    def __init__(self, items: Iterable, depth: int = 2, *, prepare: Callable[[Any], Any] | None = None,
+                 threads: int = 1):
+        self._prepare = prepare if prepare is not None else (lambda item: item)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="prefetch") if threads > 1 else None
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, args=(iter(items),), daemon=True)
@@ -118,7 +133,11 @@ class Prefetch:
     def _produce(self, items: Iterator) -> None:
         try:
             for item in items:
-                if not self._put((item, None)):
+                if self._pool is not None:
+                    pending = self._pool.submit(self._prepare, item)
+                else:
+                    pending = _Ready(self._prepare(item))
+                if not self._put((pending, None)):
                     return
             self._put((self._END, None))
         except BaseException as err:  # handed to the consumer
@@ -128,13 +147,13 @@ class Prefetch:
         return self
 
     def __next__(self):
-        item, err = self._queue.get()
-        if item is self._END:
-            self._queue.put((item, err))  # stay exhausted
+        pending, err = self._queue.get()
+        if pending is self._END:
+            self._queue.put((pending, err))  # stay exhausted
             if err is not None:
                 raise err
             raise StopIteration
-        return item
+        return pending.result()
 
     def close(self) -> None:
         self._stop.set()
@@ -144,6 +163,8 @@ class Prefetch:
             except queue.Empty:
                 pass
         self._thread.join()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "Prefetch":
         return self

@@ -168,13 +168,16 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
     tally, pending, done, why = _Tally(), None, start, None
     has_state = hasattr(run.data, "data_state")
 
-    def device_batches():  # runs in the prefetch thread: resize, copy to the devices, note the data position
+    def host_batches():  # drawn in order by the prefetch thread, with the pipeline's position after each batch
         for i, batch in enumerate(batches, start):
             imgsz = run.sizes[np.random.default_rng([cfg.seed, i + nb * epoch]).integers(len(run.sizes))]
-            state = run.data.data_state() if has_state else None  # the pipeline's position after this batch
-            yield i, imgsz, shard_batch(resize_batch(batch, imgsz), run.mesh), state
+            yield i, imgsz, batch, run.data.data_state() if has_state else None
 
-    with Prefetch(device_batches(), depth=2) as items:
+    def to_device(item):  # on the prefetch threads: multi-scale resize, host-to-device copy
+        i, imgsz, batch, state = item
+        return i, imgsz, shard_batch(resize_batch(batch, imgsz), run.mesh), state
+
+    with Prefetch(host_batches(), depth=3, prepare=to_device, threads=2) as items:
         for i, imgsz, device_batch, data_state in items:
             ni = i + nb * epoch
             hyper = hyper_at(run.plan, ni, epoch)

@@ -23,8 +23,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
-apply_default_xla_flags()
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 

@@ -5,9 +5,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolojax.train.bench import cli_main  # noqa: E402
-from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
-
-apply_default_xla_flags()
 
 if __name__ == "__main__":
     sys.exit(cli_main(sys.argv[1:]))

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU in this process
-os.environ.setdefault("YOLO_VERBOSE", "False")
-os.environ.setdefault("YOLO_OFFLINE", "True")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from yolojax.timing import share_process_with_reference  # noqa: E402
+
+share_process_with_reference()
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 apply_default_xla_flags()

@@ -1,6 +1,6 @@
 """Where the GPU time goes: a device trace of batch-1 inference or of the training step, summarised per kernel.
 
-    python scripts/profile_gpu.py infer [--batch 1] [--fold-bn]     # YOLOv8 forward + NMS (predict settings)
+    python scripts/profile_gpu.py infer [--batch 1]     # YOLOv8 forward + NMS (predict settings)
     python scripts/profile_gpu.py train [--batch 64]                # the full train step (bench_train's)
 
 Each run traces `--calls` calls with `jax.profiler.trace(create_perfetto_trace=True)` and reads the Perfetto JSON
@@ -91,9 +91,6 @@ def profile_infer(args) -> dict:
 
     model = YOLOv8(args.scale, 80, dtype=jnp.bfloat16)
     variables = jax.device_put(init_variables(model, jax.random.PRNGKey(0), (args.imgsz, args.imgsz)))
-    if args.fold_bn:
-        from yolojax.models.fuse import fold_batchnorm  # eval-time Conv+BN folding
-        model, variables = fold_batchnorm(model, variables)
     rng = np.random.default_rng(0)
     x = jax.device_put(jnp.asarray(rng.random((args.batch, args.imgsz, args.imgsz, 3)), jnp.bfloat16))
 
@@ -110,8 +107,7 @@ def profile_infer(args) -> dict:
     start = time.perf_counter()
     jax.block_until_ready(detect(variables, x))
     compile_s = time.perf_counter() - start
-    out = {"what": "infer", "batch": args.batch, "imgsz": args.imgsz, "fold_bn": args.fold_bn,
-           "compile_s": compile_s,
+    out = {"what": "infer", "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s,
            "forward_ms": median_ms(lambda: forward(variables, x), jax.block_until_ready, 200, 20),
            "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20)}
     events, wall = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
@@ -159,7 +155,6 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="default: 1 for infer, 64 for train")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.0)
-    parser.add_argument("--fold-bn", action="store_true")
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--out", default=None)

@@ -1,9 +1,10 @@
 """Wall-clock timing of device work for the benchmark scripts (host-side I/O helper, not used inside jit)."""
 from __future__ import annotations
 
+import os
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, MutableMapping
 
 
 def median_ms(fn: Callable[[], Any], sync: Callable[[Any], Any], iters: int, warmup: int) -> float:
@@ -18,3 +19,12 @@ def median_ms(fn: Callable[[], Any], sync: Callable[[Any], Any], iters: int, war
         sync(fn())
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
+
+
+def share_process_with_reference(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Environment for a benchmark that runs the PyTorch reference in the same process: JAX allocates GPU memory on
+    demand (torch shares the card) and ultralytics stays quiet and offline. Call before the first JAX computation
+    and before importing ultralytics; values already set are kept."""
+    environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    environ.setdefault("YOLO_VERBOSE", "False")
+    environ.setdefault("YOLO_OFFLINE", "True")

@@ -81,27 +81,20 @@ class ImageStore:
     def __init__(self, source, max_cache_bytes=512 << 20):
         self.source = source
         self.max_cache_bytes = max_cache_bytes
-        self.preloaded = False
         self._shared_path, self._shared_index, self._mapped = None, {}, None
         self._cache, self._bytes, self._lock = OrderedDict(), 0, threading.Lock()
 
     def preload(self, indices, imgsz):
         """Decode every image of `indices` at `imgsz` into the shared file (see the class docstring)."""
-        items = {(int(i), int(imgsz)): self._load(i, imgsz) for i in indices}
         fd, path = tempfile.mkstemp(prefix="yolojax_ram_cache_", suffix=".u8")
-        os.close(fd)
         weakref.finalize(self, _remove_file, path)  # the creating process owns the file
-        total = sum(item[0].nbytes for item in items.values())
-        packed = np.memmap(path, np.uint8, "w+", shape=(max(total, 1),))
-        offset, index = 0, {}
-        for key, (image, cls, boxes, record) in items.items():
-            packed[offset:offset + image.nbytes] = image.reshape(-1)
-            index[key] = (offset, image.shape, cls, boxes, record)
-            offset += image.nbytes
-        packed.flush()
-        del packed
+        index = {}
+        with os.fdopen(fd, "wb") as f:  # one image in memory at a time
+            for i in indices:
+                image, cls, boxes, record = self._load(i, imgsz)
+                index[(int(i), int(imgsz))] = (f.tell(), image.shape, cls, boxes, record)
+                f.write(np.ascontiguousarray(image).data)
         self._shared_path, self._shared_index, self._mapped = path, index, None
-        self.preloaded = True
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -11,6 +11,7 @@ Writes benchmarks/e2e.json and benchmarks/e2e.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from bench_data import AUG, write_images  # noqa: E402
 from yolojax.data import build_dataset  # noqa: E402
@@ -32,7 +34,7 @@ from yolojax.train.bench import sgd_plan  # noqa: E402
 from yolojax.train.feed import Prefetch  # noqa: E402
 from yolojax.train.optim import build_optimizer, hyper_at  # noqa: E402
 from yolojax.train.state import create_state  # noqa: E402
-from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
+from yolojax.train.step import TRAIN_KEYS, build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
 from yolojax.train.tasks import YOLOv8Task  # noqa: E402
 
 
@@ -51,10 +53,29 @@ def pipeline_rate(ds, epoch: int, batches: int, skip: int = 1) -> float:
     return rate
 
 
-def step_times(ds, scale: str, imgsz: int, batches: int, dtype) -> dict:
+def _copied(batch: dict) -> dict:
+    """A copy of a host batch in freshly allocated memory (as a new batch from the workers would be)."""
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in batch.items()}
+
+
+def _pinned_then_device(batch: dict, mesh) -> dict:
+    """Host batch -> pinned host memory -> device (two explicit copies instead of PJRT's own staging)."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    pinned = NamedSharding(mesh, P("data"), memory_kind="pinned_host")
+    on_host = jax.device_put({k: np.asarray(batch[k]) for k in TRAIN_KEYS if k in batch}, pinned)
+    return jax.device_put(on_host, NamedSharding(mesh, P("data")))
+
+
+def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = False) -> dict:
     """ms per train step (one compiled program): fed by the pipeline through the train loop's `Prefetch` (batches
-    copied to the device in a background thread), and on one device-resident batch of the same pipeline (the
-    GPU-bound rate)."""
+    copied to the device in background threads), and on one device-resident batch of the same pipeline (the
+    GPU-bound rate), measured both before the worker processes start and while they run.
+
+    With `feeds`, also the feed path without workers: host batches already in memory copied by `Prefetch` (the
+    same pages each time, fresh copies, or through pinned host memory), which separates the copy from the workers'
+    CPU load.
+    """
     task = YOLOv8Task(scale=scale, num_classes=ds.num_classes, dtype=dtype)
     plan = sgd_plan(ds.batch_size)
     variables = task.init(jax.random.PRNGKey(0), (imgsz, imgsz))
@@ -63,10 +84,10 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype) -> dict:
     state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
     hyper = replicate(hyper_at(plan, 10_000, 10), mesh)
     step = build_train_step(task.loss_fn, optimizer, mesh)
-    it = iter(ds.iterator(1))
-    first = shard_batch(next(it), mesh)
+    host_first = next(iter(ds.iterator(1, workers=0)))
+    first = shard_batch(host_first, mesh)
     start = time.perf_counter()
-    state, metrics = step(state, first, hyper)  # compile (+ worker start-up, overlapped)
+    state, metrics = step(state, first, hyper)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
 
@@ -78,13 +99,36 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype) -> dict:
         jax.block_until_ready(metrics)
         return (time.perf_counter() - begin) / batches * 1e3
 
+    def fed(items, prepare) -> tuple[float, float]:
+        """(ms/step, main-process CPU seconds per step) with `Prefetch` as the train loop uses it."""
+        cpu = time.process_time()
+        with Prefetch(items, depth=3, prepare=prepare, threads=2) as queue:
+            ms = run(lambda: next(queue))
+        return ms, (time.process_time() - cpu) / batches
+
+    def note(key, value):
+        out[key] = value
+        print(f"{key}: {value}", flush=True)
+
     run(lambda: first)  # warm-up
-    resident = run(lambda: first)
-    with Prefetch(it, depth=3, prepare=lambda b: shard_batch(b, mesh), threads=2) as fed_batches:  # as the loop
-        fed = run(lambda: next(fed_batches))
+    out = {"compile_s": compile_s}
+    note("resident_idle_ms_per_step", run(lambda: first))
+    to_device = lambda b: shard_batch(b, mesh)  # noqa: E731
+    if feeds:
+        note("memory_same_ms_per_step", fed(itertools.repeat(host_first), to_device)[0])
+        note("memory_fresh_ms_per_step", fed(itertools.repeat(host_first), lambda b: to_device(_copied(b)))[0])
+        try:
+            note("memory_pinned_ms_per_step",
+                 fed(itertools.repeat(host_first), lambda b: _pinned_then_device(_copied(b), mesh))[0])
+        except Exception as err:  # memory kinds are backend-dependent
+            out["memory_pinned_error"] = f"{type(err).__name__}: {err}"[:300]
+    it = iter(ds.iterator(1))
+    next(it)  # the workers are up
+    note("resident_ms_per_step", run(lambda: first))  # while the workers fill their buffers
+    out["fed_ms_per_step"], out["fed_main_cpu_s_per_step"] = fed(it, to_device)
     if hasattr(it, "close"):
         it.close()
-    return {"compile_s": compile_s, "resident_ms_per_step": resident, "fed_ms_per_step": fed}
+    return out
 
 
 def main(argv=None) -> int:
@@ -98,6 +142,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="none", choices=["none", "ram"])
     parser.add_argument("--hsv-on-device", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (yolojax.xla_flags)")
+    parser.add_argument("--feeds", action="store_true", help="also time the copy path fed from memory (no workers)")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "e2e"))
     args = parser.parse_args(argv)
@@ -113,14 +158,19 @@ def main(argv=None) -> int:
                    cache="ram" if args.cache == "ram" else False, max_boxes=100, albumentations=False, epochs=100,
                    hsv_on_device=hsv)
         ds = build_dataset(cfg, "train", seed=0)
+        if args.batches > ds.num_batches - 2:
+            raise SystemExit(f"--batches {args.batches}: an epoch of {args.images} images has only {ds.num_batches} "
+                             "batches (one is drawn before timing); use more --images or fewer --batches")
         skip = max(1, args.workers)
         rate = pipeline_rate(ds, 0, max(1, min(args.batches, ds.num_batches - skip - 1)), skip=skip)
-        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype)
+        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype, args.feeds)
     fed, resident = times["fed_ms_per_step"], times["resident_ms_per_step"]
     row = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "workers": args.workers,
            "cpu_count": os.cpu_count(), "cache": args.cache, "hsv_on_device": ds.hsv_on_device,
            "pipeline_img_per_s": rate, **times, "fed_img_per_s": args.batch / fed * 1e3,
-           "gpu_busy_share": resident / fed, "device": jax.local_devices()[0].device_kind,
+           "gpu_busy_share": resident / fed,
+           "gpu_busy_share_vs_idle": times["resident_idle_ms_per_step"] / fed,
+           "device": jax.local_devices()[0].device_kind,
            "xla_flags": os.environ.get("XLA_FLAGS", "")}
     print(json.dumps(row))
     md = ("| scale | batch | imgsz | workers | cache | HSV on device | pipeline img/s | fed ms/step | resident ms/step "

@@ -9,7 +9,8 @@ both sides), and, with `--cache ram`, an epoch from images preloaded in RAM (pre
     python scripts/bench_data.py --small          # CPU smoke: 160 px, 48 images
     python scripts/bench_data.py                  # 640 px, 256 images (the GPU host: add --images 1024)
     python scripts/bench_data.py --hsv-on-device  # ours with hsv_on_device: the CPU part timed as above, plus
-                                                  # jit(apply_hsv_luts) per batch on JAX's default backend
+                                                  # the device's part per batch on JAX's default backend
+    python scripts/bench_data.py --warp-on-device # also Mosaic + RandomPerspective pixels on the device
 
 Writes benchmarks/data.json and appends a line to benchmarks/data.md; prints a table.
 """
@@ -60,12 +61,12 @@ def write_images(root: Path, count: int, imgsz: int, seed: int = 0) -> Path:
     return root / "data.yaml"
 
 
-def time_ours(data_yaml, imgsz, batch, cache, hsv_on_device=False, keep=0):
+def time_ours(data_yaml, imgsz, batch, cache, hsv_on_device=False, warp_on_device=False, keep=0):
     """(img/s of process CPU time, img/s wall, the first `keep` batches)."""
     from yolojax.data import build_dataset
 
     cfg = dict(AUG, data=str(data_yaml), imgsz=imgsz, batch=batch, workers=0, cache=cache, albumentations=False,
-               hsv_on_device=hsv_on_device)
+               hsv_on_device=hsv_on_device or warp_on_device, warp_on_device=warp_on_device)
     ds = build_dataset(cfg, "train", seed=0)
     start, cpu = time.perf_counter(), time.process_time()
     count, kept = 0, []
@@ -76,18 +77,19 @@ def time_ours(data_yaml, imgsz, batch, cache, hsv_on_device=False, keep=0):
     return count / (time.process_time() - cpu), count / (time.perf_counter() - start), kept
 
 
-def time_device_hsv(batches):
-    """(median ms of jit(apply_hsv_luts) on one device-resident batch, the device's name) on JAX's default backend.
-    Run after the CPU timings so that JAX's threads do not share the cores with them."""
+def time_device_part(batches):
+    """(median ms of the device's part of the augmentation (`finish_augmentation`: the warp render and / or the HSV
+    tables) on one device-resident batch, the device's name) on JAX's default backend. Run after the CPU timings so
+    that JAX's threads do not share the cores with them."""
     import jax
 
-    from yolojax.data.device_hsv import apply_hsv_luts
+    from yolojax.data.device_augment import WARP_PREFIX, finish_augmentation
     from yolojax.timing import median_ms
 
-    apply = jax.jit(apply_hsv_luts)
-    on_device = [jax.device_put((b["images"], b["hsv_lut"])) for b in batches]
-    times = [median_ms(lambda args=args: apply(*args), jax.block_until_ready, iters=5, warmup=1)
-             for args in on_device]
+    apply = jax.jit(finish_augmentation)
+    keys = lambda b: [k for k in b if k in ("images", "hsv_lut") or k.startswith(WARP_PREFIX)]  # noqa: E731
+    on_device = [jax.device_put({k: b[k] for k in keys(b)}) for b in batches]
+    times = [median_ms(lambda b=b: apply(b), jax.block_until_ready, iters=5, warmup=1) for b in on_device]
     return float(np.median(times)), str(jax.devices()[0].device_kind)
 
 
@@ -120,8 +122,12 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=2, help="timed epochs per side; the best is reported")
     parser.add_argument("--hsv-on-device", action="store_true",
                         help="ours with hsv_on_device=True (CPU part), plus the device's apply_hsv_luts per batch")
+    parser.add_argument("--warp-on-device", action="store_true",
+                        help="ours with warp_on_device=True too: Mosaic + RandomPerspective pixels on the device")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "benchmarks"))
     args = parser.parse_args(argv)
+    device_part = args.hsv_on_device or args.warp_on_device
+    mode = "ours (warp + HSV on device)" if args.warp_on_device else "ours (HSV on device)" if device_part else "ours"
     imgsz = args.imgsz or (160 if args.small else 640)
     count = args.images or (48 if args.small else 256)
     cv2.setNumThreads(1)
@@ -130,27 +136,27 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         data_yaml = write_images(Path(tmp), count, imgsz)
         for cache in caches:
-            runs = [time_ours(data_yaml, imgsz, args.batch, cache, args.hsv_on_device, keep=4 * args.hsv_on_device)
-                    for _ in range(args.repeats)]
+            runs = [time_ours(data_yaml, imgsz, args.batch, cache, args.hsv_on_device, args.warp_on_device,
+                              keep=4 * device_part) for _ in range(args.repeats)]
             ours = max(runs, key=lambda r: r[0])
             ref = max(time_reference(data_yaml, imgsz, args.batch, cache) for _ in range(args.repeats))
             rows.append({"imgsz": imgsz, "images": count, "batch": args.batch, "cache": cache or "none",
-                         "mode": "ours (HSV on device)" if args.hsv_on_device else "ours",
+                         "mode": mode,
                          "ours_img_per_s_per_core": round(ours[0], 1), "reference_img_per_s_per_core": round(ref[0], 1),
                          "speedup": round(ours[0] / ref[0], 2), "ours_img_per_s_wall": round(ours[1], 1),
                          "reference_img_per_s_wall": round(ref[1], 1)})
-            if args.hsv_on_device:
-                ms, device = time_device_hsv(runs[0][2])
-                rows[-1].update(hsv_apply_ms_per_batch=round(ms, 2), hsv_device=device)
+            if device_part:
+                ms, device = time_device_part(runs[0][2])
+                rows[-1].update(device_ms_per_batch=round(ms, 2), device=device)
     report(rows, Path(args.out), args.small)
     return 0
 
 
 def report(rows, out: Path, small: bool):
-    header = "| imgsz | images | cache | mode | yolojax img/s/core | reference img/s/core | speedup | device HSV |"
+    header = "| imgsz | images | cache | mode | yolojax img/s/core | reference img/s/core | speedup | device part |"
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['imgsz']} | {r['images']} | {r['cache']} | {r['mode']} | {r['ours_img_per_s_per_core']} | "
-              f"{r['reference_img_per_s_per_core']} | {r['speedup']}x | {device_hsv_note(r) or '-'} |" for r in rows]
+              f"{r['reference_img_per_s_per_core']} | {r['speedup']}x | {device_note(r) or '-'} |" for r in rows]
     print("\n".join(lines))
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -162,18 +168,18 @@ def report(rows, out: Path, small: bool):
     results.write_text(json.dumps(previous + [{**meta, "rows": rows}], indent=1) + "\n")
     with open(out / "data.md", "a") as f:
         for r in rows:
-            note = device_hsv_note(r)
+            note = device_note(r)
             f.write(f"- {meta['date']} {meta['host']} ({meta['cpu_count']} cpus), {r['imgsz']} px, {r['images']} "
                     f"images, cache={r['cache']}: {r['mode'].replace('ours', 'yolojax')} "
                     f"{r['ours_img_per_s_per_core']} img/s/core vs reference {r['reference_img_per_s_per_core']} -> "
                     f"{r['speedup']}x{f' (+ {note})' if note else ''}\n")
 
 
-def device_hsv_note(row):
-    """'apply_hsv_luts X ms/batch on DEVICE' for an HSV-on-device row, else ''."""
-    if "hsv_apply_ms_per_batch" not in row:
+def device_note(row):
+    """'device part X ms/batch on DEVICE' for a row that leaves work to the device, else ''."""
+    if "device_ms_per_batch" not in row:
         return ""
-    return f"apply_hsv_luts {row['hsv_apply_ms_per_batch']} ms/batch of {row['batch']} on {row['hsv_device']}"
+    return f"device part {row['device_ms_per_batch']} ms/batch of {row['batch']} on {row['device']}"
 
 
 if __name__ == "__main__":

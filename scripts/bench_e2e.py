@@ -11,11 +11,13 @@ Writes benchmarks/e2e.json and benchmarks/e2e.md.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def _pinned_then_device(batch: dict, mesh) -> dict:
     return jax.device_put(on_host, NamedSharding(mesh, P("data")))
 
 
-def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = False) -> dict:
+def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = False, settle_s: float = 0.0) -> dict:
     """ms per train step (one compiled program): fed by the pipeline through the train loop's `Prefetch` (batches
     copied to the device in background threads), and on one device-resident batch of the same pipeline (the
     GPU-bound rate), measured both before the worker processes start and while they run.
@@ -91,19 +93,40 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
 
-    def run(next_batch) -> float:
+    def run(next_batch, timing=None) -> float:
         nonlocal state, metrics
         begin = time.perf_counter()
         for _ in range(batches):
-            state, metrics = step(state, next_batch(), hyper)
+            batch = next_batch()
+            dispatched = time.perf_counter()
+            state, metrics = step(state, batch, hyper)
+            if timing is not None:
+                timing["dispatch"] += time.perf_counter() - dispatched
         jax.block_until_ready(metrics)
         return (time.perf_counter() - begin) / batches * 1e3
 
-    def fed(items, prepare) -> tuple[float, float]:
-        """(ms/step, main-process CPU seconds per step) with `Prefetch` as the train loop uses it."""
+    def fed(items, prepare, tag=None) -> tuple[float, float]:
+        """(ms/step, main-process CPU seconds per step) with `Prefetch` as the train loop uses it. With `tag`, also
+        records where the main process's time goes, ms per step: drawing batches from `items` (the producer
+        thread), `prepare` (summed over the copy threads), the step's wait for the next batch, its dispatch."""
+        timing = collections.Counter()
+        lock = threading.Lock()
+
+        def timed(kind, fn, *args):
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                with lock:
+                    timing[kind] += time.perf_counter() - start
+
+        drawn = iter(lambda: timed("draw", next, items, None), None)
         cpu = time.process_time()
-        with Prefetch(items, depth=3, prepare=prepare, threads=2) as queue:
-            ms = run(lambda: next(queue))
+        with Prefetch(drawn, depth=3, prepare=lambda b: timed("prepare", prepare, b), threads=2) as queue:
+            ms = run(lambda: timed("wait", next, queue), timing)
+        if tag:
+            for kind in ("draw", "prepare", "wait", "dispatch"):
+                note(f"{tag}_{kind}_ms_per_step", timing[kind] / batches * 1e3)
         return ms, (time.process_time() - cpu) / batches
 
     def note(key, value):
@@ -116,7 +139,8 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
     to_device = lambda b: shard_batch(b, mesh)  # noqa: E731
     if feeds:
         note("memory_same_ms_per_step", fed(itertools.repeat(host_first), to_device)[0])
-        note("memory_fresh_ms_per_step", fed(itertools.repeat(host_first), lambda b: to_device(_copied(b)))[0])
+        note("memory_fresh_ms_per_step",
+             fed(itertools.repeat(host_first), lambda b: to_device(_copied(b)), tag="memory_fresh")[0])
         try:
             note("memory_pinned_ms_per_step",
                  fed(itertools.repeat(host_first), lambda b: _pinned_then_device(_copied(b), mesh))[0])
@@ -124,8 +148,9 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
             out["memory_pinned_error"] = f"{type(err).__name__}: {err}"[:300]
     it = iter(ds.iterator(1))
     next(it)  # the workers are up
+    time.sleep(settle_s)  # let them fill their buffers (the train loop overlaps this with compilation)
     note("resident_ms_per_step", run(lambda: first))  # while the workers fill their buffers
-    out["fed_ms_per_step"], out["fed_main_cpu_s_per_step"] = fed(it, to_device)
+    out["fed_ms_per_step"], out["fed_main_cpu_s_per_step"] = fed(it, to_device, tag="fed")
     if hasattr(it, "close"):
         it.close()
     return out
@@ -141,8 +166,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--cache", default="none", choices=["none", "ram"])
     parser.add_argument("--hsv-on-device", default="auto", choices=["auto", "true", "false"])
+    parser.add_argument("--warp-on-device", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (yolojax.xla_flags)")
     parser.add_argument("--feeds", action="store_true", help="also time the copy path fed from memory (no workers)")
+    parser.add_argument("--settle", type=float, default=0.0, help="seconds between starting the workers and timing")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "e2e"))
     args = parser.parse_args(argv)
@@ -150,34 +177,36 @@ def main(argv=None) -> int:
     if args.small:
         args.imgsz, args.batch, args.images, args.batches, args.workers = 128, 4, 32, 3, 1
     dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
-    hsv = {"auto": "auto", "true": True, "false": False}[args.hsv_on_device]
+    choice = {"auto": "auto", "true": True, "false": False}
+    hsv, warp = choice[args.hsv_on_device], choice[args.warp_on_device]
 
     with tempfile.TemporaryDirectory() as tmp:
         data_yaml = write_images(Path(tmp), args.images, args.imgsz)
         cfg = dict(AUG, data=str(data_yaml), imgsz=args.imgsz, batch=args.batch, workers=args.workers,
                    cache="ram" if args.cache == "ram" else False, max_boxes=100, albumentations=False, epochs=100,
-                   hsv_on_device=hsv)
+                   hsv_on_device=hsv, warp_on_device=warp)
         ds = build_dataset(cfg, "train", seed=0)
         if args.batches > ds.num_batches - 2:
             raise SystemExit(f"--batches {args.batches}: an epoch of {args.images} images has only {ds.num_batches} "
                              "batches (one is drawn before timing); use more --images or fewer --batches")
         skip = max(1, args.workers)
         rate = pipeline_rate(ds, 0, max(1, min(args.batches, ds.num_batches - skip - 1)), skip=skip)
-        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype, args.feeds)
+        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype, args.feeds, args.settle)
     fed, resident = times["fed_ms_per_step"], times["resident_ms_per_step"]
     row = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "workers": args.workers,
            "cpu_count": os.cpu_count(), "cache": args.cache, "hsv_on_device": ds.hsv_on_device,
+           "warp_on_device": ds.warp_on_device,
            "pipeline_img_per_s": rate, **times, "fed_img_per_s": args.batch / fed * 1e3,
            "gpu_busy_share": resident / fed,
            "gpu_busy_share_vs_idle": times["resident_idle_ms_per_step"] / fed,
            "device": jax.local_devices()[0].device_kind,
            "xla_flags": os.environ.get("XLA_FLAGS", "")}
     print(json.dumps(row))
-    md = ("| scale | batch | imgsz | workers | cache | HSV on device | pipeline img/s | fed ms/step | resident ms/step "
-          "| busy share | device |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    md = ("| scale | batch | imgsz | workers | cache | HSV on device | warp on device | pipeline img/s | fed ms/step "
+          "| resident ms/step | busy share | device |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
           f"| {row['scale']} | {row['batch']} | {row['imgsz']} | {row['workers']} | {args.cache} | "
-          f"{row['hsv_on_device']} | {rate:.0f} | {fed:.1f} | {resident:.1f} | {row['gpu_busy_share']:.2f} | "
-          f"{row['device']} |\n")
+          f"{row['hsv_on_device']} | {row['warp_on_device']} | {rate:.0f} | {fed:.1f} | {resident:.1f} | "
+          f"{row['gpu_busy_share']:.2f} | {row['device']} |\n")
     print(md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,11 @@ from collections import OrderedDict
 import grain
 import numpy as np
 
+from yolojax.data import device_warp
 from yolojax.data import mosaic as mosaic_ops
 from yolojax.data import perspective as persp_ops
 from yolojax.data import transforms as T
+from yolojax.data.device_augment import WARP_PREFIX
 from yolojax.data.labels import warn
 from yolojax.data.sources import load_sample
 
@@ -67,6 +69,7 @@ class AugmentConfig:
     albumentations: bool = False
     max_boxes: int = 100
     hsv_on_device: bool = False  # (yolojax) RandomHSV emits BGR + its lookup table; the train step converts
+    warp_on_device: bool = False  # (yolojax) Mosaic + RandomPerspective pixels rendered in the train step
 
 
 class ImageStore:
@@ -157,7 +160,10 @@ def flip_decision(seed_key, cfg: AugmentConfig):
 
 class LoadMosaic(grain.transforms.Map):
     """Load the sample's image; with probability `mosaic` lay it out with partners from the pool (the canvas pixels
-    are rendered by RandomPerspective, only where its warp reads them), else letterbox it to (s, s)."""
+    are rendered by RandomPerspective, only where its warp reads them), else letterbox it to (s, s).
+
+    With `warp_on_device` the pool is the sample's group of the batch (`slot` is its place there) and no pixels are
+    touched: the letterbox becomes a one-tile layout, and `tile_slots` says which batch slot holds each tile."""
 
     def __init__(self, store: ImageStore, cfg: AugmentConfig):
         self.store, self.cfg = store, cfg
@@ -176,18 +182,47 @@ class LoadMosaic(grain.transforms.Map):
             else:
                 placements = mosaic_ops.layout4(shapes, s, mosaic_ops.sample_mosaic_center(rng, s))
             cls, box = mosaic_ops.mosaic_labels(classes, boxes, placements, 2 * s)
-            return dict(el, img=None, mosaic=(images, placements, 2 * s), cls=cls, boxes=box,
-                        border=mosaic_ops.mosaic_border(s), im_file=tiles[0][3]["im_file"], flipped=(False, False))
+            out = dict(el, img=None, mosaic=(images, placements, 2 * s), cls=cls, boxes=box,
+                       border=mosaic_ops.mosaic_border(s), im_file=tiles[0][3]["im_file"], flipped=(False, False))
+            if self.cfg.warp_on_device:
+                out.update(img=images[0], tile_slots=[el["slot"], *pool_slots(el["pool"], partners)])
+            return out
         image, cls, box, record = self.store.get(el["index"], s)
+        if self.cfg.warp_on_device:
+            placement = letterbox_placement(image.shape[:2], s)
+            dw, dh = (s - image.shape[1]) / 2, (s - image.shape[0]) / 2  # boxes move by the unrounded padding
+            box = box + np.array([dw, dh, dw, dh], np.float32)
+            return dict(el, img=image, mosaic=([image], [placement], s), tile_slots=[el["slot"]], cls=cls,
+                        boxes=box.astype(np.float32), border=(0, 0), im_file=record["im_file"], flipped=(False, False))
         img, (r, _), (dw, dh) = T.letterbox(image, (s, s))
         box = box * r + np.array([dw, dh, dw, dh], np.float32)
         return dict(el, img=img, mosaic=None, cls=cls, boxes=box.astype(np.float32), border=(0, 0),
                     im_file=record["im_file"], flipped=(False, False))
 
 
+def pool_slots(pool, indices):
+    """Positions in `pool` (k,) of source `indices` (each present; a pool is a window of a permutation)."""
+    where = {int(v): k for k, v in enumerate(pool)}
+    return [where[int(i)] for i in indices]
+
+
+def letterbox_placement(shape, imgsz):
+    """The letterbox of an image whose long side is already `imgsz` (shape (h, w)) as a one-tile canvas layout: the
+    image at the reference's padding offset `round(d - 0.1)`, i.e. exactly `T.letterbox`'s pixels (no resize)."""
+    h, w = shape
+    if max(h, w) != imgsz:
+        raise ValueError(f"letterbox_placement: image {w}x{h} does not have its long side at {imgsz}")
+    left, top = int(round((imgsz - w) / 2 - 0.1)), int(round((imgsz - h) / 2 - 0.1))
+    return mosaic_ops.Placement(left, top, left + w, top + h, 0, 0, left, top)
+
+
 class RandomPerspective(grain.transforms.Map):
     """Warp image and boxes (see yolojax.data.perspective); the sample's flips are folded into the warp. A mosaic
-    layout is rendered here, only inside the window of the canvas that the warp reads."""
+    layout is rendered here, only inside the window of the canvas that the warp reads.
+
+    With `warp_on_device` (affine warps only), the pixels are left to the train step: `img` stays the sample's own
+    tile and `warp` holds what `device_warp.render_warped` needs (tile slots, placements, the warp's
+    source-coordinate tables), with exactly the CPU path's matrix and window."""
 
     def __init__(self, cfg: AugmentConfig):
         self.cfg = cfg
@@ -215,6 +250,8 @@ class RandomPerspective(grain.transforms.Map):
         params = persp_ops.sample_warp(rng, in_shape, el["border"], degrees=c.degrees, translate=c.translate,
                                        scale=c.scale, shear=c.shear, perspective=c.perspective)
         flip_lr, flip_ud = flip_decision(el["seed_key"], c) if flips is None else flips
+        if c.warp_on_device:
+            return self._plan(el, params, in_shape, (flip_lr, flip_ud))
         if not mosaic and persp_ops.is_identity(params, in_shape) and not (flip_lr or flip_ud):
             return dict(el, border=(0, 0), flips=(flip_lr, flip_ud))
         origin = (0, 0)
@@ -231,6 +268,23 @@ class RandomPerspective(grain.transforms.Map):
         cls, boxes, _ = persp_ops.warp_labels(el["cls"], el["boxes"], params)
         return dict(el, img=img, mosaic=None, cls=cls, boxes=boxes, border=(0, 0), flipped=(flip_lr, flip_ud),
                     flips=(flip_lr, flip_ud))
+
+    def _plan(self, el, params, in_shape, flips):
+        """The device render's inputs for this sample, and its labels (as the CPU path: an identity warp of a
+        letterbox keeps every box)."""
+        images, placements, size = el["mosaic"]
+        if params.is_perspective:
+            raise ValueError("warp_on_device renders affine warps only; set perspective: 0 or warp_on_device: false")
+        origin = persp_ops.source_window(params, in_shape)[:2] if len(placements) > 1 else (0, 0)
+        pixel_flip = persp_ops.flip_matrix(params.out_size, *flips)
+        tables = device_warp.affine_tables(params.matrix, params.out_size, origin, pixel_flip=pixel_flip)
+        slots, rects = device_warp.tile_rows(el["tile_slots"], placements)
+        if len(placements) == 1 and persp_ops.is_identity(params, in_shape):
+            cls, boxes = el["cls"], el["boxes"]
+        else:
+            cls, boxes, _ = persp_ops.warp_labels(el["cls"], el["boxes"], params)
+        return dict(el, mosaic=None, cls=cls, boxes=boxes, border=(0, 0), flipped=flips, flips=flips,
+                    out_size=params.out_size, warp={"slots": slots, "placements": rects, **tables})
 
 
 class MixUp(grain.transforms.Map):
@@ -297,7 +351,7 @@ class RandomFlip(grain.transforms.Map):
     def map(self, el):
         flip_lr, flip_ud = el.get("flips") or flip_decision(el["seed_key"], self.cfg)
         img = el["img"]
-        h, w = img.shape[:2]
+        w, h = el.get("out_size") or img.shape[1::-1]
         done_lr, done_ud = el["flipped"]
         if flip_ud and not done_ud:
             img = img[::-1]
@@ -315,7 +369,7 @@ class FormatTargets(grain.transforms.Map):
         self.cfg = cfg
 
     def map(self, el):
-        h, w = el["img"].shape[:2]
+        w, h = el.get("out_size") or el["img"].shape[1::-1]
         targets = T.boxes_to_targets(el["cls"], el["boxes"], (w, h), self.cfg.max_boxes)
         if targets.pop("num_dropped"):
             warn(f"{el['im_file']}: {len(el['cls'])} boxes after augmentation, more than max_boxes="
@@ -323,6 +377,7 @@ class FormatTargets(grain.transforms.Map):
         out = {"images": el["img"], **targets}
         if "hsv_lut" in el:
             out["hsv_lut"] = el["hsv_lut"]
+        out.update((WARP_PREFIX + k, v) for k, v in el.get("warp", {}).items())
         return out
 
 

@@ -72,6 +72,17 @@ def flip_matrix(out_size, flip_lr: bool, flip_ud: bool):
     return f
 
 
+def composed_matrix(matrix, origin=(0, 0), pixel_flip=None):
+    """The (3, 3) float32 matrix that `warp_image` hands to OpenCV: `matrix` for an input whose top-left pixel sits at
+    `origin` (x0, y0) of the frame `matrix` expects, then `pixel_flip` (3, 3) if given."""
+    m = matrix
+    if tuple(origin) != (0, 0):
+        shift = np.eye(3, dtype=np.float64)
+        shift[0, 2], shift[1, 2] = origin
+        m = (m.astype(np.float64) @ shift).astype(np.float32)
+    return m if pixel_flip is None else pixel_flip @ m
+
+
 def warp_image(image, matrix, out_size, is_perspective, *, pixel_flip=None, origin=(0, 0)):
     """Warp `image` (h, w, c) uint8 with `matrix` (3, 3) into `out_size` (w, h), bilinear, border 114.
 
@@ -79,12 +90,7 @@ def warp_image(image, matrix, out_size, is_perspective, *, pixel_flip=None, orig
     `image`'s top-left pixel sits in the frame `matrix` expects (`image` is a window of a larger input, see
     `source_window`).
     """
-    m = matrix
-    if origin != (0, 0):
-        shift = np.eye(3, dtype=np.float64)
-        shift[0, 2], shift[1, 2] = origin
-        m = (m.astype(np.float64) @ shift).astype(np.float32)
-    m = m if pixel_flip is None else pixel_flip @ m
+    m = composed_matrix(matrix, origin, pixel_flip)
     if is_perspective:
         return cv2.warpPerspective(image, m, dsize=out_size, borderValue=(PAD_VALUE,) * 3)
     return cv2.warpAffine(image, m[:2], dsize=out_size, borderValue=(PAD_VALUE,) * 3)

@@ -26,6 +26,15 @@ With cfg `hsv_on_device` (and a non-zero hsv_h/s/v), RandomHSV's colour conversi
 `yolojax.data.device_hsv.apply_hsv_luts(images, hsv_lut)` (the train step calls it) gives exactly the RGB images
 of the CPU path. `hsv_on_device`: False (default), True, or "auto" (on when JAX's default backend is gpu / tpu,
 and multi_scale is off: the multi-scale resize of the batch would otherwise come before the HSV change).
+With cfg `warp_on_device` the Mosaic + RandomPerspective pixels are left to the accelerator too (the host only
+loads images, draws the same random numbers and computes the labels): `images` (b, s, s, 3) are then the batch's
+source tiles, each top-left in its slot, and `warp_slots` (b, 4) int32, `warp_placements` (b, 4, 6) int32 and the
+warp's coordinate tables (`warp_*`, see yolojax.data.device_warp) say how to render each sample;
+`yolojax.data.device_augment.finish_augmentation` renders them, then applies `hsv_lut`, and gives exactly the CPU
+path's images for the same mosaic partners. A sample's partners come from its own device's part of the batch
+(batch / device count images) instead of a 16-sample window. Affine warps of 4-mosaics and letterboxes only:
+`true` with mosaic9, mixup, copy_paste, perspective, albumentations, multi_scale or HSV on the CPU is an error;
+"auto" turns it on for gpu / tpu when none of those is set and each device has at least 8 images.
 
 Val batch: the same four arrays (letterboxed to (s, s), scaleup off, no augmentation, dataset order; with cfg
 `rect: True`, the reference's rectangular val instead: images sorted by aspect ratio and each batch letterboxed to
@@ -38,11 +47,11 @@ point is `(x - pad) / ratio` (x then y), and the full ground truth, never trunca
 cfg: a mapping with the reference's default.yaml names (data, imgsz, batch, epochs, mosaic, mixup, copy_paste,
 degrees, translate, scale, shear, perspective, flipud, fliplr, hsv_h, hsv_s, hsv_v, workers, cache, close_mosaic,
 multi_scale, fraction, rect) plus `max_boxes` (100), `mosaic9` (False), `albumentations` (default: whether the
-albumentations package is installed, as in the reference), `hsv_on_device` (False; see above). `cache`: True /
-"ram" preloads every resized image; otherwise (False / "disk") each process keeps an LRU cache of recent ones. `data`:
-a data yaml path (YOLO layout; for COCO JSON, add `{split}_json: instances.json` and make the split the image folder),
-a name from configs/data/ ("shapes", the default, is generated on first use; "coco"; "voc_tfds"), or "tfds:NAME" (a
-tfds data source; val reads the `validation` split).
+albumentations package is installed, as in the reference), `hsv_on_device`, `warp_on_device` (False; see above).
+`cache`: True / "ram" preloads every resized image; otherwise (False / "disk") each process keeps an LRU cache of
+recent ones. `data`: a data yaml path (YOLO layout; for COCO JSON, add `{split}_json: instances.json` and make the
+split the image folder), a name from configs/data/ ("shapes", the default, is generated on first use; "coco";
+"voc_tfds"), or "tfds:NAME" (a tfds data source; val reads the `validation` split).
 """
 from __future__ import annotations
 
@@ -60,7 +69,8 @@ from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_y
 
 DEFAULTS = dict(data=None, imgsz=640, batch=16, epochs=100, workers=8, cache=False, close_mosaic=10,
                 multi_scale=False, max_boxes=100, mosaic9=False, albumentations=None, fraction=1.0, rect=False,
-                hsv_on_device=False)
+                hsv_on_device=False, warp_on_device=False)
+MIN_WARP_GROUP = 8  # warp_on_device "auto" needs at least this many images per device for mosaic partners
 POOL_SIZE = 16  # mosaic / mixup partners come from a window of at least this many samples
 STRIDE = 32
 
@@ -120,18 +130,59 @@ def resolve_hsv_on_device(value, multi_scale=False) -> bool:
     return value
 
 
+def warp_blockers(aug: A.AugmentConfig, multi_scale=False) -> list[str]:
+    """Why the Mosaic + RandomPerspective pixels cannot be rendered on the device with these settings ([] if they
+    can): the device renders 4-mosaics and letterboxes through an affine warp, with RandomHSV after it."""
+    reasons = [name for name, on in (("mosaic9", aug.mosaic9), ("mixup > 0", aug.mixup > 0),
+                                     ("copy_paste > 0", aug.copy_paste > 0), ("perspective != 0", aug.perspective),
+                                     ("albumentations", aug.albumentations), ("multi_scale", multi_scale)) if on]
+    if not aug.hsv_on_device and (aug.hsv_h or aug.hsv_s or aug.hsv_v):
+        reasons.append("hsv_on_device off (RandomHSV comes after the warp)")
+    return reasons
+
+
+def resolve_warp_on_device(value, aug: A.AugmentConfig, multi_scale: bool, group: int) -> bool:
+    """cfg `warp_on_device` -> bool. "auto": on with a gpu / tpu backend when `warp_blockers` is empty and each device
+    gets at least MIN_WARP_GROUP images (its mosaic partners come from its own part of the batch)."""
+    blockers = warp_blockers(aug, multi_scale)
+    if isinstance(value, str) and value.lower() == "auto":
+        import jax
+
+        return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") and not blockers and group >= MIN_WARP_GROUP
+    if not isinstance(value, bool):
+        raise ValueError(f"warp_on_device={value!r} must be true, false or auto")
+    if value and blockers:
+        raise ValueError(f"warp_on_device: true is not possible with {', '.join(blockers)}; "
+                         "set warp_on_device: false (or auto)")
+    return value
+
+
+def device_group(batch_size: int) -> int:
+    """Images per device of a global batch: a device-rendered mosaic takes its tiles from its own device's rows."""
+    import jax
+
+    return max(1, batch_size // jax.device_count())
+
+
 def augment_config(cfg) -> A.AugmentConfig:
     fields = {f.name for f in A.dataclasses.fields(A.AugmentConfig)}
     values = {k: cfg[k] for k in fields if k in cfg and cfg[k] is not None}
     if "albumentations" not in values:
         values["albumentations"] = importlib.util.find_spec("albumentations") is not None
+    multi_scale = bool(cfg.get("multi_scale"))
     if "hsv_on_device" in values:
-        values["hsv_on_device"] = resolve_hsv_on_device(values["hsv_on_device"], bool(cfg.get("multi_scale")))
-    return A.AugmentConfig(**values)
+        values["hsv_on_device"] = resolve_hsv_on_device(values["hsv_on_device"], multi_scale)
+    warp = values.pop("warp_on_device", False)
+    aug = A.AugmentConfig(**values)
+    if warp is False:
+        return aug
+    return A.dataclasses.replace(aug, warp_on_device=resolve_warp_on_device(
+        warp, aug, multi_scale, device_group(int(cfg.get("batch", 16)))))
 
 
 class _TrainSpec(grain.transforms.Map):
-    """Position in the epoch -> element spec (index, pool, seed_key, imgsz, mosaic_on)."""
+    """Position in the epoch -> element spec (index, pool, slot, seed_key, imgsz, mosaic_on): the pool is the
+    aligned window of `pool_size` positions around the sample, `slot` the sample's place in it."""
 
     def __init__(self, order, pool_size, seed, epoch, imgsz, mosaic_on):
         self.order, self.pool_size = order, pool_size
@@ -141,8 +192,8 @@ class _TrainSpec(grain.transforms.Map):
         start = (position // self.pool_size) * self.pool_size
         pool = np.take(self.order, np.arange(start, start + self.pool_size), mode="wrap")
         index = int(self.order[position % len(self.order)])
-        return {"index": index, "pool": pool, "seed_key": (self.seed, self.epoch, index), "imgsz": self.imgsz,
-                "mosaic_on": self.mosaic_on}
+        return {"index": index, "pool": pool, "slot": position - start, "seed_key": (self.seed, self.epoch, index),
+                "imgsz": self.imgsz, "mosaic_on": self.mosaic_on}
 
 
 def rect_val_plan(shapes_hw, batch_size, imgsz, stride=STRIDE, pad=0.5):
@@ -208,20 +259,27 @@ class _ValSample(grain.transforms.Map):
 ARRAY_KEYS = ("images", "bboxes", "cls", "mask")
 
 
-def stack_images(images):
+def stack_images(images, side=None):
     """(b, h, w, 3) uint8 from b images (h, w, 3), or (h, w, 4) BGRA whose alpha is dropped on the way (BGR out):
-    each image is written once, straight into the batch."""
-    out = np.empty((len(images), *images[0].shape[:2], 3), np.uint8)
+    each image is written once, straight into the batch. With `side`, images of up to (side, side) go top-left in
+    (b, side, side, 3) slots (device-rendered batches: the tiles; the rest of a slot is zero and never read)."""
+    if side is None:
+        out = np.empty((len(images), *images[0].shape[:2], 3), np.uint8)
+    else:
+        out = np.zeros((len(images), side, side, 3), np.uint8)
     for slot, image in zip(out, images):
-        T.to_bgr(image, out=slot)
+        T.to_bgr(image, out=slot[:image.shape[0], :image.shape[1]])
     return out
 
 
 def collate(elements):
     """Stack a list of element dicts: arrays stacked on a new axis 0 (`images` through `stack_images`); host
     objects gathered (see module doc)."""
-    keys = ARRAY_KEYS[1:] + (("hsv_lut",) if "hsv_lut" in elements[0] else ())
-    out = {"images": stack_images([e["images"] for e in elements])}
+    extra = tuple(k for k in elements[0] if k == "hsv_lut" or k.startswith(A.WARP_PREFIX))
+    keys = ARRAY_KEYS[1:] + extra
+    images = [e["images"] for e in elements]
+    side = max(max(im.shape[:2]) for im in images) if A.WARP_PREFIX + "slots" in elements[0] else None
+    out = {"images": stack_images(images, side)}
     out.update((k, np.stack([e[k] for e in elements])) for k in keys)
     if "valid" in elements[0]:
         out["valid"] = np.array([e["valid"] for e in elements], bool)
@@ -289,6 +347,11 @@ class DetectionDataset:
         return self.training and a.hsv_on_device and bool(a.hsv_h or a.hsv_s or a.hsv_v)
 
     @property
+    def warp_on_device(self) -> bool:
+        """Whether train batches hold the raw tiles and `warp_*` render inputs (see the module docstring)."""
+        return self.training and self.augment.warp_on_device
+
+    @property
     def num_batches(self) -> int:
         if self.training:
             return self.num_images // self.batch_size
@@ -316,7 +379,7 @@ class DetectionDataset:
         num_positions = self.num_batches * self.batch_size
         if self.training:
             mosaic_on = self.mosaic_enabled(epoch) if mosaic is None else bool(mosaic)
-            pool = max(self.batch_size, POOL_SIZE)
+            pool = device_group(self.batch_size) if self.warp_on_device else max(self.batch_size, POOL_SIZE)
             spec = _TrainSpec(self.epoch_order(epoch), pool, self.seed, epoch, imgsz, mosaic_on)
             transforms = [spec, *A.train_transforms(self.store, self.augment)]
         else:

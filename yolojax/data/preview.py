@@ -15,17 +15,20 @@ def class_colour(c: int):
 
 
 def rgb_images(batch, max_images=16):
-    """The batch's first `max_images` images as RGB (b, h, w, 3) uint8: an `hsv_on_device` batch (BGR images with
-    `hsv_lut` (b, 256, 3)) gets its RandomHSV colour change here, with JAX on the CPU."""
-    images = batch["images"][:max_images]
-    if "hsv_lut" not in batch:
-        return images
+    """The batch's first `max_images` images as RGB (b, h, w, 3) uint8: a batch that left augmentation to the device
+    (`hsv_lut`, `warp_*`: see yolojax.data.device_augment) is finished here, with JAX on the CPU."""
+    from yolojax.data.device_augment import WARP_PREFIX
+
+    if "hsv_lut" not in batch and not any(k.startswith(WARP_PREFIX) for k in batch):
+        return batch["images"][:max_images]
     import jax
 
-    from yolojax.data.device_hsv import apply_hsv_luts
+    from yolojax.data.device_augment import finish_augmentation
 
-    with jax.default_device(jax.devices("cpu")[0]):
-        return np.array(jax.jit(apply_hsv_luts)(images, batch["hsv_lut"][:max_images]))  # writable: drawn on
+    arrays = {k: v for k, v in batch.items() if k in ("images", "hsv_lut") or k.startswith(WARP_PREFIX)}
+    with jax.default_device(jax.devices("cpu")[0]):  # the whole batch: a mosaic's tiles are other rows
+        images = jax.jit(finish_augmentation)(arrays)["images"]
+    return np.array(images[:max_images])  # writable: drawn on
 
 
 def draw_batch_grid(batch, names=None, max_images=16):

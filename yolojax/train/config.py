@@ -28,6 +28,7 @@ UNION_TYPES: dict[str, tuple[type, ...]] = {
     "cfg": (str,),
     "cache": (bool, str),
     "hsv_on_device": (bool, str),
+    "warp_on_device": (bool, str),
 }
 
 
@@ -154,6 +155,8 @@ def validate(cfg: Config) -> None:
         ("fraction", 0 < cfg.fraction <= 1, "must be in (0, 1]"),
         ("optimizer", cfg.optimizer in ("SGD", "Adam", "AdamW", "auto"), "must be SGD, Adam, AdamW or auto"),
         ("hsv_on_device", isinstance(cfg.hsv_on_device, bool) or cfg.hsv_on_device == "auto",
+         "must be true, false or auto"),
+        ("warp_on_device", isinstance(cfg.warp_on_device, bool) or cfg.warp_on_device == "auto",
          "must be true, false or auto"),
     ]
     for key, ok, why in checks:

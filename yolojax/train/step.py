@@ -1,8 +1,9 @@
 """One data-parallel training iteration, jitted once, on every local device (`jax.shard_map` over a 1-D mesh).
 
 Per iteration (the reference's inner loop body, as one pure function):
-  0. a batch from the `hsv_on_device` pipeline (BGR images + `hsv_lut`) gets RandomHSV's colour change here
-     (`yolojax.data.device_hsv.apply_hsv_luts`), so the task always sees RGB uint8 images;
+  0. the augmentation the pipeline left to the device (`warp_on_device`: Mosaic + RandomPerspective pixels;
+     `hsv_on_device`: RandomHSV's colour change) is finished here (`yolojax.data.device_augment`), so the task
+     always sees the CPU pipeline's RGB uint8 images;
   1. each device computes the task loss and its gradient on its slice of the global batch;
   2. gradients and the loss are summed over devices (`lax.psum`). The task loss is, like the reference's, a sum
      over its batch (mean loss * local batch), so the sum over devices equals the loss of the global batch — the
@@ -30,7 +31,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from yolojax.data.device_hsv import apply_hsv_luts
+from yolojax.data.device_augment import WARP_PREFIX, finish_augmentation
 from yolojax.train.ema import ema_update
 from yolojax.train.optim import Hyper
 from yolojax.train.state import TrainState
@@ -63,13 +64,16 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch: Mapping[str, Any], mesh: Mesh, keys: tuple[str, ...] = TRAIN_KEYS) -> dict:
+def shard_batch(batch: Mapping[str, Any], mesh: Mesh, keys: tuple[str, ...] | None = None) -> dict:
     """Host batch (this process's rows) -> global arrays split over the mesh along axis 0.
 
     batch: images uint8 (b, h, w, 3), bboxes (b, m, 4) normalized xywh, cls (b, m) int32, mask (b, m) bool, and
-    optionally hsv_lut (b, 256, 3) uint8 (then images are BGR); absent keys are skipped, other (host-only) entries
-    are dropped. b * process_count must divide evenly over the mesh's devices.
+    optionally hsv_lut (b, 256, 3) uint8 (then images are BGR) and the `warp_*` render inputs (see
+    yolojax.data.device_augment); absent keys are skipped, other (host-only) entries are dropped (`keys`, default
+    TRAIN_KEYS and the warp keys, names what is kept). b * process_count must divide evenly over the mesh's devices.
     """
+    if keys is None:
+        keys = TRAIN_KEYS + tuple(k for k in batch if k.startswith(WARP_PREFIX))
     sharding = NamedSharding(mesh, P(AXIS))
     out = {}
     for key in keys:
@@ -92,22 +96,12 @@ def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
-def device_augment(batch: dict) -> dict:
-    """Finish the augmentation left to the device: with `hsv_lut` (b, 256, 3) uint8, BGR `images` (b, h, w, 3)
-    uint8 become RandomHSV's RGB images and the table is dropped; other batches pass unchanged."""
-    if "hsv_lut" not in batch:
-        return batch
-    batch = dict(batch)
-    luts = batch.pop("hsv_lut")
-    return {**batch, "images": apply_hsv_luts(batch["images"], luts)}
-
-
 def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9999, ema_tau: float = 2000.0,
                     axis: str = AXIS) -> Callable:
     """The per-device body: (state, local batch, hyper) -> (state, metrics). Must run under a mapped `axis`."""
 
     def local_step(state: TrainState, batch: dict, hyper: Hyper) -> tuple[TrainState, dict]:
-        batch = device_augment(batch)
+        batch = finish_augmentation(batch)
         key = jax.random.fold_in(jax.random.fold_in(state.rng, state.iteration), lax.axis_index(axis))
         grad_fn = jax.value_and_grad(lambda p: loss_fn(p, state.model_state, batch, key), has_aux=True)
         (loss, aux), grads = grad_fn(state.params)

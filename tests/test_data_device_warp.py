@@ -1,0 +1,77 @@
+"""warp_on_device: the pipeline leaves the Mosaic + RandomPerspective pixels to the train step (tiles + render
+inputs), and the rendered batch is the CPU pipeline's batch."""
+import jax
+import numpy as np
+import pytest
+
+from yolojax.data import build_dataset
+from yolojax.data.device_augment import WARP_PREFIX, finish_augmentation
+from yolojax.data.shapes import ensure_shapes_dataset
+from yolojax.train.step import make_mesh, shard_batch
+
+
+@pytest.fixture(scope="module")
+def shapes_yaml(tmp_path_factory):
+    return ensure_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=32, num_val=4, imgsz=96)
+
+
+def warp_cfg(shapes_yaml, **kw):
+    # batch 16 = the CPU pipeline's partner pool (max(batch, 16)): both modes draw the same mosaics
+    return {"data": str(shapes_yaml), "imgsz": 96, "batch": 16, "workers": 0, "mixup": 0.0, "albumentations": False,
+            "hsv_on_device": True, "fliplr": 0.5, "flipud": 0.3, **kw}
+
+
+def device_inputs(batch):
+    return {k: v for k, v in batch.items() if k in ("images", "hsv_lut") or k.startswith(WARP_PREFIX)}
+
+
+@pytest.mark.parametrize("mosaic,degrees,shear", [(True, 0.0, 0.0), (True, 10.0, 3.0), (False, 0.0, 0.0),
+                                                  (False, 10.0, 0.0)])
+def test_device_render_gives_the_cpu_pipeline_batch(shapes_yaml, mosaic, degrees, shear):
+    cpu = build_dataset(warp_cfg(shapes_yaml, degrees=degrees, shear=shear), "train", 3)
+    dev = build_dataset(warp_cfg(shapes_yaml, degrees=degrees, shear=shear, warp_on_device=True), "train", 3)
+    assert dev.warp_on_device and not cpu.warp_on_device
+    render = jax.jit(finish_augmentation)
+    pairs = list(zip(cpu.iterator(1, mosaic=mosaic), dev.iterator(1, mosaic=mosaic)))
+    assert len(pairs) == 2
+    for want, got in pairs:
+        assert got["images"].shape == (16, 96, 96, 3) and got[WARP_PREFIX + "slots"].shape == (16, 4)
+        for key in ("bboxes", "cls", "mask"):
+            np.testing.assert_array_equal(got[key], want[key])
+        expected = np.asarray(render(device_inputs(want))["images"])
+        rendered = np.asarray(render(device_inputs(got))["images"])
+        np.testing.assert_array_equal(rendered, expected)
+
+
+def test_mosaic_tiles_come_from_the_sample_own_batch(shapes_yaml):
+    batch = next(build_dataset(warp_cfg(shapes_yaml, warp_on_device=True), "train", 0).iterator(0, mosaic=True))
+    slots = batch[WARP_PREFIX + "slots"]
+    assert (slots[:, 0] == np.arange(16)).all()  # tile 0 is the sample's own image
+    assert ((slots >= 0) & (slots < 16)).all()
+
+
+def test_letterbox_uses_one_tile(shapes_yaml):
+    batch = next(build_dataset(warp_cfg(shapes_yaml, warp_on_device=True), "train", 0).iterator(0, mosaic=False))
+    slots = batch[WARP_PREFIX + "slots"]
+    assert (slots[:, 0] == np.arange(16)).all() and (slots[:, 1:] == -1).all()
+
+
+def test_shard_batch_keeps_the_render_inputs(shapes_yaml):
+    batch = next(build_dataset(warp_cfg(shapes_yaml, warp_on_device=True), "train", 0).iterator(0))
+    sharded = shard_batch(batch, make_mesh())
+    assert {k for k in batch if k.startswith(WARP_PREFIX)} <= set(sharded)
+    finished = jax.jit(finish_augmentation)(sharded)
+    assert not any(k.startswith(WARP_PREFIX) or k == "hsv_lut" for k in finished)
+    assert finished["images"].shape == (16, 96, 96, 3)
+
+
+@pytest.mark.parametrize("setting,reason", [({"mixup": 0.5}, "mixup"), ({"perspective": 0.001}, "perspective"),
+                                            ({"mosaic9": True}, "mosaic9"), ({"hsv_on_device": False}, "hsv_on_device"),
+                                            ({"multi_scale": True}, "multi_scale")])
+def test_warp_on_device_true_with_unsupported_settings_is_a_clear_error(shapes_yaml, setting, reason):
+    with pytest.raises(ValueError, match=reason):
+        build_dataset(warp_cfg(shapes_yaml, warp_on_device=True, **setting), "train", 0)
+
+
+def test_auto_stays_on_the_cpu_without_an_accelerator(shapes_yaml):
+    assert not build_dataset(warp_cfg(shapes_yaml, warp_on_device="auto"), "train", 0).warp_on_device

@@ -28,6 +28,7 @@ from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench_data import AUG, write_images  # noqa: E402
@@ -69,7 +70,8 @@ def _pinned_then_device(batch: dict, mesh) -> dict:
     return jax.device_put(on_host, NamedSharding(mesh, P("data")))
 
 
-def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = False, settle_s: float = 0.0) -> dict:
+def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = False, settle_s: float = 0.0,
+               copy_variants: bool = False) -> dict:
     """ms per train step (one compiled program): fed by the pipeline through the train loop's `Prefetch` (batches
     copied to the device in background threads), and on one device-resident batch of the same pipeline (the
     GPU-bound rate), measured both before the worker processes start and while they run.
@@ -105,7 +107,7 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
         jax.block_until_ready(metrics)
         return (time.perf_counter() - begin) / batches * 1e3
 
-    def fed(items, prepare, tag=None) -> tuple[float, float]:
+    def fed(items, prepare, tag=None, threads=2) -> tuple[float, float]:
         """(ms/step, main-process CPU seconds per step) with `Prefetch` as the train loop uses it. With `tag`, also
         records where the main process's time goes, ms per step: drawing batches from `items` (the producer
         thread), `prepare` (summed over the copy threads), the step's wait for the next batch, its dispatch."""
@@ -122,7 +124,7 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
 
         drawn = iter(lambda: timed("draw", next, items, None), None)
         cpu = time.process_time()
-        with Prefetch(drawn, depth=3, prepare=lambda b: timed("prepare", prepare, b), threads=2) as queue:
+        with Prefetch(drawn, depth=3, prepare=lambda b: timed("prepare", prepare, b), threads=threads) as queue:
             ms = run(lambda: timed("wait", next, queue), timing)
         if tag:
             for kind in ("draw", "prepare", "wait", "dispatch"):
@@ -153,6 +155,28 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
     out["fed_ms_per_step"], out["fed_main_cpu_s_per_step"] = fed(it, to_device, tag="fed")
     if hasattr(it, "close"):
         it.close()
+    if copy_variants:  # other ways to copy a batch to the device, each fed by a fresh epoch of the same pipeline
+        sharding = NamedSharding(mesh, P("data"))
+        concat = jax.jit(lambda parts: jnp.concatenate(parts), out_shardings=sharding)
+
+        def chunked(batch, pieces=8):  # the images in 8 device_put calls, joined on the device
+            images = np.asarray(batch["images"])
+            parts = [jax.device_put(part, sharding) for part in np.array_split(images, min(pieces, len(images)))]
+            return {**shard_batch({k: v for k, v in batch.items() if k != "images"}, mesh), "images": concat(parts)}
+
+        def direct(batch):  # one jax.device_put of the dict instead of make_array_from_process_local_data
+            keys = [k for k in batch if k in TRAIN_KEYS or k.startswith("warp_")]
+            return jax.device_put({k: np.asarray(batch[k]) for k in keys}, sharding)
+
+        variants = [("threads1", to_device, 1), ("threads4", to_device, 4), ("chunks8", chunked, 2),
+                    ("direct", direct, 2), ("threads2", to_device, 2)]
+        for epoch, (name, prepare, threads) in enumerate(variants, start=2):
+            it = iter(ds.iterator(epoch))
+            next(it)
+            time.sleep(settle_s)
+            note(f"{name}_ms_per_step", fed(it, prepare, tag=name, threads=threads)[0])
+            if hasattr(it, "close"):
+                it.close()
     return out
 
 
@@ -169,6 +193,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warp-on-device", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (yolojax.xla_flags)")
     parser.add_argument("--feeds", action="store_true", help="also time the copy path fed from memory (no workers)")
+    parser.add_argument("--copy-variants", action="store_true",
+                        help="also feed with 1 / 4 / 2 copy threads, 8-piece image copies, one plain device_put")
     parser.add_argument("--settle", type=float, default=0.0, help="seconds between starting the workers and timing")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "e2e"))
@@ -191,7 +217,8 @@ def main(argv=None) -> int:
                              "batches (one is drawn before timing); use more --images or fewer --batches")
         skip = max(1, args.workers)
         rate = pipeline_rate(ds, 0, max(1, min(args.batches, ds.num_batches - skip - 1)), skip=skip)
-        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype, args.feeds, args.settle)
+        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype, args.feeds, args.settle,
+                           args.copy_variants)
     fed, resident = times["fed_ms_per_step"], times["resident_ms_per_step"]
     row = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "workers": args.workers,
            "cpu_count": os.cpu_count(), "cache": args.cache, "hsv_on_device": ds.hsv_on_device,

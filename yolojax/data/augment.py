@@ -73,16 +73,16 @@ class AugmentConfig:
 
 
 class ImageStore:
-    """Images resized so the long side is `imgsz` (kept as BGRA for the fast 4-channel warps), with their labels as
-    xyxy pixels.
+    """Images resized so the long side is `imgsz`, with their labels as xyxy pixels. Kept as BGRA for OpenCV's fast
+    4-channel warps, or BGR (`bgra=False`) when the warp runs on the device and the tiles go to the batch as they are.
 
     Without preloading, each process (grain worker) keeps an LRU cache of recent images (emptied when the store is
     pickled into a worker). `preload` (cache=ram) decodes every image once and packs them into one file mapped
     read-only by every process, so spawned workers share the pages instead of each unpickling a copy. Thread-safe.
     """
 
-    def __init__(self, source, max_cache_bytes=512 << 20):
-        self.source = source
+    def __init__(self, source, max_cache_bytes=512 << 20, bgra=True):
+        self.source, self.bgra = source, bgra
         self.max_cache_bytes = max_cache_bytes
         self._shared_path, self._shared_index, self._mapped = None, {}, None
         self._cache, self._bytes, self._lock = OrderedDict(), 0, threading.Lock()
@@ -110,7 +110,8 @@ class ImageStore:
         self._lock = threading.Lock()
 
     def get(self, index, imgsz):
-        """(image (h, w, 4) uint8 BGRA with max(h, w) == imgsz, cls (n,), boxes (n, 4) xyxy px, record)."""
+        """(image (h, w, 4) uint8 BGRA (3, BGR, without `bgra`) with max(h, w) == imgsz, cls (n,), boxes (n, 4)
+        xyxy px, record)."""
         key = (int(index), int(imgsz))
         shared = self._shared_index.get(key)
         if shared is not None:
@@ -139,7 +140,8 @@ class ImageStore:
             h0, w0 = record["ori_shape"]
             image = np.full((h0, w0, 3), T.PAD_VALUE, np.uint8)
             record = dict(record, cls=record["cls"][:0], bboxes=record["bboxes"][:0])
-        image = T.to_bgra(T.resize_long_side(image, imgsz))
+        image = T.resize_long_side(image, imgsz)
+        image = T.to_bgra(image) if self.bgra else image
         h, w = image.shape[:2]
         return image, record["cls"], T.xywhn_to_xyxy(record["bboxes"], w, h), record
 

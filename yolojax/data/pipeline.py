@@ -328,7 +328,7 @@ class DetectionDataset:
         self.batch_size = int(self.cfg["batch"])
         self.max_boxes = int(self.cfg["max_boxes"])
         self.augment = augment_config(self.cfg)
-        self.store = A.ImageStore(self.source)
+        self.store = A.ImageStore(self.source, bgra=not self.warp_on_device)  # device-rendered tiles stay BGR
         if self.cfg["cache"] in (True, "ram"):
             self.store.preload(range(self.num_images), self.imgsz)
         if self.training and self.num_images < self.batch_size:

@@ -75,3 +75,43 @@ def test_warp_on_device_true_with_unsupported_settings_is_a_clear_error(shapes_y
 
 def test_auto_stays_on_the_cpu_without_an_accelerator(shapes_yaml):
     assert not build_dataset(warp_cfg(shapes_yaml, warp_on_device="auto"), "train", 0).warp_on_device
+
+
+def test_train_step_renders_on_device_and_compiles_once_across_mosaic_and_letterbox_epochs(shapes_yaml):
+    from yolojax.train.config import load_config
+    from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
+    from yolojax.train.state import create_state
+    from yolojax.train.step import build_train_step, replicate
+    from yolojax.train.toy import ToyTask
+
+    traces = []
+
+    class CountingTask(ToyTask):
+        def loss_fn(self, params, model_state, batch, key):
+            traces.append(batch["images"].shape)
+            assert not any(k.startswith(WARP_PREFIX) or k == "hsv_lut" for k in batch)  # finished before the task
+            return super().loss_fn(params, model_state, batch, key)
+
+    ds = build_dataset(warp_cfg(shapes_yaml, imgsz=64, batch=8, warp_on_device=True), "train", 0)
+    task = CountingTask()
+    cfg = load_config(["cfg=none", "optimizer=SGD", "batch=8", "nbs=16"])
+    variables = task.init(jax.random.PRNGKey(0), (64, 64))
+    plan = plan_optimizer(cfg, num_classes=1, dataset_size=32, batches_per_epoch=4)
+    optimizer = build_optimizer(plan, variables["params"])
+    mesh = make_mesh()
+    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    for i, batch in enumerate([*ds.iterator(0, mosaic=True), *ds.iterator(1, mosaic=False)]):
+        state, metrics = step(state, shard_batch(batch, mesh), replicate(hyper_at(plan, i, 0), mesh))
+    assert bool(metrics["finite"]) and int(state.iteration) == 2 * ds.num_batches
+    assert traces == [(8, 64, 64, 3)] and step._cache_size() == 1
+
+
+def test_mosaic_partners_stay_in_the_sample_device_share(shapes_yaml, monkeypatch):
+    from yolojax.data import device_options
+
+    monkeypatch.setattr(device_options, "device_group", lambda batch_size: batch_size // 4)  # as with 4 devices
+    batch = next(build_dataset(warp_cfg(shapes_yaml, warp_on_device=True), "train", 0).iterator(0, mosaic=True))
+    slots = batch[WARP_PREFIX + "slots"]
+    assert (slots[:, 0] == np.tile(np.arange(4), 4)).all()  # slots count within each device's 4 rows
+    assert ((slots >= 0) & (slots < 4)).all()

@@ -64,13 +64,13 @@ import numpy as np
 import yaml
 
 from yolojax.data import augment as A
+from yolojax.data import device_options as options
 from yolojax.data import transforms as T
 from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
 
 DEFAULTS = dict(data=None, imgsz=640, batch=16, epochs=100, workers=8, cache=False, close_mosaic=10,
                 multi_scale=False, max_boxes=100, mosaic9=False, albumentations=None, fraction=1.0, rect=False,
                 hsv_on_device=False, warp_on_device=False)
-MIN_WARP_GROUP = 8  # warp_on_device "auto" needs at least this many images per device for mosaic partners
 POOL_SIZE = 16  # mosaic / mixup partners come from a window of at least this many samples
 STRIDE = 32
 
@@ -119,51 +119,6 @@ def make_source(data, split):
     return YoloSource(value, split)
 
 
-def resolve_hsv_on_device(value, multi_scale=False) -> bool:
-    """cfg `hsv_on_device` -> bool: True / False as given, "auto" -> on a gpu / tpu backend without multi_scale."""
-    if isinstance(value, str) and value.lower() == "auto":
-        import jax
-
-        return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") and not multi_scale
-    if not isinstance(value, bool):
-        raise ValueError(f"hsv_on_device={value!r} must be true, false or auto")
-    return value
-
-
-def warp_blockers(aug: A.AugmentConfig, multi_scale=False) -> list[str]:
-    """Why the Mosaic + RandomPerspective pixels cannot be rendered on the device with these settings ([] if they
-    can): the device renders 4-mosaics and letterboxes through an affine warp, with RandomHSV after it."""
-    reasons = [name for name, on in (("mosaic9", aug.mosaic9), ("mixup > 0", aug.mixup > 0),
-                                     ("copy_paste > 0", aug.copy_paste > 0), ("perspective != 0", aug.perspective),
-                                     ("albumentations", aug.albumentations), ("multi_scale", multi_scale)) if on]
-    if not aug.hsv_on_device and (aug.hsv_h or aug.hsv_s or aug.hsv_v):
-        reasons.append("hsv_on_device off (RandomHSV comes after the warp)")
-    return reasons
-
-
-def resolve_warp_on_device(value, aug: A.AugmentConfig, multi_scale: bool, group: int) -> bool:
-    """cfg `warp_on_device` -> bool. "auto": on with a gpu / tpu backend when `warp_blockers` is empty and each device
-    gets at least MIN_WARP_GROUP images (its mosaic partners come from its own part of the batch)."""
-    blockers = warp_blockers(aug, multi_scale)
-    if isinstance(value, str) and value.lower() == "auto":
-        import jax
-
-        return jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") and not blockers and group >= MIN_WARP_GROUP
-    if not isinstance(value, bool):
-        raise ValueError(f"warp_on_device={value!r} must be true, false or auto")
-    if value and blockers:
-        raise ValueError(f"warp_on_device: true is not possible with {', '.join(blockers)}; "
-                         "set warp_on_device: false (or auto)")
-    return value
-
-
-def device_group(batch_size: int) -> int:
-    """Images per device of a global batch: a device-rendered mosaic takes its tiles from its own device's rows."""
-    import jax
-
-    return max(1, batch_size // jax.device_count())
-
-
 def augment_config(cfg) -> A.AugmentConfig:
     fields = {f.name for f in A.dataclasses.fields(A.AugmentConfig)}
     values = {k: cfg[k] for k in fields if k in cfg and cfg[k] is not None}
@@ -171,13 +126,13 @@ def augment_config(cfg) -> A.AugmentConfig:
         values["albumentations"] = importlib.util.find_spec("albumentations") is not None
     multi_scale = bool(cfg.get("multi_scale"))
     if "hsv_on_device" in values:
-        values["hsv_on_device"] = resolve_hsv_on_device(values["hsv_on_device"], multi_scale)
+        values["hsv_on_device"] = options.resolve_hsv_on_device(values["hsv_on_device"], multi_scale)
     warp = values.pop("warp_on_device", False)
     aug = A.AugmentConfig(**values)
     if warp is False:
         return aug
-    return A.dataclasses.replace(aug, warp_on_device=resolve_warp_on_device(
-        warp, aug, multi_scale, device_group(int(cfg.get("batch", 16)))))
+    return A.dataclasses.replace(aug, warp_on_device=options.resolve_warp_on_device(
+        warp, aug, multi_scale, options.device_group(int(cfg.get("batch", 16)))))
 
 
 class _TrainSpec(grain.transforms.Map):
@@ -379,7 +334,7 @@ class DetectionDataset:
         num_positions = self.num_batches * self.batch_size
         if self.training:
             mosaic_on = self.mosaic_enabled(epoch) if mosaic is None else bool(mosaic)
-            pool = device_group(self.batch_size) if self.warp_on_device else max(self.batch_size, POOL_SIZE)
+            pool = options.device_group(self.batch_size) if self.warp_on_device else max(self.batch_size, POOL_SIZE)
             spec = _TrainSpec(self.epoch_order(epoch), pool, self.seed, epoch, imgsz, mosaic_on)
             transforms = [spec, *A.train_transforms(self.store, self.augment)]
         else:

@@ -115,3 +115,12 @@ def test_mosaic_partners_stay_in_the_sample_device_share(shapes_yaml, monkeypatc
     slots = batch[WARP_PREFIX + "slots"]
     assert (slots[:, 0] == np.tile(np.arange(4), 4)).all()  # slots count within each device's 4 rows
     assert ((slots >= 0) & (slots < 4)).all()
+
+
+def test_preview_renders_a_warp_batch_like_the_cpu_batch(shapes_yaml):
+    from yolojax.data.preview import rgb_images
+
+    cpu = next(build_dataset(warp_cfg(shapes_yaml), "train", 2).iterator(0))
+    dev = next(build_dataset(warp_cfg(shapes_yaml, warp_on_device=True), "train", 2).iterator(0))
+    np.testing.assert_array_equal(rgb_images(dev, 5), rgb_images(cpu, 5))
+    assert rgb_images(dev, 5).shape == (5, 96, 96, 3)

@@ -25,10 +25,12 @@ def rgb_images(batch, max_images=16):
 
     from yolojax.data.device_augment import finish_augmentation
 
-    arrays = {k: v for k, v in batch.items() if k in ("images", "hsv_lut") or k.startswith(WARP_PREFIX)}
-    with jax.default_device(jax.devices("cpu")[0]):  # the whole batch: a mosaic's tiles are other rows
-        images = jax.jit(finish_augmentation)(arrays)["images"]
-    return np.array(images[:max_images])  # writable: drawn on
+    # every tile stays (a mosaic's tiles are other rows); only the first `max_images` outputs are rendered
+    arrays = {k: v[:max_images] for k, v in batch.items() if k == "hsv_lut" or k.startswith(WARP_PREFIX)}
+    tiles = batch["images"] if WARP_PREFIX + "slots" in batch else batch["images"][:max_images]
+    with jax.default_device(jax.devices("cpu")[0]):
+        images = jax.jit(finish_augmentation)({**arrays, "images": tiles})["images"]
+    return np.array(images)[:max_images]  # writable: drawn on
 
 
 def draw_batch_grid(batch, names=None, max_images=16):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU benchmark of the project in one go, for the lent GPU machine (its python3 has torch, jax, flax, optax,
 # orbax; ultralytics 8.2.103 and grain travel as wheels in .whl/). Usage: bash scripts/run_gpu_benchmarks.sh PART OUT
-#   PART = train | ops ; OUT = folder for the results (benchmarks/ files are copied there at the end)
+#   PART = train | ops | e2e | all ; OUT = folder for the results (benchmarks/ files are copied there at the end)
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
 mkdir -p "$out"
@@ -21,6 +21,9 @@ if [ "$part" = ops ] || [ "$part" = all ]; then
 fi
 if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
   export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
-  T=200 run python3 scripts/bench_e2e.py --workers 14 --images 1024 --batches 12 --hsv-on-device true --deterministic
+  T=240 run python3 scripts/check_device_warp.py --out benchmarks/device_warp_check.json
+  T=200 run python3 scripts/bench_data.py --cache both --repeats 1 --images 256 --warp-on-device
+  T=200 run python3 scripts/bench_e2e.py --workers 14 --images 1536 --batches 20 --hsv-on-device true \
+    --warp-on-device true --deterministic --settle 5
 fi
 tar czf "$out/benchmarks_$part.tgz" benchmarks

@@ -3,7 +3,8 @@ render costs.
 
 Builds the same training batches twice from generated 640 px JPEGs, once with the Mosaic + RandomPerspective pixels
 made by OpenCV on the CPU and once left to `finish_augmentation` on JAX's default backend (batch 16, so both modes
-draw mosaic partners from the same 16 samples), for mosaic and letterbox epochs, plain and with rotation + shear.
+draw mosaic partners from the same 16 samples), for mosaic and letterbox epochs, plain, with rotation + shear,
+and with MixUp.
 
     python scripts/check_device_warp.py        # prints mismatch counts and ms per (64, 640, 640, 3) batch
 """
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data_yaml = write_images(Path(tmp), args.images, args.imgsz)
         result = {"device": jax.devices()[0].device_kind, "imgsz": args.imgsz}
-        for name, aug in (("default", {}), ("rotate_shear", {"degrees": 10.0, "shear": 3.0, "flipud": 0.3})):
+        for name, aug in (("default", {}), ("rotate_shear", {"degrees": 10.0, "shear": 3.0, "flipud": 0.3}),
+                          ("mixup", {"mixup": 0.5})):
             diff, total, labels = compare(data_yaml, args.imgsz, args.batches, **aug)
             result[name] = {"differing_values": diff, "values": total, "label_mismatches": labels}
             print(name, result[name], flush=True)

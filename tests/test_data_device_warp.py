@@ -25,11 +25,13 @@ def device_inputs(batch):
     return {k: v for k, v in batch.items() if k in ("images", "hsv_lut") or k.startswith(WARP_PREFIX)}
 
 
-@pytest.mark.parametrize("mosaic,degrees,shear", [(True, 0.0, 0.0), (True, 10.0, 3.0), (False, 0.0, 0.0),
-                                                  (False, 10.0, 0.0)])
-def test_device_render_gives_the_cpu_pipeline_batch(shapes_yaml, mosaic, degrees, shear):
-    cpu = build_dataset(warp_cfg(shapes_yaml, degrees=degrees, shear=shear), "train", 3)
-    dev = build_dataset(warp_cfg(shapes_yaml, degrees=degrees, shear=shear, warp_on_device=True), "train", 3)
+@pytest.mark.parametrize("mosaic,degrees,shear,mixup", [(True, 0.0, 0.0, 0.0), (True, 10.0, 3.0, 0.0),
+                                                        (False, 0.0, 0.0, 0.0), (False, 10.0, 0.0, 0.0),
+                                                        (True, 0.0, 0.0, 0.5), (False, 5.0, 0.0, 0.5)])
+def test_device_render_gives_the_cpu_pipeline_batch(shapes_yaml, mosaic, degrees, shear, mixup):
+    aug = dict(degrees=degrees, shear=shear, mixup=mixup)
+    cpu = build_dataset(warp_cfg(shapes_yaml, **aug), "train", 3)
+    dev = build_dataset(warp_cfg(shapes_yaml, warp_on_device=True, **aug), "train", 3)
     assert dev.warp_on_device and not cpu.warp_on_device
     render = jax.jit(finish_augmentation)
     pairs = list(zip(cpu.iterator(1, mosaic=mosaic), dev.iterator(1, mosaic=mosaic)))
@@ -65,7 +67,7 @@ def test_shard_batch_keeps_the_render_inputs(shapes_yaml):
     assert finished["images"].shape == (16, 96, 96, 3)
 
 
-@pytest.mark.parametrize("setting,reason", [({"mixup": 0.5}, "mixup"), ({"perspective": 0.001}, "perspective"),
+@pytest.mark.parametrize("setting,reason", [({"perspective": 0.001}, "perspective"),
                                             ({"mosaic9": True}, "mosaic9"), ({"hsv_on_device": False}, "hsv_on_device"),
                                             ({"multi_scale": True}, "multi_scale")])
 def test_warp_on_device_true_with_unsupported_settings_is_a_clear_error(shapes_yaml, setting, reason):
@@ -124,3 +126,22 @@ def test_preview_renders_a_warp_batch_like_the_cpu_batch(shapes_yaml):
     dev = next(build_dataset(warp_cfg(shapes_yaml, warp_on_device=True), "train", 2).iterator(0))
     np.testing.assert_array_equal(rgb_images(dev, 5), rgb_images(cpu, 5))
     assert rgb_images(dev, 5).shape == (5, 96, 96, 3)
+
+
+def test_mixup_rides_along_as_partner_render_inputs_and_a_blend_table(shapes_yaml):
+    from yolojax.data.transforms import mixup_table
+
+    batch = next(build_dataset(warp_cfg(shapes_yaml, mixup=0.5, warp_on_device=True), "train", 0).iterator(0))
+    luts = batch[WARP_PREFIX + "mix_lut"]
+    assert luts.shape == (16, 65536) and batch[WARP_PREFIX + "mix_slots"].shape == (16, 4)
+    unmixed = (luts == mixup_table(1.0)).all(1)
+    assert 0 < unmixed.sum() < 16  # p = 0.5: some samples blend, the others keep their own image
+
+
+def test_mixup_table_is_the_blend_formula_truncated():
+    from yolojax.data.transforms import mixup_table
+
+    table = mixup_table(0.3)
+    for a, b in [(0, 0), (255, 0), (0, 255), (17, 200), (255, 255), (128, 129)]:
+        assert table[256 * a + b] == int(a * 0.3 + b * (1 - 0.3))
+    assert (mixup_table(1.0).reshape(256, 256) == np.arange(256)[:, None]).all()

@@ -35,7 +35,7 @@ from yolojax.data import device_warp
 from yolojax.data import mosaic as mosaic_ops
 from yolojax.data import perspective as persp_ops
 from yolojax.data import transforms as T
-from yolojax.data.device_augment import WARP_PREFIX
+from yolojax.data.device_augment import MIX_PREFIX, WARP_PREFIX
 from yolojax.data.labels import warn
 from yolojax.data.sources import load_sample
 
@@ -291,7 +291,10 @@ class RandomPerspective(grain.transforms.Map):
 
 class MixUp(grain.transforms.Map):
     """With probability `mixup`, blend with a pool partner that went through Mosaic + RandomPerspective itself:
-    `img = λ·img1 + (1-λ)·img2`, λ ~ Beta(32, 32), labels concatenated."""
+    `img = λ·img1 + (1-λ)·img2`, λ ~ Beta(32, 32), labels concatenated.
+
+    With `warp_on_device`, every sample gets the partner's render inputs (`warp` keys `mix_*`) and the blend as a
+    lookup table (`mix_lut`, `transforms.mixup_table`); an unmixed sample is its own partner with ratio 1."""
 
     def __init__(self, load: LoadMosaic, warp: RandomPerspective, cfg: AugmentConfig):
         self.load, self.warp, self.cfg = load, warp, cfg
@@ -301,14 +304,23 @@ class MixUp(grain.transforms.Map):
             return el
         rng = stage_rng(el["seed_key"], STAGE_MIXUP)
         if not rng.random() < self.cfg.mixup:
-            return el
+            return self._on_device(el, el["warp"], 1.0) if self.cfg.warp_on_device else el
         partner_index = int(rng.choice(el["pool"]))
         partner = dict(el, index=partner_index, seed_key=(*el["seed_key"], MIXUP_PARTNER))
+        if self.cfg.warp_on_device:
+            partner["slot"] = pool_slots(el["pool"], [partner_index])[0]
         partner = self.warp.map(self.load.map(partner), flips=el["flipped"])
         ratio = rng.beta(32.0, 32.0)
-        img = T.mixup_images(el["img"], partner["img"], ratio)
-        return dict(el, img=img, cls=np.concatenate([el["cls"], partner["cls"]]),
-                    boxes=np.concatenate([el["boxes"], partner["boxes"]]))
+        el = dict(el, cls=np.concatenate([el["cls"], partner["cls"]]),
+                  boxes=np.concatenate([el["boxes"], partner["boxes"]]))
+        if self.cfg.warp_on_device:
+            return self._on_device(el, partner["warp"], ratio)
+        return dict(el, img=T.mixup_images(el["img"], partner["img"], ratio))
+
+    @staticmethod
+    def _on_device(el, partner_warp, ratio):
+        mix = {MIX_PREFIX + k: v for k, v in partner_warp.items()}
+        return dict(el, warp={**el["warp"], **mix, MIX_PREFIX + "lut": T.mixup_table(ratio)})
 
 
 class Albumentations(grain.transforms.Map):

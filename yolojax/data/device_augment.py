@@ -3,6 +3,8 @@
 Depending on the pipeline's options (see yolojax.data.pipeline), a host batch may carry:
 - `warp_*` (`warp_on_device`): `images` are the batch's source tiles and `warp_slots`, `warp_placements` and the
   warp's coordinate tables say how to render each sample's Mosaic + RandomPerspective (yolojax.data.device_warp);
+- `warp_mix_*` (`warp_on_device` with mixup > 0): each sample's MixUp partner, rendered the same way, and the
+  blend as a lookup table `warp_mix_lut` (b, 65536) uint8;
 - `hsv_lut` (`hsv_on_device`): `images` (after the render) are BGR and RandomHSV's tables turn them into RGB
   (yolojax.data.device_hsv).
 `finish_augmentation` applies what is there, in the CPU pipeline's order, and returns the batch with RGB `images`
@@ -10,10 +12,26 @@ Depending on the pipeline's options (see yolojax.data.pipeline), a host batch ma
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+
 from yolojax.data.device_hsv import apply_hsv_luts
 from yolojax.data.device_warp import render_warped
 
 WARP_PREFIX = "warp_"  # batch keys of the device render's inputs
+MIX_PREFIX = "mix_"  # within them, the MixUp partner's render inputs and the blend table `mix_lut`
+
+
+def render(tiles, plan: dict):
+    """`render_warped` of one plan: {slots, placements, and the coordinate tables}."""
+    plan = dict(plan)
+    return render_warped(tiles, plan.pop("slots"), plan.pop("placements"), plan)
+
+
+def mix_with_table(images, partners, luts):
+    """MixUp as a lookup: images, partners (b, h, w, 3) uint8; luts (b, 65536) uint8 (`transforms.mixup_table`)."""
+    index = images.astype(jnp.int32) * 256 + partners.astype(jnp.int32)
+    return jax.vmap(lambda lut, i: lut[i])(luts, index)
 
 
 def finish_augmentation(batch: dict) -> dict:
@@ -21,8 +39,12 @@ def finish_augmentation(batch: dict) -> dict:
     batch = dict(batch)
     warp = {k[len(WARP_PREFIX):]: batch.pop(k) for k in list(batch) if k.startswith(WARP_PREFIX)}
     if warp:
-        slots, placements = warp.pop("slots"), warp.pop("placements")
-        batch["images"] = render_warped(batch["images"], slots, placements, warp)
+        mix = {k[len(MIX_PREFIX):]: warp.pop(k) for k in list(warp) if k.startswith(MIX_PREFIX)}
+        tiles = batch["images"]
+        batch["images"] = render(tiles, warp)
+        if mix:
+            luts = mix.pop("lut")
+            batch["images"] = mix_with_table(batch["images"], render(tiles, mix), luts)
     luts = batch.pop("hsv_lut", None)
     if luts is not None:
         batch["images"] = apply_hsv_luts(batch["images"], luts)

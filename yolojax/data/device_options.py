@@ -23,10 +23,11 @@ def resolve_hsv_on_device(value, multi_scale=False) -> bool:
 
 def warp_blockers(aug, multi_scale=False) -> list[str]:
     """Why, with `aug` (an augment.AugmentConfig), the Mosaic + RandomPerspective pixels cannot be rendered on the
-    device ([] if they can): the device renders 4-mosaics and letterboxes through an affine warp, then RandomHSV."""
-    reasons = [name for name, on in (("mosaic9", aug.mosaic9), ("mixup > 0", aug.mixup > 0),
-                                     ("copy_paste > 0", aug.copy_paste > 0), ("perspective != 0", aug.perspective),
-                                     ("albumentations", aug.albumentations), ("multi_scale", multi_scale)) if on]
+    device ([] if they can): the device renders 4-mosaics and letterboxes through an affine warp, MixUp, then
+    RandomHSV."""
+    reasons = [name for name, on in (("mosaic9", aug.mosaic9), ("copy_paste > 0", aug.copy_paste > 0),
+                                     ("perspective != 0", aug.perspective), ("albumentations", aug.albumentations),
+                                     ("multi_scale", multi_scale)) if on]
     if not aug.hsv_on_device and (aug.hsv_h or aug.hsv_s or aug.hsv_v):
         reasons.append("hsv_on_device off (RandomHSV comes after the warp)")
     return reasons

@@ -30,10 +30,11 @@ With cfg `warp_on_device` the Mosaic + RandomPerspective pixels are left to the 
 loads images, draws the same random numbers and computes the labels): `images` (b, s, s, 3) are then the batch's
 source tiles, each top-left in its slot, and `warp_slots` (b, 4) int32, `warp_placements` (b, 4, 6) int32 and the
 warp's coordinate tables (`warp_*`, see yolojax.data.device_warp) say how to render each sample;
-`yolojax.data.device_augment.finish_augmentation` renders them, then applies `hsv_lut`, and gives exactly the CPU
-path's images for the same mosaic partners. A sample's partners come from its own device's part of the batch
+`yolojax.data.device_augment.finish_augmentation` renders them (with mixup > 0 also each sample's partner,
+`warp_mix_*`, blended through its table `warp_mix_lut`), then applies `hsv_lut`, and gives exactly the CPU path's
+images for the same mosaic partners. A sample's partners come from its own device's part of the batch
 (batch / device count images) instead of a 16-sample window. Affine warps of 4-mosaics and letterboxes only:
-`true` with mosaic9, mixup, copy_paste, perspective, albumentations, multi_scale or HSV on the CPU is an error;
+`true` with mosaic9, copy_paste, perspective, albumentations, multi_scale or HSV on the CPU is an error;
 "auto" turns it on for gpu / tpu when none of those is set and each device has at least 8 images.
 
 Val batch: the same four arrays (letterboxed to (s, s), scaleup off, no augmentation, dataset order; with cfg

@@ -141,6 +141,14 @@ def mixup_images(image1, image2, ratio):
     return (image1 * ratio + image2 * (1 - ratio)).astype(np.uint8)
 
 
+def mixup_table(ratio):
+    """(65536,) uint8: `mixup_images(a, b, ratio)` at index `256 * a + b`, for every pair of uint8 levels (a device
+    applies MixUp as a lookup: the same float64 arithmetic, done here once). `ratio` 1 keeps the first image."""
+    levels = np.arange(256, dtype=np.uint8)
+    first, second = np.broadcast_to(levels[:, None], (256, 256)), np.broadcast_to(levels[None, :], (256, 256))
+    return mixup_images(first, second, ratio).reshape(-1)
+
+
 def blur_like_albumentations(rng, image, p=0.01):
     """The reference's optional Albumentations set, in OpenCV with our generator: Blur, MedianBlur, ToGray, CLAHE,
     each with probability `p` (kernel sizes odd in [3, 7]; CLAHE clip limit in [1, 4], 8x8 tiles, on the L channel).

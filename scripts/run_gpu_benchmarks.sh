@@ -24,6 +24,6 @@ if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
   T=240 run python3 scripts/check_device_warp.py --out benchmarks/device_warp_check.json
   T=200 run python3 scripts/bench_data.py --cache both --repeats 1 --images 256 --warp-on-device
   T=200 run python3 scripts/bench_e2e.py --workers 14 --images 1536 --batches 20 --hsv-on-device true \
-    --warp-on-device true --deterministic --settle 5
+    --warp-on-device true --deterministic --settle 3 --copy-variants
 fi
 tar czf "$out/benchmarks_$part.tgz" benchmarks

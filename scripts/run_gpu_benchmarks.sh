@@ -23,7 +23,7 @@ if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
   export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
   T=240 run python3 scripts/check_device_warp.py --out benchmarks/device_warp_check.json
   T=200 run python3 scripts/bench_data.py --cache both --repeats 1 --images 256 --warp-on-device
-  T=200 run python3 scripts/bench_e2e.py --workers 14 --images 1536 --batches 20 --hsv-on-device true \
+  T=300 run python3 scripts/bench_e2e.py --workers 14 --images 1536 --batches 20 --hsv-on-device true \
     --warp-on-device true --deterministic --settle 3 --copy-variants
 fi
 tar czf "$out/benchmarks_$part.tgz" benchmarks

@@ -1,5 +1,11 @@
 """warp_on_device: the pipeline leaves the Mosaic + RandomPerspective pixels to the train step (tiles + render
 inputs), and the rendered batch is the CPU pipeline's batch."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -145,3 +151,39 @@ def test_mixup_table_is_the_blend_formula_truncated():
     for a, b in [(0, 0), (255, 0), (0, 255), (17, 200), (255, 255), (128, 129)]:
         assert table[256 * a + b] == int(a * 0.3 + b * (1 - 0.3))
     assert (mixup_table(1.0).reshape(256, 256) == np.arange(256)[:, None]).all()
+
+
+_FOUR_DEVICE_SCRIPT = """
+import json, sys, tempfile
+import jax, numpy as np
+from jax.sharding import PartitionSpec as P
+sys.path[:0] = [{repo!r}]
+from yolojax.data import build_dataset
+from yolojax.data.device_augment import finish_augmentation
+from yolojax.data.shapes import ensure_shapes_dataset
+from yolojax.train.step import make_mesh, shard_batch
+data = ensure_shapes_dataset(tempfile.mkdtemp(), num_train=32, num_val=4, imgsz=96)
+cfg = dict(data=str(data), imgsz=96, batch=16, workers=0, mixup=0.5, albumentations=False, hsv_on_device=True,
+           warp_on_device=True)
+batch = next(build_dataset(cfg, "train", 0).iterator(0))
+mesh = make_mesh()
+sharded = shard_batch(batch, mesh)
+render = jax.shard_map(lambda b: finish_augmentation(b)["images"], mesh=mesh, in_specs=P("data"), out_specs=P("data"))
+got = np.asarray(jax.jit(render)(sharded))
+per_group = [jax.jit(finish_augmentation)({{k: np.asarray(batch[k])[g * 4:(g + 1) * 4] for k in sharded}})["images"]
+             for g in range(4)]
+print("RESULT " + json.dumps({{"devices": mesh.size, "equal": bool((got == np.concatenate(per_group)).all()),
+                              "slots_max": int(batch["warp_slots"].max()),
+                              "mix_slots_max": int(batch["warp_mix_slots"].max())}}))
+"""
+
+
+def test_four_devices_render_each_share_from_its_own_tiles():
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _FOUR_DEVICE_SCRIPT.format(repo=repo)], env=env, cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert out["devices"] == 4 and out["slots_max"] < 4 and out["mix_slots_max"] < 4  # 16 images / 4 devices
+    assert out["equal"]

@@ -33,9 +33,13 @@ def device_inputs(batch):
 
 @pytest.mark.parametrize("mosaic,degrees,shear,mixup", [(True, 0.0, 0.0, 0.0), (True, 10.0, 3.0, 0.0),
                                                         (False, 0.0, 0.0, 0.0), (False, 10.0, 0.0, 0.0),
-                                                        (True, 0.0, 0.0, 0.5), (False, 5.0, 0.0, 0.5)])
+                                                        (True, 0.0, 0.0, 0.5), (False, 5.0, 0.0, 0.5),
+                                                        (False, 0.0, 0.0, None)])
 def test_device_render_gives_the_cpu_pipeline_batch(shapes_yaml, mosaic, degrees, shear, mixup):
-    aug = dict(degrees=degrees, shear=shear, mixup=mixup)
+    # mixup None: the identity warp (no translate / scale), where the CPU path skips OpenCV and, unflipped, the filter
+    aug = dict(degrees=degrees, shear=shear, mixup=mixup or 0.0)
+    if mixup is None:
+        aug.update(translate=0.0, scale=0.0)
     cpu = build_dataset(warp_cfg(shapes_yaml, **aug), "train", 3)
     dev = build_dataset(warp_cfg(shapes_yaml, warp_on_device=True, **aug), "train", 3)
     assert dev.warp_on_device and not cpu.warp_on_device

@@ -272,8 +272,8 @@ class RandomPerspective(grain.transforms.Map):
                     flips=(flip_lr, flip_ud))
 
     def _plan(self, el, params, in_shape, flips):
-        """The device render's inputs for this sample, and its labels (as the CPU path: an identity warp of a
-        letterbox keeps every box)."""
+        """The device render's inputs for this sample, and its labels (as the CPU path: an identity warp of an
+        unflipped letterbox keeps every box, otherwise boxes go through `warp_labels`)."""
         images, placements, size = el["mosaic"]
         if params.is_perspective:
             raise ValueError("warp_on_device renders affine warps only; set perspective: 0 or warp_on_device: false")
@@ -281,7 +281,7 @@ class RandomPerspective(grain.transforms.Map):
         pixel_flip = persp_ops.flip_matrix(params.out_size, *flips)
         tables = device_warp.affine_tables(params.matrix, params.out_size, origin, pixel_flip=pixel_flip)
         slots, rects = device_warp.tile_rows(el["tile_slots"], placements)
-        if len(placements) == 1 and persp_ops.is_identity(params, in_shape):
+        if len(placements) == 1 and persp_ops.is_identity(params, in_shape) and not any(flips):
             cls, boxes = el["cls"], el["boxes"]
         else:
             cls, boxes, _ = persp_ops.warp_labels(el["cls"], el["boxes"], params)

@@ -12,13 +12,12 @@ import pytest
 
 from yolojax.data import build_dataset
 from yolojax.data.device_augment import WARP_PREFIX, finish_augmentation
-from yolojax.data.shapes import ensure_shapes_dataset
 from yolojax.train.step import make_mesh, shard_batch
 
 
 @pytest.fixture(scope="module")
-def shapes_yaml(tmp_path_factory):
-    return ensure_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=32, num_val=4, imgsz=96)
+def shapes_yaml(shapes_dataset):
+    return shapes_dataset(32, 4, 96)
 
 
 def warp_cfg(shapes_yaml, **kw):

@@ -8,7 +8,6 @@ import pytest
 from yolojax.data import build_dataset
 from yolojax.data.labels import DataWarning
 from yolojax.data.pipeline import rect_val_plan
-from yolojax.data.shapes import ensure_shapes_dataset
 from yolojax.data.sources import CocoSource
 
 BACKGROUND = np.array([40, 40, 40])
@@ -159,8 +158,8 @@ def assert_batches_equal(a, b):
 
 
 @pytest.fixture(scope="module")
-def shapes_yaml(tmp_path_factory):
-    return ensure_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=24, num_val=6, imgsz=96)
+def shapes_yaml(shapes_dataset):
+    return shapes_dataset(24, 6, 96)
 
 
 def shapes_cfg(shapes_yaml, **kw):

@@ -8,7 +8,6 @@ import pytest
 from yolojax.data import build_dataset
 from yolojax.data import transforms as T
 from yolojax.data.device_hsv import apply_hsv_luts, bgr_to_hsv_u8, hsv_to_rgb_u8
-from yolojax.data.shapes import ensure_shapes_dataset
 
 
 def every_triple():
@@ -48,8 +47,8 @@ def test_apply_hsv_luts_equals_the_cpu_random_hsv(seed):
 
 
 @pytest.fixture(scope="module")
-def shapes_yaml(tmp_path_factory):
-    return ensure_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=8, num_val=4, imgsz=64)
+def shapes_yaml(shapes_dataset):
+    return shapes_dataset(8, 4, 64)
 
 
 def data_cfg(shapes_yaml, **kw):

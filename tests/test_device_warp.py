@@ -141,9 +141,9 @@ def test_jit_traces_once_for_fixed_shapes():
 
 
 def test_letterbox_tile_rows_pad_to_k_tiles():
-    from yolojax.data.augment import letterbox_placement
+    from yolojax.data.augment import letterbox_layout
 
-    placement = letterbox_placement((40, 64), 64)  # (h, w): 12 rows of padding above, round(12 - 0.1)
+    placement, _ = letterbox_layout((40, 64), 64)  # (h, w): 12 rows of padding above, round(12 - 0.1)
     slots, rows = W.tile_rows([5], [placement], k=4)
     assert slots.tolist() == [5, -1, -1, -1]
     assert rows.tolist() == [[0, 12, 64, 52, 0, 12]] + [[0, 0, 0, 0, 0, 0]] * 3

@@ -191,8 +191,7 @@ class LoadMosaic(grain.transforms.Map):
             return out
         image, cls, box, record = self.store.get(el["index"], s)
         if self.cfg.warp_on_device:
-            placement = letterbox_placement(image.shape[:2], s)
-            dw, dh = (s - image.shape[1]) / 2, (s - image.shape[0]) / 2  # boxes move by the unrounded padding
+            placement, (dw, dh) = letterbox_layout(image.shape[:2], s)
             box = box + np.array([dw, dh, dw, dh], np.float32)
             return dict(el, img=image, mosaic=([image], [placement], s), tile_slots=[el["slot"]], cls=cls,
                         boxes=box.astype(np.float32), border=(0, 0), im_file=record["im_file"], flipped=(False, False))
@@ -208,14 +207,16 @@ def pool_slots(pool, indices):
     return [where[int(i)] for i in indices]
 
 
-def letterbox_placement(shape, imgsz):
-    """The letterbox of an image whose long side is already `imgsz` (shape (h, w)) as a one-tile canvas layout: the
-    image at the reference's padding offset `round(d - 0.1)`, i.e. exactly `T.letterbox`'s pixels (no resize)."""
+def letterbox_layout(shape, imgsz):
+    """The letterbox of an image whose long side is already `imgsz` (shape (h, w) pixels) as a one-tile canvas
+    layout: (Placement of the image at `T.letterbox`'s pixel offset, (dw, dh) float padding per side in pixels, by
+    which its boxes move). The same pixels as `T.letterbox`, which does not resize such an image."""
     h, w = shape
     if max(h, w) != imgsz:
-        raise ValueError(f"letterbox_placement: image {w}x{h} does not have its long side at {imgsz}")
-    left, top = int(round((imgsz - w) / 2 - 0.1)), int(round((imgsz - h) / 2 - 0.1))
-    return mosaic_ops.Placement(left, top, left + w, top + h, 0, 0, left, top)
+        raise ValueError(f"letterbox_layout: image {w}x{h} does not have its long side at {imgsz}")
+    dw, dh = (imgsz - w) / 2, (imgsz - h) / 2
+    left, top = T.pad_before(dw), T.pad_before(dh)
+    return mosaic_ops.Placement(left, top, left + w, top + h, 0, 0, left, top), (dw, dh)
 
 
 class RandomPerspective(grain.transforms.Map):
@@ -304,7 +305,7 @@ class MixUp(grain.transforms.Map):
             return el
         rng = stage_rng(el["seed_key"], STAGE_MIXUP)
         if not rng.random() < self.cfg.mixup:
-            return self._on_device(el, el["warp"], 1.0) if self.cfg.warp_on_device else el
+            return self._on_device(el, el["warp"], T.unmixed_table()) if self.cfg.warp_on_device else el
         partner_index = int(rng.choice(el["pool"]))
         partner = dict(el, index=partner_index, seed_key=(*el["seed_key"], MIXUP_PARTNER))
         if self.cfg.warp_on_device:
@@ -314,13 +315,13 @@ class MixUp(grain.transforms.Map):
         el = dict(el, cls=np.concatenate([el["cls"], partner["cls"]]),
                   boxes=np.concatenate([el["boxes"], partner["boxes"]]))
         if self.cfg.warp_on_device:
-            return self._on_device(el, partner["warp"], ratio)
+            return self._on_device(el, partner["warp"], T.mixup_table(ratio))
         return dict(el, img=T.mixup_images(el["img"], partner["img"], ratio))
 
     @staticmethod
-    def _on_device(el, partner_warp, ratio):
+    def _on_device(el, partner_warp, table):
         mix = {MIX_PREFIX + k: v for k, v in partner_warp.items()}
-        return dict(el, warp={**el["warp"], **mix, MIX_PREFIX + "lut": T.mixup_table(ratio)})
+        return dict(el, warp={**el["warp"], **mix, MIX_PREFIX + "lut": table})
 
 
 class Albumentations(grain.transforms.Map):

@@ -23,7 +23,8 @@ MIX_PREFIX = "mix_"  # within them, the MixUp partner's render inputs and the bl
 
 
 def render(tiles, plan: dict):
-    """`render_warped` of one plan: {slots, placements, and the coordinate tables}."""
+    """tiles (n, S, S, 3) uint8 and one plan {slots (b, 4), placements (b, 4, 6), the stacked `affine_tables`}
+    -> (b, H, W, 3) uint8: `device_warp.render_warped`."""
     plan = dict(plan)
     return render_warped(tiles, plan.pop("slots"), plan.pop("placements"), plan)
 

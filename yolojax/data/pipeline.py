@@ -196,7 +196,7 @@ class _ValSample(grain.transforms.Map):
         img, (r, _), (dw, dh) = T.letterbox(image, (out_h, out_w), scaleup=False)
         h0, w0 = record["ori_shape"]
         h, w = image.shape[:2]
-        left, top = int(round(dw - 0.1)), int(round(dh - 0.1))
+        left, top = T.pad_before(dw), T.pad_before(dh)
         boxes = boxes * r + np.array([dw, dh, dw, dh], np.float32)
         targets = T.boxes_to_targets(cls, boxes, (out_w, out_h), self.max_boxes)
         targets.pop("num_dropped")

@@ -7,6 +7,7 @@ Boxes are `(n, 4) float32 xyxy, pixels` of the image they travel with; classes `
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -48,10 +49,16 @@ def letterbox(image, new_shape, *, auto=False, scaleup=True, stride=32, center=T
         dw, dh = dw / 2, dh / 2
     if (w, h) != (new_w, new_h):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top, bottom = (int(round(dh - 0.1)) if center else 0), int(round(dh + 0.1))
-    left, right = (int(round(dw - 0.1)) if center else 0), int(round(dw + 0.1))
+    top, bottom = (pad_before(dh) if center else 0), int(round(dh + 0.1))
+    left, right = (pad_before(dw) if center else 0), int(round(dw + 0.1))
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 4)
     return image, (r, r), (float(dw), float(dh))
+
+
+def pad_before(slack):
+    """Pixels of padding before the image on one axis of a centred letterbox with `slack` (float) pixels per side:
+    `round(slack - 0.1)`, as the reference rounds it (the image's pixel offset; boxes move by `slack` itself)."""
+    return int(round(slack - 0.1))
 
 
 def resize_long_side(image, imgsz):
@@ -139,6 +146,14 @@ def to_bgr(image, out=None):
 def mixup_images(image1, image2, ratio):
     """`(image1 * ratio + image2 * (1 - ratio))` truncated to uint8, as the reference mixes (ratio ~ Beta(32, 32))."""
     return (image1 * ratio + image2 * (1 - ratio)).astype(np.uint8)
+
+
+@functools.cache
+def unmixed_table():
+    """`mixup_table(1.0)`, built once: the table of a sample that MixUp leaves alone (read-only)."""
+    table = mixup_table(1.0)
+    table.flags.writeable = False
+    return table
 
 
 def mixup_table(ratio):

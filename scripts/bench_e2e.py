@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from bench_data import AUG, write_images  # noqa: E402
 from yolojax.data import build_dataset  # noqa: E402
 from yolojax.train.bench import sgd_plan  # noqa: E402
-from yolojax.train.feed import Prefetch  # noqa: E402
+from yolojax.train.feed import HostStaging, Prefetch  # noqa: E402
 from yolojax.train.optim import build_optimizer, hyper_at  # noqa: E402
 from yolojax.train.state import create_state  # noqa: E402
 from yolojax.train.step import TRAIN_KEYS, build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
@@ -70,25 +70,24 @@ def _pinned_then_device(batch: dict, mesh) -> dict:
     return jax.device_put(on_host, NamedSharding(mesh, P("data")))
 
 
-class StagingBuffers:
-    """A thread-safe pool of reusable host arrays, one free list per (shape, dtype)."""
+def _populate(batch: dict, min_bytes: int = 1 << 20) -> dict:
+    """Map in the pages of a batch's large arrays with one madvise(MADV_POPULATE_READ) each (Linux >= 5.14; ctypes
+    calls run without the GIL) instead of one page fault per 4 KiB page inside the device copy."""
+    import ctypes
+    import mmap
 
-    def __init__(self):
-        self._free: dict = {}
-        self._lock = threading.Lock()
-
-    def take(self, like: np.ndarray) -> np.ndarray:
-        with self._lock:
-            pool = self._free.setdefault((like.shape, like.dtype.str), [])
-            return pool.pop() if pool else np.empty_like(like)
-
-    def give_back(self, buffer: np.ndarray) -> None:
-        with self._lock:
-            self._free[(buffer.shape, buffer.dtype.str)].append(buffer)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for value in batch.values():
+        if isinstance(value, np.ndarray) and value.nbytes >= min_bytes:
+            start = value.ctypes.data - value.ctypes.data % mmap.PAGESIZE
+            length = value.ctypes.data + value.nbytes - start
+            if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), 22) != 0:  # 22: MADV_POPULATE_READ
+                raise OSError(ctypes.get_errno(), "madvise(MADV_POPULATE_READ) failed")
+    return batch
 
 
 def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = False, settle_s: float = 0.0,
-               copy_variants: bool = False) -> dict:
+               variants: tuple[str, ...] = (), rounds: int = 1) -> dict:
     """ms per train step (one compiled program): fed by the pipeline through the train loop's `Prefetch` (batches
     copied to the device in background threads), and on one device-resident batch of the same pipeline (the
     GPU-bound rate), measured both before the worker processes start and while they run.
@@ -172,38 +171,39 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
     out["fed_ms_per_step"], out["fed_main_cpu_s_per_step"] = fed(it, to_device, tag="fed")
     if hasattr(it, "close"):
         it.close()
-    if copy_variants:  # other ways to copy a batch to the device, each fed by a fresh epoch of the same pipeline
+    if variants:  # ways to copy a batch to the device, each fed by a fresh epoch of the same pipeline, round-robin
         sharding = NamedSharding(mesh, P("data"))
-        concat = jax.jit(lambda parts: jnp.concatenate(parts), out_shardings=sharding)
 
-        def chunked(batch, pieces=8):  # the images in 8 device_put calls, joined on the device
-            images = np.asarray(batch["images"])
-            parts = [jax.device_put(part, sharding) for part in np.array_split(images, min(pieces, len(images)))]
-            return {**shard_batch({k: v for k, v in batch.items() if k != "images"}, mesh), "images": concat(parts)}
-
-        def direct(batch):  # one jax.device_put of the dict instead of make_array_from_process_local_data
+        def plain(batch):  # one jax.device_put of the dict instead of make_array_from_process_local_data
             keys = [k for k in batch if k in TRAIN_KEYS or k.startswith("warp_")]
             return jax.device_put({k: np.asarray(batch[k]) for k in keys}, sharding)
 
-        staging = StagingBuffers()
-
-        def staged(batch):  # the images first copied (NumPy, without the GIL) into a reused, pre-faulted buffer
-            buffer = staging.take(batch["images"])
-            np.copyto(buffer, batch["images"])
-            out = to_device({**batch, "images": buffer})
-            jax.block_until_ready(out["images"])  # the device copy has read the buffer
-            staging.give_back(buffer)
-            return out
-
-        variants = [("threads1", to_device, 1), ("threads4", to_device, 4), ("chunks8", chunked, 2),
-                    ("direct", direct, 2), ("staged", staged, 2), ("threads2", to_device, 2)]
-        for epoch, (name, prepare, threads) in enumerate(variants, start=2):
-            it = iter(ds.iterator(epoch))
-            next(it)
-            time.sleep(settle_s)
-            note(f"{name}_ms_per_step", fed(it, prepare, tag=name, threads=threads)[0])
-            if hasattr(it, "close"):
-                it.close()
+        staging = HostStaging(to_device, enabled=jax.default_backend() != "cpu")
+        ways = {"direct1": (to_device, 1), "direct2": (to_device, 2), "direct4": (to_device, 4),
+                "staged1": (staging, 1), "staged2": (staging, 2), "plain2": (plain, 2),
+                "populate2": (lambda b: to_device(_populate(b)), 2),
+                "ready2": (lambda b: jax.block_until_ready(to_device(b)), 2)}
+        unknown = set(variants) - set(ways)
+        if unknown:
+            raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {sorted(ways)}")
+        epoch = 2
+        for round_ in range(rounds):
+            for name in variants:
+                prepare, threads = ways[name]
+                it = iter(ds.iterator(epoch))
+                epoch += 1
+                next(it)
+                time.sleep(settle_s)
+                try:
+                    note(f"{name}_r{round_}_ms_per_step", fed(it, prepare, tag=f"{name}_r{round_}", threads=threads)[0])
+                except OSError as err:
+                    out[f"{name}_error"] = str(err)
+                if hasattr(it, "close"):
+                    it.close()
+        for name in variants:
+            runs = [out[f"{name}_r{r}_ms_per_step"] for r in range(rounds) if f"{name}_r{r}_ms_per_step" in out]
+            if runs:
+                note(f"{name}_median_ms_per_step", float(np.median(runs)))
     return out
 
 
@@ -220,9 +220,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warp-on-device", default="auto", choices=["auto", "true", "false"])
     parser.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels (yolojax.xla_flags)")
     parser.add_argument("--feeds", action="store_true", help="also time the copy path fed from memory (no workers)")
-    parser.add_argument("--copy-variants", action="store_true",
-                        help="also feed with 1 / 4 / 2 copy threads, 8-piece image copies, one plain device_put, "
-                             "and through reused staging buffers")
+    parser.add_argument("--variants", default="",
+                        help="comma list of copy ways to compare, each on fresh epochs: direct1/2/4 (shard_batch from "
+                             "the workers' shared memory on 1/2/4 threads), staged1/2 (HostStaging, the train loop's "
+                             "way), plain2 (one device_put), populate2 (madvise the pages in first), ready2 (direct, "
+                             "then wait for the copy on the copy thread)")
+    parser.add_argument("--rounds", type=int, default=1, help="times each of --variants runs, round-robin")
+    parser.add_argument("--worker-nice", type=int, default=None, help="niceness added to the worker processes")
     parser.add_argument("--settle", type=float, default=0.0, help="seconds between starting the workers and timing")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "e2e"))
@@ -240,17 +244,20 @@ def main(argv=None) -> int:
                    cache="ram" if args.cache == "ram" else False, max_boxes=100, albumentations=False, epochs=100,
                    hsv_on_device=hsv, warp_on_device=warp)
         ds = build_dataset(cfg, "train", seed=0)
+        if args.worker_nice is not None:
+            ds.worker_niceness = args.worker_nice
         if args.batches > ds.num_batches - 2:
             raise SystemExit(f"--batches {args.batches}: an epoch of {args.images} images has only {ds.num_batches} "
                              "batches (one is drawn before timing); use more --images or fewer --batches")
         skip = max(1, args.workers)
         rate = pipeline_rate(ds, 0, max(1, min(args.batches, ds.num_batches - skip - 1)), skip=skip)
-        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype, args.feeds, args.settle,
-                           args.copy_variants)
+        variants = tuple(v for v in args.variants.split(",") if v)
+        times = step_times(ds, args.scale, args.imgsz, args.batches, dtype, args.feeds, args.settle, variants,
+                           args.rounds)
     fed, resident = times["fed_ms_per_step"], times["resident_ms_per_step"]
     row = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "workers": args.workers,
-           "cpu_count": os.cpu_count(), "cache": args.cache, "hsv_on_device": ds.hsv_on_device,
-           "warp_on_device": ds.warp_on_device,
+           "cpu_count": os.cpu_count(), "cache": args.cache, "worker_niceness": ds.worker_niceness,
+           "hsv_on_device": ds.hsv_on_device, "warp_on_device": ds.warp_on_device,
            "pipeline_img_per_s": rate, **times, "fed_img_per_s": args.batch / fed * 1e3,
            "gpu_busy_share": resident / fed,
            "gpu_busy_share_vs_idle": times["resident_idle_ms_per_step"] / fed,

@@ -56,8 +56,10 @@ split the image folder), a name from configs/data/ ("shapes", the default, is ge
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
+import os
 from pathlib import Path
 
 import grain
@@ -73,6 +75,7 @@ DEFAULTS = dict(data=None, imgsz=640, batch=16, epochs=100, workers=8, cache=Fal
                 multi_scale=False, max_boxes=100, mosaic9=False, albumentations=None, fraction=1.0, rect=False,
                 hsv_on_device=False, warp_on_device=False)
 POOL_SIZE = 16  # mosaic / mixup partners come from a window of at least this many samples
+WORKER_NICENESS = 0  # added to each worker process's nice value (yields the cores to the process feeding the device)
 STRIDE = 32
 
 
@@ -283,6 +286,7 @@ class DetectionDataset:
         self.imgsz = int(self.cfg["imgsz"])
         self.batch_size = int(self.cfg["batch"])
         self.max_boxes = int(self.cfg["max_boxes"])
+        self.worker_niceness = WORKER_NICENESS
         self.augment = augment_config(self.cfg)
         self.store = A.ImageStore(self.source, bgra=not self.warp_on_device)  # device-rendered tiles stay BGR
         if self.cfg["cache"] in (True, "ram"):
@@ -358,16 +362,19 @@ class DetectionDataset:
         ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic).to_iter_dataset(read)
         if workers > 0:
             _mark_absl_flags_parsed()
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=_init_worker)
+            init = functools.partial(_init_worker, niceness=self.worker_niceness)
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=init)
         return iter(ds)
 
 
-def _init_worker(worker_index: int, worker_count: int) -> None:
+def _init_worker(worker_index: int, worker_count: int, niceness: int = 0) -> None:
     """In each grain worker process: one OpenCV thread (the workers are the parallelism; oversubscribing the cores
-    with OpenCV's own pool per worker only adds contention)."""
+    with OpenCV's own pool per worker only adds contention), and `niceness` added to the process's nice value."""
     import cv2
 
     cv2.setNumThreads(1)
+    if niceness:
+        os.nice(niceness)
 
 
 def _mark_absl_flags_parsed():

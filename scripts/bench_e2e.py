@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import threading
+from typing import Callable
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import numpy as np  # noqa: E402
 from bench_data import AUG, write_images  # noqa: E402
 from yolojax.data import build_dataset  # noqa: E402
 from yolojax.train.bench import sgd_plan  # noqa: E402
-from yolojax.train.feed import HostStaging, Prefetch  # noqa: E402
+from yolojax.train.feed import Prefetch  # noqa: E402
 from yolojax.train.optim import build_optimizer, hyper_at  # noqa: E402
 from yolojax.train.state import create_state  # noqa: E402
 from yolojax.train.step import TRAIN_KEYS, build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
@@ -84,6 +85,55 @@ def _populate(batch: dict, min_bytes: int = 1 << 20) -> dict:
             if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), 22) != 0:  # 22: MADV_POPULATE_READ
                 raise OSError(ctypes.get_errno(), "madvise(MADV_POPULATE_READ) failed")
     return batch
+
+
+class HostStaging:
+    """Copies a host batch's large arrays into reused host buffers, then to the device.
+
+    A batch from grain's worker processes lives in freshly mapped shared memory: the first touch of each of its pages
+    faults, and a host-to-device copy straight from it takes those faults inside the device copy (5 to 87 ms for the
+    same 79 MB batch in `benchmarks/gpu_2026-11-25_session3.md`). `np.copyto` takes them without holding the GIL, and
+    the buffers it fills stay mapped from batch to batch, so the device copy reads resident pages. A buffer is reused
+    only after the device copy that reads it is complete. Thread-safe: `Prefetch` calls it from several threads.
+
+    `enabled=False` passes batches straight to `to_device`: on the CPU backend a device array may alias the host
+    array it came from, so a reused buffer would change arrays already handed out.
+    """
+
+    def __init__(self, to_device: Callable[[dict], dict], *, enabled: bool = True, min_bytes: int = 1 << 20):
+        self.to_device = to_device
+        self.enabled = enabled
+        self.min_bytes = min_bytes
+        self._free: dict = {}
+        self._lock = threading.Lock()
+
+    def _take(self, like: np.ndarray) -> np.ndarray:
+        with self._lock:
+            pool = self._free.setdefault((like.shape, like.dtype.str), [])
+            return pool.pop() if pool else np.empty_like(like)
+
+    def _give_back(self, buffers: list[np.ndarray]) -> None:
+        with self._lock:
+            for buffer in buffers:
+                self._free[(buffer.shape, buffer.dtype.str)].append(buffer)
+
+    def __call__(self, batch: dict) -> dict:
+        if not self.enabled:
+            return self.to_device(batch)
+        staged, taken = {}, []
+        for key, value in batch.items():
+            if isinstance(value, np.ndarray) and value.nbytes >= self.min_bytes:
+                buffer = self._take(value)
+                np.copyto(buffer, value)
+                staged[key] = buffer
+                taken.append(buffer)
+            else:
+                staged[key] = value
+        out = self.to_device(staged)
+        jax.block_until_ready(out)  # the device copies have read the buffers
+        self._give_back(taken)
+        return out
+
 
 
 def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = False, settle_s: float = 0.0,

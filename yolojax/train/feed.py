@@ -91,54 +91,6 @@ def resize_batch(batch: dict, size: int) -> dict:
     return {**batch, "images": resized}
 
 
-class HostStaging:
-    """Copies a host batch's large arrays into reused host buffers, then to the device.
-
-    A batch from grain's worker processes lives in freshly mapped shared memory: the first touch of each of its pages
-    faults, and a host-to-device copy straight from it takes those faults inside the device copy (5 to 87 ms for the
-    same 79 MB batch in `benchmarks/gpu_2026-11-25_session3.md`). `np.copyto` takes them without holding the GIL, and
-    the buffers it fills stay mapped from batch to batch, so the device copy reads resident pages. A buffer is reused
-    only after the device copy that reads it is complete. Thread-safe: `Prefetch` calls it from several threads.
-
-    `enabled=False` passes batches straight to `to_device`: on the CPU backend a device array may alias the host
-    array it came from, so a reused buffer would change arrays already handed out.
-    """
-
-    def __init__(self, to_device: Callable[[dict], dict], *, enabled: bool = True, min_bytes: int = 1 << 20):
-        self.to_device = to_device
-        self.enabled = enabled
-        self.min_bytes = min_bytes
-        self._free: dict = {}
-        self._lock = threading.Lock()
-
-    def _take(self, like: np.ndarray) -> np.ndarray:
-        with self._lock:
-            pool = self._free.setdefault((like.shape, like.dtype.str), [])
-            return pool.pop() if pool else np.empty_like(like)
-
-    def _give_back(self, buffers: list[np.ndarray]) -> None:
-        with self._lock:
-            for buffer in buffers:
-                self._free[(buffer.shape, buffer.dtype.str)].append(buffer)
-
-    def __call__(self, batch: dict) -> dict:
-        if not self.enabled:
-            return self.to_device(batch)
-        staged, taken = {}, []
-        for key, value in batch.items():
-            if isinstance(value, np.ndarray) and value.nbytes >= self.min_bytes:
-                buffer = self._take(value)
-                np.copyto(buffer, value)
-                staged[key] = buffer
-                taken.append(buffer)
-            else:
-                staged[key] = value
-        out = self.to_device(staged)
-        jax.block_until_ready(out)  # the device copies have read the buffers
-        self._give_back(taken)
-        return out
-
-
 class _Ready:
     """A computed value behind the `Future.result()` interface."""
 

@@ -22,7 +22,7 @@ import numpy as np
 from yolojax.train import checkpoints as ckpt
 from yolojax.train import records
 from yolojax.train.config import Config, ConfigError, load_config, load_model_config, merge
-from yolojax.train.feed import HostStaging, Prefetch, build_train_data, evaluate_ema, resize_batch
+from yolojax.train.feed import Prefetch, build_train_data, evaluate_ema, resize_batch
 from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
 from yolojax.train.step import build_train_step, maybe_initialize_distributed, make_mesh, replicate, shard_batch
@@ -111,11 +111,6 @@ class _Run:
     progress: bool = True
     model_spec: dict = dataclasses.field(default_factory=dict)  # configs/models/<model>.yaml, when built from cfg
     data_state: Any = None  # the train pipeline's position after the last batch a step consumed (for resume)
-    staging: Any = None     # HostStaging: host batch -> device batch, through reused host buffers
-
-    def __post_init__(self):
-        on_accelerator = self.mesh.devices.flat[0].platform != "cpu"
-        self.staging = HostStaging(lambda batch: shard_batch(batch, self.mesh), enabled=on_accelerator)
 
 
 def _setup(cfg: Config, task, data, evaluate) -> _Run:
@@ -180,7 +175,7 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
 
     def to_device(item):  # on the prefetch threads: multi-scale resize, host-to-device copy
         i, imgsz, batch, state = item
-        return i, imgsz, run.staging(resize_batch(batch, imgsz)), state
+        return i, imgsz, shard_batch(resize_batch(batch, imgsz), run.mesh), state
 
     with Prefetch(host_batches(), depth=3, prepare=to_device, threads=2) as items:
         for i, imgsz, device_batch, data_state in items:

@@ -70,7 +70,9 @@ def epoch_summary(calls: list[float], per_epoch: int, skip: int = 3) -> list[dic
     rows = []
     for e in range(len(calls) // per_epoch):
         t = calls[e * per_epoch:(e + 1) * per_epoch]
-        row = {"epoch": e, "steady_ms_per_step": (t[-1] - t[skip]) / (len(t) - 1 - skip) * 1e3}
+        intervals = np.diff(t[skip:]) * 1e3
+        row = {"epoch": e, "steady_ms_per_step": (t[-1] - t[skip]) / (len(t) - 1 - skip) * 1e3,
+               "interval_ms_p10_p50_p90_max": [float(np.percentile(intervals, q)) for q in (10, 50, 90, 100)]}
         if (e + 1) * per_epoch < len(calls):
             row["gap_ms"] = (calls[(e + 1) * per_epoch] - t[-1]) * 1e3
         rows.append(row)
@@ -87,11 +89,15 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     parser.add_argument("--cache", default="none", choices=["none", "ram"])
     parser.add_argument("--deterministic", default="true", choices=["true", "false"])
+    parser.add_argument("--worker-nice", type=int, default=None, help="niceness added to the worker processes")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "loop"))
     args = parser.parse_args(argv)
     if args.small:
         args.imgsz, args.batch, args.images, args.epochs, args.workers = 128, 4, 40, 2, 1
+    if args.worker_nice is not None:
+        import yolojax.data.pipeline as pipeline
+        pipeline.WORKER_NICENESS = args.worker_nice
     clock = StepClock()
     loop.build_train_step = clock.build(loop.build_train_step)
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,7 +120,8 @@ def main(argv=None) -> int:
     overall = (after_first[-1] - after_first[0]) / (len(after_first) - 1) * 1e3 if len(after_first) > 1 else None
     row = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "images": args.images,
            "steps_per_epoch": per_epoch, "epochs": args.epochs, "workers": args.workers, "cache": args.cache,
-           "cpu_count": os.cpu_count(), "deterministic": args.deterministic == "true", "train_s": train_s,
+           "cpu_count": os.cpu_count(), "worker_nice": args.worker_nice,
+           "deterministic": args.deterministic == "true", "train_s": train_s,
            "resident_ms_per_step": resident, "epochs_detail": epochs,
            "steady_ms_per_step_median": float(np.median(steady)),
            "busy_share_steady_median": resident / float(np.median(steady)),

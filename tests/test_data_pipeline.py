@@ -204,6 +204,22 @@ def test_resume_from_iterator_state_continues_exactly(shapes_yaml, workers):
     assert_batches_equal(expected, got)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_iterator_across_epochs_gives_each_epochs_batches(shapes_yaml, workers):
+    ds = build_dataset(shapes_cfg(shapes_yaml, epochs=3, close_mosaic=1), "train", 5)  # epoch 2: mosaic off
+    per_epoch = list(ds.iterator(1, workers=0)) + list(ds.iterator(2, workers=0))
+    assert not np.array_equal(per_epoch[0]["images"], per_epoch[ds.num_batches]["images"])
+    spanning = ds.iterator(1, workers=workers, epochs=2)
+    whole = list(spanning)
+    spanning.close()
+    assert len(whole) == len(per_epoch) == 2 * ds.num_batches
+    assert_batches_equal(per_epoch, whole)
+    late = ds.iterator(1, workers=0, start_batch=4, epochs=2)  # from batch 4 of epoch 1: the same batches
+    tail = list(late)
+    assert len(tail) == len(per_epoch) - 4
+    assert_batches_equal(per_epoch[4:], tail)
+
+
 def test_close_mosaic_turns_mosaic_off_for_the_last_epochs(shapes_yaml):
     ds = build_dataset(shapes_cfg(shapes_yaml, epochs=10, close_mosaic=3), "train", 0)
     assert [ds.mosaic_enabled(e) for e in range(10)] == [True] * 7 + [False] * 3
@@ -350,7 +366,7 @@ def test_val_batches_match_the_reference_dataset(shapes_yaml, rect):
 
 
 def test_collate_writes_bgra_images_as_bgr_and_stacks_the_rest():
-    from yolojax.data.pipeline import collate
+    from yolojax.data.batching import collate
 
     rng = np.random.default_rng(0)
     bgra = [rng.integers(0, 256, (32, 48, 4), np.uint8) for _ in range(2)]

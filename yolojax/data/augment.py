@@ -17,7 +17,7 @@ layout the warp renders, or None), `cls` (n,) int32, `boxes` (n, 4) float32 xyxy
 (lr, ud) already applied to the pixels, `flips` (lr, ud) the sample's flip decision (drawn once, by
 RandomPerspective), `im_file`. With `hsv_on_device` (and some HSV gain), RandomHSV leaves `img`
 BGR(A) and adds `hsv_lut` (256, 3) uint8: the train step applies it (yolojax.data.device_hsv), same pixels;
-pipeline.collate drops the alpha as it writes the batch.
+batching.collate drops the alpha as it writes the batch.
 """
 from __future__ import annotations
 

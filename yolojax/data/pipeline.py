@@ -13,6 +13,9 @@ API used by the train loop and the validator:
     it = ds.iterator(epoch, imgsz=None, mosaic=None, workers=None)   # a grain DatasetIterator over the epoch's
                                                  # batches; mosaic None: mosaic_enabled(epoch); workers None:
                                                  # cfg workers (grain processes; 0 = threads in this process)
+    it = ds.iterator(epoch, start_batch=k, epochs=n)   # batches of n epochs from batch k of `epoch`, one iterator
+                                                 # (one set of worker processes): a batch is a function of its
+                                                 # epoch and position alone, so any start gives the same batches
     for batch in it: ...
     state = it.get_state()                       # save with the train state; resume:
     it = ds.iterator(epoch); it.set_state(state)       # continues with the next batch, identical values
@@ -68,6 +71,7 @@ import yaml
 
 from yolojax.data import augment as A
 from yolojax.data import device_options as options
+from yolojax.data.batching import BatchOf, EpochPlan, RunBatches, train_order
 from yolojax.data import transforms as T
 from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
 
@@ -139,22 +143,6 @@ def augment_config(cfg) -> A.AugmentConfig:
         warp, aug, multi_scale, options.device_group(int(cfg.get("batch", 16)))))
 
 
-class _TrainSpec(grain.transforms.Map):
-    """Position in the epoch -> element spec (index, pool, slot, seed_key, imgsz, mosaic_on): the pool is the
-    aligned window of `pool_size` positions around the sample, `slot` the sample's place in it."""
-
-    def __init__(self, order, pool_size, seed, epoch, imgsz, mosaic_on):
-        self.order, self.pool_size = order, pool_size
-        self.seed, self.epoch, self.imgsz, self.mosaic_on = seed, epoch, imgsz, mosaic_on
-
-    def map(self, position):
-        start = (position // self.pool_size) * self.pool_size
-        pool = np.take(self.order, np.arange(start, start + self.pool_size), mode="wrap")
-        index = int(self.order[position % len(self.order)])
-        return {"index": index, "pool": pool, "slot": position - start, "seed_key": (self.seed, self.epoch, index),
-                "imgsz": self.imgsz, "mosaic_on": self.mosaic_on}
-
-
 def rect_val_plan(shapes_hw, batch_size, imgsz, stride=STRIDE, pad=0.5):
     """The reference's rectangular val batches: images sorted by aspect ratio, one letterbox shape per batch.
 
@@ -213,62 +201,6 @@ class _ValSample(grain.transforms.Map):
             "gt_cls": record["cls"] if valid else record["cls"][:0],
             "gt_bboxes": T.xywhn_to_xyxy(record["bboxes"] if valid else record["bboxes"][:0], w0, h0),
         }
-
-
-ARRAY_KEYS = ("images", "bboxes", "cls", "mask")
-
-
-def stack_images(images, side=None):
-    """(b, h, w, 3) uint8 from b images (h, w, 3), or (h, w, 4) BGRA whose alpha is dropped on the way (BGR out):
-    each image is written once, straight into the batch. With `side`, images of up to (side, side) go top-left in
-    (b, side, side, 3) slots (device-rendered batches: the tiles; the rest of a slot is zero and never read)."""
-    if side is None:
-        out = np.empty((len(images), *images[0].shape[:2], 3), np.uint8)
-    else:
-        out = np.zeros((len(images), side, side, 3), np.uint8)
-    for slot, image in zip(out, images):
-        T.to_bgr(image, out=slot[:image.shape[0], :image.shape[1]])
-    return out
-
-
-def collate(elements):
-    """Stack a list of element dicts: arrays stacked on a new axis 0 (`images` through `stack_images`); host
-    objects gathered (see module doc)."""
-    extra = tuple(k for k in elements[0] if k == "hsv_lut" or k.startswith(A.WARP_PREFIX))
-    keys = ARRAY_KEYS[1:] + extra
-    images = [e["images"] for e in elements]
-    side = max(max(im.shape[:2]) for im in images) if A.WARP_PREFIX + "slots" in elements[0] else None
-    out = {"images": stack_images(images, side)}
-    out.update((k, np.stack([e[k] for e in elements])) for k in keys)
-    if "valid" in elements[0]:
-        out["valid"] = np.array([e["valid"] for e in elements], bool)
-        out["ori_shape"] = np.stack([e["ori_shape"] for e in elements])
-        out["ratio"] = np.stack([e["ratio"] for e in elements])
-        out["pad"] = np.stack([e["pad"] for e in elements])
-        for key in ("image_id", "im_file"):
-            column = np.empty(len(elements), object)
-            column[:] = [e[key] for e in elements]
-            out[key] = column
-        out["gt_cls"] = [e["gt_cls"] for e in elements]
-        out["gt_bboxes"] = [e["gt_bboxes"] for e in elements]
-    return out
-
-
-class _BatchOf(grain.transforms.Map):
-    """Positions (b,) -> one collated batch: each position through `transforms` (grain maps) in turn. The pipeline
-    batches positions first, so grain handles one element per batch instead of one per map per sample."""
-
-    def __init__(self, transforms):
-        self.transforms = tuple(transforms)
-
-    def map(self, positions):
-        elements = []
-        for position in positions:
-            el = int(position)
-            for transform in self.transforms:
-                el = transform.map(el)
-            elements.append(el)
-        return collate(elements)
 
 
 class DetectionDataset:
@@ -331,35 +263,39 @@ class DetectionDataset:
         """(n,) int64 source indices in this epoch's order (a permutation for train, identity for val)."""
         if not self.training:
             return np.arange(self.num_images)
-        return np.random.default_rng([self.seed, epoch, 0]).permutation(self.num_images)
+        return train_order(self.seed, epoch, self.num_images)
 
-    def dataset(self, epoch: int, *, imgsz=None, mosaic=None) -> grain.MapDataset:
-        """The epoch's grain MapDataset of batches."""
+    def dataset(self, epoch: int, *, imgsz=None, mosaic=None, start_batch: int = 0,
+                epochs: int = 1) -> grain.MapDataset:
+        """The grain MapDataset of the batches of `epochs` epochs from `epoch`, from its batch `start_batch` (val:
+        the one pass, from `start_batch`)."""
         imgsz = int(imgsz or self.imgsz)
-        num_positions = self.num_batches * self.batch_size
         if self.training:
-            mosaic_on = self.mosaic_enabled(epoch) if mosaic is None else bool(mosaic)
             pool = options.device_group(self.batch_size) if self.warp_on_device else max(self.batch_size, POOL_SIZE)
-            spec = _TrainSpec(self.epoch_order(epoch), pool, self.seed, epoch, imgsz, mosaic_on)
-            transforms = [spec, *A.train_transforms(self.store, self.augment)]
-        else:
-            order = shapes = None
-            if self.cfg.get("rect") and hasattr(self.source, "records"):
-                hw = [self.source.record(i)["ori_shape"] for i in range(self.num_images)]
-                order, shapes = rect_val_plan(hw, self.batch_size, imgsz)
-            transforms = [_ValSample(self.store, self.num_images, imgsz, self.max_boxes, self.batch_size, order,
-                                     shapes)]
-        positions = grain.MapDataset.range(num_positions).batch(self.batch_size, batch_fn=list)
-        return positions.map(_BatchOf(transforms))
+            mosaic_until = int(self.cfg["epochs"]) - int(self.cfg["close_mosaic"])
+            plan = EpochPlan(self.seed, self.num_images, self.batch_size, self.num_batches, pool, imgsz,
+                              mosaic_until, None if mosaic is None else bool(mosaic))
+            first = epoch * self.num_batches + start_batch
+            indices = grain.MapDataset.range(first, (epoch + epochs) * self.num_batches)
+            return indices.map(RunBatches(plan, A.train_transforms(self.store, self.augment)))
+        order = shapes = None
+        if self.cfg.get("rect") and hasattr(self.source, "records"):
+            hw = [self.source.record(i)["ori_shape"] for i in range(self.num_images)]
+            order, shapes = rect_val_plan(hw, self.batch_size, imgsz)
+        sample = _ValSample(self.store, self.num_images, imgsz, self.max_boxes, self.batch_size, order, shapes)
+        positions = grain.MapDataset.range(self.num_batches * self.batch_size).batch(self.batch_size, batch_fn=list)
+        return positions.map(BatchOf([sample]))[start_batch:]
 
-    def iterator(self, epoch: int, *, imgsz=None, mosaic=None, workers=None, threads=None):
-        """A checkpointable iterator over the epoch's batches (`get_state()` / `set_state(state)`)."""
+    def iterator(self, epoch: int, *, imgsz=None, mosaic=None, workers=None, threads=None, start_batch: int = 0,
+                 epochs: int = 1):
+        """A checkpointable iterator (`get_state()` / `set_state(state)`) over `dataset(epoch, ...)`'s batches."""
         workers = int(self.cfg["workers"] if workers is None else workers)
         # elements are whole batches: a worker process builds one at a time (the workers are the parallelism);
         # in-process, a few threads. The buffer counts batches (b64 at 640 px is 79 MB), so it stays small.
         threads = threads or (1 if workers > 0 else 4)
         read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=1 if workers > 0 else 2 * threads)
-        ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic).to_iter_dataset(read)
+        ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic, start_batch=start_batch, epochs=epochs)
+        ds = ds.to_iter_dataset(read)
         if workers > 0:
             _mark_absl_flags_parsed()
             init = functools.partial(_init_worker, niceness=self.worker_niceness)

@@ -219,19 +219,9 @@ def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
             _export(run.run_dir / "weights" / "best", run)
 
 
-def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable | None = None,
-          stop_at_iteration: int | None = None, progress: bool = True) -> TrainResult:
-    """Train per `cfg`. `task`, `data`, `evaluate` replace the configured ones (tests use small stand-ins).
-
-    stop_at_iteration: act as if Ctrl-C arrived after that many iterations (checkpoint, then return).
-    """
-    maybe_initialize_distributed()
-    run = _setup(cfg, task, data, evaluate)
-    run.progress = progress
-    cfg, nb, start_time = run.cfg, run.data.batches_per_epoch, time.time()
-    board = records.TensorBoard(run.run_dir / "tensorboard", cfg.tensorboard and run.main)
-    out_of_time = lambda: cfg.time is not None and time.time() - start_time > cfg.time * 3600  # noqa: E731
-    interrupted = False
+def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Callable[[], bool]) -> bool:
+    """Train from run.meta's epoch to the last (or an early stop). Returns whether it was interrupted."""
+    cfg, nb, interrupted = run.cfg, run.data.batches_per_epoch, False
     with _StopFlag() as flag:
         def should_stop(iterations: int) -> str | None:
             if flag.requested or (stop_at_iteration is not None and iterations >= stop_at_iteration):
@@ -258,6 +248,26 @@ def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable
                 reason = why or ("time budget spent" if not stale else f"no improvement in {cfg.patience} epochs")
                 print(f"Stopping early: {reason}", flush=True)
                 break
+    return interrupted
+
+
+def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable | None = None,
+          stop_at_iteration: int | None = None, progress: bool = True) -> TrainResult:
+    """Train per `cfg`. `task`, `data`, `evaluate` replace the configured ones (tests use small stand-ins).
+
+    stop_at_iteration: act as if Ctrl-C arrived after that many iterations (checkpoint, then return).
+    """
+    maybe_initialize_distributed()
+    run = _setup(cfg, task, data, evaluate)
+    run.progress = progress
+    cfg, start_time = run.cfg, time.time()
+    board = records.TensorBoard(run.run_dir / "tensorboard", cfg.tensorboard and run.main)
+    out_of_time = lambda: cfg.time is not None and time.time() - start_time > cfg.time * 3600  # noqa: E731
+    try:
+        interrupted = _run_epochs(run, board, stop_at_iteration, out_of_time)
+    finally:
+        if hasattr(run.data, "close"):  # the train pipeline's worker processes
+            run.data.close()
     board.close()
     if run.main and (run.run_dir / "results.csv").exists() and cfg.plots:
         records.plot_results(run.run_dir / "results.csv", run.run_dir / "results.png")

@@ -65,6 +65,24 @@ class StepClock:
         return (time.perf_counter() - start) / steps * 1e3
 
 
+def gc_pauses() -> dict:
+    """Counts full (generation 2) garbage collections and their total pause, from now on."""
+    import gc
+
+    tally = {"count": 0, "seconds": 0.0, "start": None}
+
+    def callback(phase, info):
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            tally["start"] = time.perf_counter()
+        elif tally["start"] is not None:
+            tally["count"] += 1
+            tally["seconds"] += time.perf_counter() - tally["start"]
+    gc.callbacks.append(callback)
+    return tally
+
+
 def epoch_summary(calls: list[float], per_epoch: int, skip: int = 3) -> list[dict]:
     """Per epoch: steady ms/step (mean call interval after `skip` calls) and the gap before the next epoch, ms."""
     rows = []
@@ -72,7 +90,8 @@ def epoch_summary(calls: list[float], per_epoch: int, skip: int = 3) -> list[dic
         t = calls[e * per_epoch:(e + 1) * per_epoch]
         intervals = np.diff(t[skip:]) * 1e3
         row = {"epoch": e, "steady_ms_per_step": (t[-1] - t[skip]) / (len(t) - 1 - skip) * 1e3,
-               "interval_ms_p10_p50_p90_max": [float(np.percentile(intervals, q)) for q in (10, 50, 90, 100)]}
+               "interval_ms_p10_p50_p90_max": [float(np.percentile(intervals, q)) for q in (10, 50, 90, 100)],
+               "slowest_step": skip + 1 + int(np.argmax(intervals))}
         if (e + 1) * per_epoch < len(calls):
             row["gap_ms"] = (calls[(e + 1) * per_epoch] - t[-1]) * 1e3
         rows.append(row)
@@ -90,6 +109,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", default="none", choices=["none", "ram"])
     parser.add_argument("--deterministic", default="true", choices=["true", "false"])
     parser.add_argument("--worker-nice", type=int, default=None, help="niceness added to the worker processes")
+    parser.add_argument("--copy-threads", type=int, default=None, help="the loop's COPY_THREADS")
+    parser.add_argument("--depth", type=int, default=None, help="the loop's PREFETCH_DEPTH")
+    parser.add_argument("--data-dir", default=None, help="write the images here once and reuse them")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "loop"))
     args = parser.parse_args(argv)
@@ -98,10 +120,16 @@ def main(argv=None) -> int:
     if args.worker_nice is not None:
         import yolojax.data.pipeline as pipeline
         pipeline.WORKER_NICENESS = args.worker_nice
+    loop.COPY_THREADS = args.copy_threads or loop.COPY_THREADS
+    loop.PREFETCH_DEPTH = args.depth or loop.PREFETCH_DEPTH
     clock = StepClock()
     loop.build_train_step = clock.build(loop.build_train_step)
+    pauses = gc_pauses()
     with tempfile.TemporaryDirectory() as tmp:
-        data_yaml = write_images(Path(tmp), args.images, args.imgsz)
+        data_dir = Path(args.data_dir or tmp)
+        data_yaml = data_dir / "data.yaml"
+        if not data_yaml.exists() or len(list((data_dir / "images" / "train").glob("*.jpg"))) != args.images:
+            data_yaml = write_images(data_dir, args.images, args.imgsz)
         overrides = {**AUG, "data": str(data_yaml), "cfg": "none", "model": f"yolov8{args.scale}",
                      "epochs": args.epochs, "close_mosaic": 0, "batch": args.batch, "imgsz": args.imgsz,
                      "workers": args.workers, "cache": "ram" if args.cache == "ram" else False,
@@ -122,6 +150,8 @@ def main(argv=None) -> int:
            "steps_per_epoch": per_epoch, "epochs": args.epochs, "workers": args.workers, "cache": args.cache,
            "cpu_count": os.cpu_count(), "worker_nice": args.worker_nice,
            "deterministic": args.deterministic == "true", "train_s": train_s,
+           "copy_threads": loop.COPY_THREADS, "prefetch_depth": loop.PREFETCH_DEPTH,
+           "gc_gen2_collections": pauses["count"], "gc_gen2_pause_ms_total": pauses["seconds"] * 1e3,
            "resident_ms_per_step": resident, "epochs_detail": epochs,
            "steady_ms_per_step_median": float(np.median(steady)),
            "busy_share_steady_median": resident / float(np.median(steady)),

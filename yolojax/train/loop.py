@@ -9,6 +9,7 @@ spent; epochs are not re-planned), and multi-scale picks one of a few fixed size
 from __future__ import annotations
 
 import dataclasses
+import gc
 import signal
 import sys
 import time
@@ -90,6 +91,10 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+PREFETCH_DEPTH = 3  # batches on their way to the device while a step runs
+COPY_THREADS = 2    # threads copying batches to the device (a copy from the workers' shared memory is one core's)
+
+
 @dataclasses.dataclass
 class _Run:
     """Everything one training run holds (host side); `state` is the replicated device TrainState."""
@@ -156,6 +161,14 @@ def _save(run: _Run, manager=None, data_state=None) -> int:
     return ckpt.save_checkpoint(manager or run.last, run.state, {**run.meta, "data_state": data_state})
 
 
+def _settle_garbage() -> None:
+    """Collect garbage now, between epochs, and move what survives out of the collector's sight (`gc.freeze`): a
+    full collection in the middle of an epoch walks every object JAX keeps (traced functions, compiled programs) and
+    held the step loop for about 300 ms at a time, several times an epoch, on the GPU host."""
+    gc.collect()
+    gc.freeze()
+
+
 def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]) -> tuple[str | None, int, Any]:
     """Iterate one epoch (from run.meta's batch when resuming into it). Returns (why it stopped early or None,
     batches done, the mean loss items or None)."""
@@ -177,11 +190,14 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
         i, imgsz, batch, state = item
         return i, imgsz, shard_batch(resize_batch(batch, imgsz), run.mesh), state
 
-    with Prefetch(host_batches(), depth=3, prepare=to_device, threads=2) as items:
+    _settle_garbage()
+    with Prefetch(host_batches(), depth=PREFETCH_DEPTH, prepare=to_device, threads=COPY_THREADS) as items:
         for i, imgsz, device_batch, data_state in items:
             ni = i + nb * epoch
             hyper = hyper_at(run.plan, ni, epoch)
             run.state, metrics = run.step(run.state, device_batch, replicate(hyper, run.mesh))
+            if i == start:
+                gc.freeze()  # what the first step built (a compile) lives on: keep it out of later collections
             run.data_state = data_state
             if pending is not None:  # read the previous step's metrics: keeps one step in flight
                 tally.add(pending, bar, run)

@@ -91,8 +91,11 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-PREFETCH_DEPTH = 3  # batches on their way to the device while a step runs
-COPY_THREADS = 2    # threads copying batches to the device (a copy from the workers' shared memory is one core's)
+# Batches on their way to the device while a step runs, and the threads copying them there: a copy out of the
+# workers' shared memory runs on the calling thread at 2-3 GB/s, about one v8n step (b64, 640 px) per batch on the
+# GPU host; 4 threads kept v8n fed where 2 did not (benchmarks/gpu_2026-11-25_session4.md).
+PREFETCH_DEPTH = 4
+COPY_THREADS = 4
 
 
 @dataclasses.dataclass

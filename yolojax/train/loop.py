@@ -91,9 +91,9 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-# Batches on their way to the device while a step runs, and the threads copying them there: a copy out of the
-# workers' shared memory runs on the calling thread at 2-3 GB/s, about one v8n step (b64, 640 px) per batch on the
-# GPU host; 4 threads kept v8n fed where 2 did not (benchmarks/gpu_2026-11-25_session4.md).
+# Batches on their way to the device while a step runs, and the threads copying them there. A copy of a b64 640 px
+# batch out of the workers' shared memory took about as long as a v8n step on the GPU host; with 4 threads v8n ran
+# 26.9-31.5 ms/step (3 runs), with 2 threads 27.5-40.8 (2 runs): benchmarks/gpu_2026-11-25_session4.md.
 PREFETCH_DEPTH = 4
 COPY_THREADS = 4
 

@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=3200)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
-    parser.add_argument("--cache", default="none", choices=["none", "ram"])
+    parser.add_argument("--cache", default="none", choices=["none", "ram", "disk"])
     parser.add_argument("--deterministic", default="true", choices=["true", "false"])
     parser.add_argument("--worker-nice", type=int, default=None, help="niceness added to the worker processes")
     parser.add_argument("--copy-threads", type=int, default=None, help="the loop's COPY_THREADS")
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
             data_yaml = write_images(data_dir, args.images, args.imgsz)
         overrides = {**AUG, "data": str(data_yaml), "cfg": "none", "model": f"yolov8{args.scale}",
                      "epochs": args.epochs, "close_mosaic": 0, "batch": args.batch, "imgsz": args.imgsz,
-                     "workers": args.workers, "cache": "ram" if args.cache == "ram" else False,
+                     "workers": args.workers, "cache": {"none": False}.get(args.cache, args.cache),
                      "deterministic": args.deterministic == "true", "save": False, "plots": False, "val": False,
                      "project": str(Path(tmp) / "runs"), "warmup_epochs": 0.0}
         cfg = load_config([f"{k}={v}" for k, v in overrides.items()])

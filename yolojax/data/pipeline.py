@@ -52,8 +52,9 @@ cfg: a mapping with the reference's default.yaml names (data, imgsz, batch, epoc
 degrees, translate, scale, shear, perspective, flipud, fliplr, hsv_h, hsv_s, hsv_v, workers, cache, close_mosaic,
 multi_scale, fraction, rect) plus `max_boxes` (100), `mosaic9` (False), `albumentations` (default: whether the
 albumentations package is installed, as in the reference), `hsv_on_device`, `warp_on_device` (False; see above).
-`cache`: True / "ram" preloads every resized image; otherwise (False / "disk") each process keeps an LRU cache of
-recent ones. `data`: a data yaml path (YOLO layout; for COCO JSON, add `{split}_json: instances.json` and make the
+`cache`: True / "ram" preloads every resized image; otherwise each process keeps an LRU cache of recent ones, and
+"disk" also keeps each decoded image as a .npy file beside its image file (yolojax.data.sources; not for tfds).
+`data`: a data yaml path (YOLO layout; for COCO JSON, add `{split}_json: instances.json` and make the
 split the image folder), a name from configs/data/ ("shapes", the default, is generated on first use; "coco";
 "voc_tfds"), or "tfds:NAME" (a tfds data source; val reads the `validation` split).
 """
@@ -72,6 +73,7 @@ import yaml
 from yolojax.data import augment as A
 from yolojax.data import device_options as options
 from yolojax.data.batching import BatchOf, EpochPlan, RunBatches, train_order
+from yolojax.data.labels import warn
 from yolojax.data import transforms as T
 from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
 
@@ -221,7 +223,17 @@ class DetectionDataset:
         self.worker_niceness = WORKER_NICENESS
         self.augment = augment_config(self.cfg)
         self.store = A.ImageStore(self.source, bgra=not self.warp_on_device)  # device-rendered tiles stay BGR
-        if self.cfg["cache"] in (True, "ram"):
+        cache = self.cfg["cache"]
+        if cache not in (True, False, "ram", "disk"):
+            raise ValueError(f"cache={cache!r}: use True or 'ram' (decoded images in memory), 'disk' (.npy files "
+                             "beside the images) or False")
+        if cache == "disk":
+            if hasattr(self.source, "disk_cache"):
+                self.source.disk_cache = True
+            else:
+                warn(f"cache=disk: {type(self.source).__name__} has no image files to keep .npy files beside; "
+                     "images are decoded each time")
+        if cache in (True, "ram"):
             self.store.preload(range(self.num_images), self.imgsz)
         if self.training and self.num_images < self.batch_size:
             raise ValueError(f"{split}: {self.num_images} images is fewer than one batch of {self.batch_size}")

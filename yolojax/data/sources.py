@@ -8,12 +8,15 @@ Every source has the same small interface, used by `yolojax.data.pipeline`:
                                 bboxes (n, 4) float32 normalized xywh, image_id
     source.read_image(i)        (h0, w0, 3) uint8 BGR, or None if it cannot be decoded (the loader warns)
 
-Sources are plain picklable objects (grain worker processes receive a copy).
+Sources are plain picklable objects (grain worker processes receive a copy). File sources (YOLO, COCO) take
+`source.disk_cache = True` (cfg cache=disk): each decoded image is kept as a .npy file beside its image file, as the
+reference does, written on first read and read instead of decoding the image later (while not older than it).
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -94,6 +97,8 @@ def read_bgr(path: str):
 class _FileRecords:
     """Random access over `self.records` (dicts with an `im_file`) for grain: len, record(i), read_image(i)."""
 
+    disk_cache = False
+
     def __len__(self):
         return len(self.records)
 
@@ -101,7 +106,47 @@ class _FileRecords:
         return self.records[i]
 
     def read_image(self, i):
-        return read_bgr(self.records[i]["im_file"])
+        path = self.records[i]["im_file"]
+        if not self.disk_cache:
+            return read_bgr(path)
+        npy = Path(path).with_suffix(".npy")
+        cached = _read_npy(npy, path)
+        if cached is not None:
+            return cached
+        image = read_bgr(path)
+        if image is not None and not _write_npy(npy, image):
+            self.disk_cache = False  # this process stops trying; _write_npy warned
+        return image
+
+
+def _read_npy(npy: Path, image_file: str):
+    """The image kept in `npy`, or None when there is none, it is older than the image file or unreadable."""
+    try:
+        if npy.stat().st_mtime < os.stat(image_file).st_mtime:
+            return None
+        return np.load(npy, allow_pickle=False)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        warn(f"{npy}: unreadable cache=disk file ({err}); decoding {image_file} instead")
+        return None
+
+
+def _write_npy(npy: Path, image) -> bool:
+    """Write `image` to `npy` whole or not at all (several worker processes may write the same file)."""
+    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, image, allow_pickle=False)
+        os.replace(tmp, npy)
+        return True
+    except OSError as err:
+        warn(f"cache=disk: cannot write {npy} ({err}); this process decodes the images each time")
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        return False
 
 
 class YoloSource(_FileRecords):

@@ -24,6 +24,10 @@ if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
   T=240 run python3 scripts/check_device_warp.py --out benchmarks/device_warp_check.json
   T=200 run python3 scripts/bench_data.py --cache both --repeats 1 --images 256 --warp-on-device
   T=300 run python3 scripts/bench_e2e.py --workers 14 --images 1536 --batches 20 --hsv-on-device true \
-    --warp-on-device true --deterministic --settle 3 --copy-variants
+    --warp-on-device true --deterministic --settle 3 --variants direct2,ready2,populate2,staged2 --rounds 2
+  T=240 run python3 scripts/bench_loop.py --workers 14 --images 3200 --epochs 4 --data-dir /tmp/bench_images \
+    --cache ram --out benchmarks/loop_n_ram
+  T=150 run python3 scripts/bench_loop.py --workers 14 --images 3200 --epochs 4 --data-dir /tmp/bench_images \
+    --out benchmarks/loop_n_jpeg
 fi
 tar czf "$out/benchmarks_$part.tgz" benchmarks

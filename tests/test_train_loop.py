@@ -32,6 +32,22 @@ def test_run_directory_holds_results_plot_and_checkpoints(tmp_path):
     assert result.epochs_done == 2 and result.iterations == 8
 
 
+def test_epochs_freeze_garbage_and_the_run_unfreezes_it_at_the_end(tmp_path, monkeypatch):
+    import gc
+
+    frozen = []
+
+    class Watching(ToyData):
+        def train_epoch(self, *args, **kwargs):
+            for batch in super().train_epoch(*args, **kwargs):
+                frozen.append(gc.get_freeze_count())
+                yield batch
+    train(_cfg(tmp_path, "epochs=2", "save=False", "plots=False"), task=ToyTask(), data=Watching(),
+          evaluate=toy_evaluate, progress=False)
+    assert min(frozen) > 0  # collected and frozen before each epoch's batches are drawn
+    assert gc.get_freeze_count() == 0
+
+
 def test_consecutive_non_finite_losses_stop_with_an_error_naming_the_last_good_checkpoint(tmp_path):
     cfg = _cfg(tmp_path, "epochs=5", "nonfinite_patience=3", "plots=False")
     with pytest.raises(NonFiniteLossError, match=r"3 consecutive non-finite losses.*ckpt_last/4"):

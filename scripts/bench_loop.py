@@ -102,6 +102,17 @@ def epoch_summary(calls: list[float], per_epoch: int, skip: int = 3) -> list[dic
     return rows
 
 
+def summary_line(row: dict, name: str) -> str:
+    """One line: name, resident ms, steady ms per epoch, interval p10/p50/p90/max per epoch, gaps, busy share."""
+    e = row["epochs_detail"]
+    steady = [round(x["steady_ms_per_step"], 1) for x in e]
+    intervals = [[round(v, 1) for v in x["interval_ms_p10_p50_p90_max"]] for x in e]
+    gaps = [round(x["gap_ms"]) for x in e if "gap_ms" in x]
+    busy = row["busy_share_after_epoch1_with_gaps"]
+    return (f"{name} resident {row['resident_ms_per_step']:.1f} steady {steady} intervals {intervals} gaps {gaps} "
+            f"busy {busy if busy is None else round(busy, 3)}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="n")
@@ -165,6 +176,7 @@ def main(argv=None) -> int:
            "busy_share_after_epoch1_with_gaps": resident / overall if overall else None,
            "device": jax.local_devices()[0].device_kind}
     print(json.dumps(row))
+    print(summary_line(row, Path(args.out).name))
     out = Path(args.out).with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2))

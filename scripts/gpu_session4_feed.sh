@@ -3,10 +3,8 @@
 # the copy thread, HostStaging's reused buffers, madvise populate), round-robin over fresh epochs, JPEG decode and
 # RAM cache, and the workers niced. JSON results to $OUT/feed/ (logs stay on the machine).
 set -uo pipefail
-final=${OUT:-/tmp/out}/feed; mkdir -p "$final"
-out=/tmp/logs; mkdir -p "$out"
 source scripts/gpu_env.sh
-export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+results_dir feed
 common="--images 1536 --batches 20 --hsv-on-device true --warp-on-device true --deterministic --settle 3"
 N=12 run_logged none14 200 python3 scripts/bench_e2e.py --workers 14 $common --variants direct2,ready2,staged2,populate2 --rounds 2 --out "$final/none14"
 N=12 run_logged ram14 200 python3 scripts/bench_e2e.py --workers 14 --cache ram $common --variants direct2,ready2,staged2,populate2 --rounds 2 --out "$final/ram14"

@@ -3,10 +3,8 @@
 # gaps, the resident step), v8n JPEG / RAM and v8s, then the device-warp exactness check with MixUp on the GPU.
 # JSON results to $OUT/loop/ (logs stay on the machine).
 set -uo pipefail
-final=${OUT:-/tmp/out}/loop; mkdir -p "$final"
-out=/tmp/logs; mkdir -p "$out"
 source scripts/gpu_env.sh
-export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+results_dir loop
 N=2 run_logged n_none 200 python3 scripts/bench_loop.py --workers 14 --images 3200 --epochs 4 --out "$final/loop_n_none14"
 N=2 run_logged n_ram 200 python3 scripts/bench_loop.py --workers 14 --images 3200 --epochs 4 --cache ram --out "$final/loop_n_ram14"
 N=2 run_logged s_none 200 python3 scripts/bench_loop.py --scale s --workers 14 --images 3200 --epochs 3 --out "$final/loop_s_none14"

@@ -49,7 +49,7 @@ class EpochPlan:
     def spec(self, epoch: int) -> TrainSpec:
         mosaic_on = epoch < self.mosaic_until if self.mosaic is None else self.mosaic
         return TrainSpec(train_order(self.seed, epoch, self.num_images), self.pool, self.seed, epoch, self.imgsz,
-                          mosaic_on)
+                         mosaic_on)
 
 
 class RunBatches(grain.transforms.Map):

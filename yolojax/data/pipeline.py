@@ -286,7 +286,7 @@ class DetectionDataset:
             pool = options.device_group(self.batch_size) if self.warp_on_device else max(self.batch_size, POOL_SIZE)
             mosaic_until = int(self.cfg["epochs"]) - int(self.cfg["close_mosaic"])
             plan = EpochPlan(self.seed, self.num_images, self.batch_size, self.num_batches, pool, imgsz,
-                              mosaic_until, None if mosaic is None else bool(mosaic))
+                             mosaic_until, None if mosaic is None else bool(mosaic))
             first = epoch * self.num_batches + start_batch
             indices = grain.MapDataset.range(first, (epoch + epochs) * self.num_batches)
             return indices.map(RunBatches(plan, A.train_transforms(self.store, self.augment)))

@@ -59,3 +59,10 @@ def test_a_mosaic_setting_off_the_plan_gets_an_iterator_of_its_own(shapes_yaml):
     got = list(data.train_epoch(0, mosaic=False))
     expected = list(build_dataset(cfg, "train", seed=cfg.seed).iterator(0, workers=0, mosaic=False))
     assert_same(got, expected)
+
+
+def test_the_banner_names_the_augmentations_the_step_renders(shapes_yaml):
+    assert PipelineData(config(shapes_yaml)).on_device == ""
+    assert PipelineData(config(shapes_yaml, hsv_on_device=True)).on_device == "HSV"
+    both = PipelineData(config(shapes_yaml, batch=8, hsv_on_device=True, warp_on_device=True)).on_device
+    assert both == "Mosaic/RandomPerspective/flips/MixUp + HSV"

@@ -9,6 +9,7 @@ TrainData (duck-typed; `yolojax.train.toy.ToyData` is a stand-in):
       step consumed
   val: what the evaluator iterates
   close() (optional): frees what the data holds (worker processes); the loop calls it when training ends
+  on_device (optional): the augmentations the train step renders, for the run's banner
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ class PipelineData:
         self.size_buckets = tuple(self.train.size_buckets)
         self._iterator = None
         self._next = None  # global index (epoch * batches_per_epoch + batch) of the iterator's next batch
+
+    @property
+    def on_device(self) -> str:
+        """The augmentations whose pixels the train step renders ("" when all run on the host)."""
+        parts = (("Mosaic/RandomPerspective/flips/MixUp", self.train.warp_on_device), ("HSV", self.train.hsv_on_device))
+        return " + ".join(name for name, on in parts if on)
 
     def train_epoch(self, epoch: int, *, mosaic: bool, start_batch: int = 0, data_state: Any = None) -> Iterator:
         nb = self.batches_per_epoch

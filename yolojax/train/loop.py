@@ -154,9 +154,14 @@ def _setup(cfg: Config, task, data, evaluate) -> _Run:
     if main:
         print(f"Training {getattr(task, 'name', 'model')} on {cfg.data} for {cfg.epochs} epochs, {nb} batches of "
               f"{cfg.batch} on {mesh.size} {jax.default_backend()} device(s); optimizer {plan.name}(lr={plan.lr0}, "
-              f"momentum={plan.momentum}); run directory {run_dir}", flush=True)
+              f"momentum={plan.momentum}){_rendered_in_step(data)}; run directory {run_dir}", flush=True)
     return _Run(cfg, run_dir, task, data, evaluate or evaluate_ema, plan, replicate(state, mesh), step, mesh,
                 sizes, last, best, meta, main, model_spec=model_spec)
+
+
+def _rendered_in_step(data) -> str:
+    on_device = getattr(data, "on_device", "")
+    return f"; augmentation in the step: {on_device}" if on_device else ""
 
 
 def _save(run: _Run, manager=None, data_state=None) -> int:

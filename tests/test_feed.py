@@ -59,6 +59,7 @@ def test_a_mosaic_setting_off_the_plan_gets_an_iterator_of_its_own(shapes_yaml):
     got = list(data.train_epoch(0, mosaic=False))
     expected = list(build_dataset(cfg, "train", seed=cfg.seed).iterator(0, workers=0, mosaic=False))
     assert_same(got, expected)
+    assert_same(list(data.train_epoch(1, mosaic=True)), per_epoch(cfg, 1))  # that iterator ended with its epoch
 
 
 def test_the_banner_names_the_augmentations_the_step_renders(shapes_yaml):

@@ -43,6 +43,7 @@ class PipelineData:
         self.size_buckets = tuple(self.train.size_buckets)
         self._iterator = None
         self._next = None  # global index (epoch * batches_per_epoch + batch) of the iterator's next batch
+        self._end = None  # global index where the iterator ends
 
     @property
     def on_device(self) -> str:
@@ -54,14 +55,16 @@ class PipelineData:
         nb = self.batches_per_epoch
         position = epoch * nb + start_batch
         if mosaic != self.train.mosaic_enabled(epoch):  # not the run's plan: an iterator for this epoch alone
-            self.close()
-            self._iterator = self.train.iterator(epoch, mosaic=mosaic, start_batch=start_batch)
-        elif self._iterator is None or self._next != position:
-            self.close()
-            epochs = max(1, int(self.train.cfg["epochs"]) - epoch)
-            self._iterator = self.train.iterator(epoch, start_batch=start_batch, epochs=epochs)
-        self._next = position
+            self._open(epoch, start_batch, 1, mosaic=mosaic)
+        elif self._iterator is None or self._next != position or position >= self._end:
+            self._open(epoch, start_batch, max(1, int(self.train.cfg["epochs"]) - epoch))
         return self._take(nb - start_batch)
+
+    def _open(self, epoch: int, start_batch: int, epochs: int, mosaic: bool | None = None) -> None:
+        self.close()
+        self._iterator = self.train.iterator(epoch, mosaic=mosaic, start_batch=start_batch, epochs=epochs)
+        self._next = epoch * self.batches_per_epoch + start_batch
+        self._end = (epoch + epochs) * self.batches_per_epoch
 
     def _take(self, count: int) -> Iterator:
         iterator = self._iterator
@@ -89,7 +92,7 @@ class PipelineData:
         """Stops the train iterator's worker processes."""
         if self._iterator is not None and hasattr(self._iterator, "close"):
             self._iterator.close()
-        self._iterator = self._next = None
+        self._iterator = self._next = self._end = None
 
 
 def build_train_data(cfg: Any) -> PipelineData:

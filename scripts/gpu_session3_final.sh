@@ -3,10 +3,8 @@
 # reference, and end-to-end busy share with warp_on_device: JPEG decode with 14 / 12 workers, RAM cache, v8n and
 # v8s. JSON results to $OUT/final/ (logs stay on the machine).
 set -uo pipefail
-final=${OUT:-/tmp/out}/final; mkdir -p "$final"
-out=/tmp/logs; mkdir -p "$out"
 source scripts/gpu_env.sh
-export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+results_dir final
 N=4 run_logged data 200 python3 scripts/bench_data.py --cache both --repeats 1 --images 256 --warp-on-device --out "$final"
 common="--images 1536 --batches 20 --hsv-on-device true --warp-on-device true --deterministic --settle 5"
 N=3 run_logged none14 200 python3 scripts/bench_e2e.py --workers 14 $common --out "$final/e2e_n_none14"

@@ -120,7 +120,8 @@ class _FileRecords:
 
 
 def _read_npy(npy: Path, image_file: str):
-    """The image kept in `npy`, or None when there is none, it is older than the image file or unreadable."""
+    """The decoded image (h0, w0, 3) uint8 BGR kept in `npy`, or None when there is none, it is older than the image
+    file or unreadable."""
     try:
         if npy.stat().st_mtime < os.stat(image_file).st_mtime:
             return None
@@ -133,7 +134,8 @@ def _read_npy(npy: Path, image_file: str):
 
 
 def _write_npy(npy: Path, image) -> bool:
-    """Write `image` to `npy` whole or not at all (several worker processes may write the same file)."""
+    """Write `image` (h0, w0, 3) uint8 BGR to `npy` whole or not at all (several worker processes may write the same
+    file). Returns whether it was written."""
     tmp = npy.with_name(f".{npy.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:

@@ -26,7 +26,8 @@ from yolojax.train.config import Config, ConfigError, load_config, load_model_co
 from yolojax.train.feed import Prefetch, build_train_data, evaluate_ema, resize_batch
 from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
-from yolojax.train.step import build_train_step, maybe_initialize_distributed, make_mesh, replicate, shard_batch
+from yolojax.train.distributed import maybe_initialize_distributed
+from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
 from yolojax.train.tasks import build_task
 from yolojax.xla_flags import apply_default_xla_flags
 

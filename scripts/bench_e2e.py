@@ -281,7 +281,7 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "e2e"))
     args = parser.parse_args(argv)
-    apply_default_xla_flags(deterministic=args.deterministic)
+    apply_default_xla_flags(job="train", deterministic=args.deterministic)
     if args.small:
         args.imgsz, args.batch, args.images, args.batches, args.workers = 128, 4, 32, 3, 1
     dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32

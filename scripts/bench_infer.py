@@ -36,7 +36,7 @@ from yolojax.timing import share_process_with_reference  # noqa: E402
 share_process_with_reference()
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
-apply_default_xla_flags()
+apply_default_xla_flags(job="infer")
 
 import numpy as np  # noqa: E402
 

@@ -1,6 +1,7 @@
 """The data-parallel train step: one compile, N devices == 1 device, accumulation, non-finite skipping."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import numpy as np
 from yolojax.train.config import load_config
 from yolojax.train.optim import Hyper, build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
-from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
+from yolojax.train.step import build_train_step, make_mesh, psum_flat, replicate, shard_batch
 from yolojax.train.toy import ToyTask, toy_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,8 +102,10 @@ _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     sys.path[:0] = [{repo!r}, {repo!r} + "/tests"]
-    from test_train_step import run_steps
+    from test_train_step import count_all_reduces, first_gradient, run_steps
     out = run_steps()
+    out["all_reduces"] = count_all_reduces()
+    out["gradients"] = {{exchange: first_gradient(exchange) for exchange in ("flat", "autodiff")}}
     print("RESULT " + json.dumps(out))
 """)
 
@@ -120,6 +123,28 @@ def run_steps(num_steps: int = 3) -> dict:
     return {"devices": mesh.size, "losses": losses, "leaves": leaves, "stepped": int(state.ema_updates)}
 
 
+def first_gradient(exchange: str = "flat") -> list:
+    """The summed gradient of one global batch of 16 (cross-device BN), read from the accumulator before the first
+    optimizer step (accumulate=2), as flat lists per leaf."""
+    task = ToyTask(bn_axis="data")
+    plan, optimizer, mesh, state = _setup(task, batch=16)
+    step = build_train_step(task.loss_fn, optimizer, mesh, exchange=exchange)
+    hyper = Hyper(np.float32([0.01] * 3), np.float32(0.9), np.int32(2))
+    state, metrics = step(state, shard_batch(toy_batch(0, batch=16), mesh), replicate(hyper, mesh))
+    assert not bool(metrics["stepped"])
+    return [np.asarray(g).ravel().tolist() for g in jax.tree.leaves(state.grad_accum)]
+
+
+def count_all_reduces() -> int:
+    """All-reduce ops in the compiled step of the toy task with per-device BN (what the step itself exchanges)."""
+    task = ToyTask()
+    plan, optimizer, mesh, state = _setup(task, batch=16)
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    hlo = step.lower(state, shard_batch(toy_batch(0, batch=16), mesh), replicate(hyper_at(plan, 0, 0), mesh))
+    text = hlo.compile().as_text()
+    return len(re.findall(r"\sall-reduce(?:-start)?\(", text))
+
+
 def test_four_cpu_devices_match_one_device_on_the_same_global_batch():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE_SCRIPT.format(repo=REPO)], env=env, cwd=REPO,
@@ -129,6 +154,27 @@ def test_four_cpu_devices_match_one_device_on_the_same_global_batch():
     one = run_steps()
     assert (four["devices"], one["devices"]) == (4, 1)
     assert one["stepped"] == four["stepped"] == 3
+    assert four["all_reduces"] == 1  # gradients, loss, items, BN statistics and counts: one flat buffer
+    # the gradient of the global batch, not the device count times it (read before clipping, which could hide it)
+    one_grad = first_gradient()
+    scale = max(abs(v) for leaf in one_grad for v in leaf)
+    for exchange, grads in four["gradients"].items():
+        for a, b in zip(grads, one_grad):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale, err_msg=exchange)
     np.testing.assert_allclose(four["losses"], one["losses"], rtol=1e-5)
     for a, b in zip(four["leaves"], one["leaves"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_psum_flat_equals_leafwise_psum_and_keeps_dtypes():
+    tree = {"a": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "b": {"c": jnp.int32(7), "d": jnp.ones((4,))}}
+    mesh = make_mesh()
+    spec = jax.sharding.PartitionSpec()
+
+    def both(t):
+        return psum_flat(t, "data"), jax.lax.psum(t, "data")
+
+    flat, leafwise = jax.jit(jax.shard_map(both, mesh=mesh, in_specs=(spec,), out_specs=(spec, spec)))(tree)
+    for a, b in zip(jax.tree.leaves(flat), jax.tree.leaves(leafwise)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)

@@ -1,14 +1,33 @@
-from yolojax.xla_flags import DEFAULT_FLAGS, apply_default_xla_flags, with_default_flags
+import pytest
+
+from yolojax.xla_flags import COMMAND_BUFFER_FLAGS, DETERMINISTIC_FLAGS, apply_default_xla_flags, flags_for
 
 
-def test_defaults_are_added_once_and_user_flags_win():
+def test_inference_gets_command_buffers_and_user_flags_win():
     env = {"XLA_FLAGS": "--xla_gpu_graph_min_graph_size=7 --xla_dump_to=/tmp/x"}
-    value = apply_default_xla_flags(env)
+    value = apply_default_xla_flags(env, job="infer")
     assert "--xla_gpu_graph_min_graph_size=7" in value and "--xla_gpu_graph_min_graph_size=1" not in value
-    assert DEFAULT_FLAGS[0] in value and "--xla_dump_to=/tmp/x" in value
-    assert apply_default_xla_flags(env) == value  # idempotent
+    assert COMMAND_BUFFER_FLAGS[0] in value and "--xla_dump_to=/tmp/x" in value
+    assert apply_default_xla_flags(env, job="infer") == value  # idempotent
 
 
-def test_opt_out_and_empty_start():
-    assert apply_default_xla_flags({"YOLOJAX_XLA_FLAGS": "0"}) == ""
-    assert with_default_flags("").split() == list(DEFAULT_FLAGS)
+def test_training_never_gets_command_buffers():
+    # they broke the 2-GPU train step (CUDA graph destroy error) and did not speed up the 1-GPU one
+    for deterministic in (False, True):
+        flags = flags_for("train", deterministic=deterministic)
+        assert not any("command_buffer" in f or "graph_min_graph_size" in f for f in flags)
+    assert apply_default_xla_flags({}, job="train") == ""
+    assert apply_default_xla_flags({}, job="train", deterministic=True).split() == list(DETERMINISTIC_FLAGS)
+
+
+def test_cli_commands_choose_their_job():
+    from yolojax.cli import JOB_OF_COMMAND
+
+    assert JOB_OF_COMMAND["train"] == JOB_OF_COMMAND["bench"] == "train"
+    assert JOB_OF_COMMAND["predict"] == JOB_OF_COMMAND["val"] == "infer"
+
+
+def test_opt_out_and_unknown_job():
+    assert apply_default_xla_flags({"YOLOJAX_XLA_FLAGS": "0"}, job="infer") == ""
+    with pytest.raises(ValueError, match="job='serve'"):
+        flags_for("serve")

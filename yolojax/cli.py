@@ -18,6 +18,11 @@ COMMANDS = {
 }
 
 
+# Which XLA flag set each command runs with (yolojax.xla_flags): training jobs never get CUDA-graph flags.
+JOB_OF_COMMAND = {"train": "train", "bench": "train", "val": "infer", "predict": "infer", "convert": "infer",
+                  "data": "infer"}
+
+
 def usage() -> str:
     lines = ["usage: yolojax COMMAND [key=value ...]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
@@ -36,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from yolojax.xla_flags import apply_default_xla_flags
 
-    apply_default_xla_flags()  # before any sub-command imports JAX
+    apply_default_xla_flags(job=JOB_OF_COMMAND[name])  # before any sub-command imports JAX
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.cli_main(rest) or 0)
 

@@ -54,10 +54,14 @@ class EpochPlan:
 
 class RunBatches(grain.transforms.Map):
     """Global batch index (epoch * batches per epoch + batch) -> that batch: one dataset spans epochs, so one set of
-    worker processes serves a whole run. A worker builds an epoch's plan on its first batch of that epoch."""
+    worker processes serves a whole run. A worker builds an epoch's plan on its first batch of that epoch.
 
-    def __init__(self, plan: EpochPlan, transforms):
+    `rows` (start, stop): build only those rows of each batch (a process's share in a multi-process run). A sample is
+    a function of its position in the epoch alone, so the rows equal the same rows of the whole batch."""
+
+    def __init__(self, plan: EpochPlan, transforms, rows: tuple[int, int] | None = None):
         self.plan, self.transforms = plan, tuple(transforms)
+        self.rows = check_rows(rows, plan.batch_size)
         self._epoch = (None, None)
 
     def map(self, index):
@@ -66,8 +70,20 @@ class RunBatches(grain.transforms.Map):
         if cached != epoch:
             batch_of = BatchOf([self.plan.spec(epoch), *self.transforms])
             self._epoch = (epoch, batch_of)
-        size = self.plan.batch_size
-        return batch_of.map(range(batch * size, (batch + 1) * size))
+        first = batch * self.plan.batch_size
+        start, stop = self.rows
+        return batch_of.map(range(first + start, first + stop))
+
+
+def check_rows(rows: tuple[int, int] | None, batch_size: int) -> tuple[int, int]:
+    """`rows` (start, stop) of a batch of `batch_size`, checked; None: all of them."""
+    if rows is None:
+        return 0, batch_size
+    start, stop = (int(r) for r in rows)
+    if not 0 <= start < stop <= batch_size:
+        raise ValueError(f"rows={tuple(rows)}: not a non-empty range of a batch of {batch_size} (0 <= start < stop "
+                         f"<= {batch_size})")
+    return start, stop
 
 
 ARRAY_KEYS = ("images", "bboxes", "cls", "mask")

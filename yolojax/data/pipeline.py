@@ -16,6 +16,9 @@ API used by the train loop and the validator:
     it = ds.iterator(epoch, start_batch=k, epochs=n)   # batches of n epochs from batch k of `epoch`, one iterator
                                                  # (one set of worker processes): a batch is a function of its
                                                  # epoch and position alone, so any start gives the same batches
+    it = ds.iterator(epoch, rows=(i, j))         # train: only rows i..j-1 of each batch are built (a process's
+                                                 # share of the global batch); the same values as those rows of
+                                                 # the whole batch
     for batch in it: ...
     state = it.get_state()                       # save with the train state; resume:
     it = ds.iterator(epoch); it.set_state(state)       # continues with the next batch, identical values
@@ -277,19 +280,25 @@ class DetectionDataset:
             return np.arange(self.num_images)
         return train_order(self.seed, epoch, self.num_images)
 
-    def dataset(self, epoch: int, *, imgsz=None, mosaic=None, start_batch: int = 0,
-                epochs: int = 1) -> grain.MapDataset:
+    def dataset(self, epoch: int, *, imgsz=None, mosaic=None, start_batch: int = 0, epochs: int = 1,
+                rows: tuple[int, int] | None = None) -> grain.MapDataset:
         """The grain MapDataset of the batches of `epochs` epochs from `epoch`, from its batch `start_batch` (val:
-        the one pass, from `start_batch`)."""
+        the one pass, from `start_batch`). `rows` (start, stop), train only: each batch holds just those rows
+        (stop - start images) of the global batch of `batch` images."""
         imgsz = int(imgsz or self.imgsz)
+        if rows is not None and not self.training:
+            raise ValueError(f"rows={tuple(rows)}: only train batches are split between processes")
         if self.training:
             pool = options.device_group(self.batch_size) if self.warp_on_device else max(self.batch_size, POOL_SIZE)
+            if self.warp_on_device and rows is not None and (rows[0] % pool or rows[1] % pool):
+                raise ValueError(f"rows={tuple(rows)} with warp_on_device: a device-rendered mosaic takes its tiles "
+                                 f"from its device's {pool} rows; the rows must be whole groups of {pool}")
             mosaic_until = int(self.cfg["epochs"]) - int(self.cfg["close_mosaic"])
             plan = EpochPlan(self.seed, self.num_images, self.batch_size, self.num_batches, pool, imgsz,
                              mosaic_until, None if mosaic is None else bool(mosaic))
             first = epoch * self.num_batches + start_batch
             indices = grain.MapDataset.range(first, (epoch + epochs) * self.num_batches)
-            return indices.map(RunBatches(plan, A.train_transforms(self.store, self.augment)))
+            return indices.map(RunBatches(plan, A.train_transforms(self.store, self.augment), rows))
         order = shapes = None
         if self.cfg.get("rect") and hasattr(self.source, "records"):
             hw = [self.source.record(i)["ori_shape"] for i in range(self.num_images)]
@@ -299,14 +308,14 @@ class DetectionDataset:
         return positions.map(BatchOf([sample]))[start_batch:]
 
     def iterator(self, epoch: int, *, imgsz=None, mosaic=None, workers=None, threads=None, start_batch: int = 0,
-                 epochs: int = 1):
+                 epochs: int = 1, rows: tuple[int, int] | None = None):
         """A checkpointable iterator (`get_state()` / `set_state(state)`) over `dataset(epoch, ...)`'s batches."""
         workers = int(self.cfg["workers"] if workers is None else workers)
         # elements are whole batches: a worker process builds one at a time (the workers are the parallelism);
         # in-process, a few threads. The buffer counts batches (b64 at 640 px is 79 MB), so it stays small.
         threads = threads or (1 if workers > 0 else 4)
         read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=1 if workers > 0 else 2 * threads)
-        ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic, start_batch=start_batch, epochs=epochs)
+        ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic, start_batch=start_batch, epochs=epochs, rows=rows)
         ds = ds.to_iter_dataset(read)
         if workers > 0:
             _mark_absl_flags_parsed()

@@ -162,7 +162,7 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--compile-cache", default=None,
                         help="persistent XLA compilation cache folder (a second run then skips compile)")
     args = parser.parse_args(argv)
-    apply_default_xla_flags(deterministic=args.deterministic)  # before the first JAX computation
+    apply_default_xla_flags(job="train", deterministic=args.deterministic)  # before the first JAX computation
     if args.compile_cache:
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax.train import checkpoints as ckpt
+from yolojax.train import distributed as dist
 from yolojax.train import records
 from yolojax.train.config import Config, ConfigError, load_config, load_model_config, merge
 from yolojax.train.feed import Prefetch, build_train_data, evaluate_ema, resize_batch
 from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
-from yolojax.train.distributed import maybe_initialize_distributed
 from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
 from yolojax.train.tasks import build_task
 from yolojax.xla_flags import apply_default_xla_flags
@@ -58,12 +58,20 @@ def fitness_of(metrics: dict) -> float:
 
 
 def resolve_run(cfg: Config) -> tuple[Config, Path, bool]:
-    """(config, run directory, resuming?) — a resumed run takes its saved config back."""
-    if cfg.resume:
+    """(config, run directory, resuming?) — a resumed run takes its saved config back. Process 0 picks the
+    directory, which every process of a multi-process run then uses (a filesystem they share)."""
+    if jax.process_index() > 0:
+        run_dir = None
+    elif cfg.resume:
         run_dir = records.latest_run_dir(cfg.project) if cfg.resume is True else Path(str(cfg.resume)).absolute()
-        saved = merge(load_config(["cfg=none"]), records.load_args(run_dir), str(run_dir / "args.yaml"))
-        return saved.replace(resume=cfg.resume), run_dir, True
-    return cfg, records.new_run_dir(cfg.project, cfg.name, cfg.exist_ok), False
+    else:
+        run_dir = records.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
+    run_dir = Path(dist.from_main(run_dir and str(run_dir)))
+    if not cfg.resume:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return cfg, run_dir, False
+    saved = merge(load_config(["cfg=none"]), records.load_args(run_dir), str(run_dir / "args.yaml"))
+    return saved.replace(resume=cfg.resume), run_dir, True
 
 
 class _StopFlag:
@@ -74,7 +82,7 @@ class _StopFlag:
         self._previous = None
 
     def __enter__(self):
-        if jax.process_index() == 0 and sys.platform != "win32":
+        if sys.platform != "win32":
             try:
                 self._previous = signal.signal(signal.SIGINT, self._handle)
             except ValueError:  # not the main thread
@@ -97,6 +105,7 @@ class _StopFlag:
 # 26.9-31.5 ms/step (3 runs), with 2 threads 27.5-40.8 (2 runs): benchmarks/gpu_2026-11-25_session4.md.
 PREFETCH_DEPTH = 4
 COPY_THREADS = 4
+STOP_CHECK_EVERY = 10  # processes compare Ctrl-C and clocks this often (a collective the host waits for)
 
 
 @dataclasses.dataclass
@@ -224,7 +233,8 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
 def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
     """Validate the EMA, record results, save last (and best) checkpoints and exported EMA weights."""
     cfg = run.cfg
-    metrics = run.evaluate(run.task, run.state.ema, run.data, cfg) if cfg.val or epoch + 1 == cfg.epochs else {}
+    ema = dist.process_local(run.state.ema)  # each process validates its copy; process 0's numbers decide for all
+    metrics = dist.from_main(run.evaluate(run.task, ema, run.data, cfg) if cfg.val or epoch + 1 == cfg.epochs else {})
     fitness = fitness_of(metrics) if metrics else None
     improved = fitness is not None and (run.meta["best_fitness"] is None or fitness >= run.meta["best_fitness"])
     if improved:
@@ -248,10 +258,14 @@ def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Ca
     """Train from run.meta's epoch to the last (or an early stop). Returns whether it was interrupted."""
     cfg, nb, interrupted = run.cfg, run.data.batches_per_epoch, False
     with _StopFlag() as flag:
-        def should_stop(iterations: int) -> str | None:
-            if flag.requested or (stop_at_iteration is not None and iterations >= stop_at_iteration):
+        def should_stop(iterations: int) -> str | None:  # the same answer on every process
+            if stop_at_iteration is not None and iterations >= stop_at_iteration:
                 return "interrupted"
-            return "time budget spent" if out_of_time() else None
+            if dist.is_multi_process() and iterations % STOP_CHECK_EVERY:
+                return None
+            if dist.any_process(flag.requested):
+                return "interrupted"
+            return "time budget spent" if dist.any_process(out_of_time()) else None
 
         epoch = run.meta["epoch"]
         while epoch < cfg.epochs:
@@ -269,7 +283,7 @@ def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Ca
             _end_epoch(run, epoch, losses, started, board)
             epoch += 1
             stale = epoch - 1 - run.meta["best_epoch"] >= cfg.patience
-            if why or out_of_time() or stale:
+            if why or dist.any_process(out_of_time()) or stale:
                 reason = why or ("time budget spent" if not stale else f"no improvement in {cfg.patience} epochs")
                 print(f"Stopping early: {reason}", flush=True)
                 break
@@ -282,7 +296,7 @@ def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable
 
     stop_at_iteration: act as if Ctrl-C arrived after that many iterations (checkpoint, then return).
     """
-    maybe_initialize_distributed()
+    dist.maybe_initialize_distributed()
     run = _setup(cfg, task, data, evaluate)
     run.progress = progress
     cfg, start_time = run.cfg, time.time()
@@ -389,7 +403,7 @@ def cli_main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"yolojax train: {err}", file=sys.stderr)
         return 2
-    apply_default_xla_flags(deterministic=bool(cfg.deterministic))  # before the first JAX computation
+    apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic))  # before the first JAX computation
     enable_compilation_cache()
     try:
         result = train(cfg)

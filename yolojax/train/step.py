@@ -5,9 +5,16 @@ Per iteration (the reference's inner loop body, as one pure function):
      `hsv_on_device`: RandomHSV's colour change) is finished here (`yolojax.data.device_augment`), so the task
      always sees the CPU pipeline's RGB uint8 images;
   1. each device computes the task loss and its gradient on its slice of the global batch;
-  2. gradients and the loss are summed over devices (`lax.psum`). The task loss is, like the reference's, a sum
-     over its batch (mean loss * local batch), so the sum over devices equals the loss of the global batch — the
-     same gradient as the reference's DDP (loss * world_size, then averaged);
+  2. gradients and the loss are summed over devices. The task loss is, like the reference's, a sum over its batch
+     (mean loss * local batch), so the sum over devices equals the loss of the global batch — the same gradient as
+     the reference's DDP (loss * world_size, then averaged). With `exchange="flat"` (the default) everything a step
+     exchanges between devices (gradients, loss, loss items, BN statistics, instance count) travels as ONE
+     all-reduce of a flat fp32 buffer (`psum_flat`): YOLOv8 has a few hundred small leaves, and a collective per
+     leaf pays each its launch and synchronisation latency. The parameters enter the loss as device-varying values
+     (`lax.pcast(..., to="varying")`), so autodiff leaves each device's own gradient for that one sum; left
+     replicated, shard_map's autodiff would already sum the gradients across devices itself (the transpose of the
+     implicit broadcast), and summing them again would scale them by the device count. `exchange="autodiff"` lets
+     autodiff sum the gradients (per leaf, free to overlap the backward pass) and sums the rest in one buffer;
   3. BatchNorm normalizes with each device's own batch statistics (as the reference's DDP, which does not use
      SyncBatchNorm); the updated running statistics are averaged over devices (`lax.pmean`) so every replica
      keeps identical state (cheaper and more faithful than DDP's broadcast of device 0's buffers). A model that
@@ -81,19 +88,50 @@ def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
+def _varying(tree: Any, axis: str, exchange: str) -> Any:
+    return tree if exchange == "none" else lax.pcast(tree, axis, to="varying")
+
+
+def psum_flat(tree: Any, axis: str) -> Any:
+    """`lax.psum(tree, axis)` as one all-reduce: the leaves laid end to end in one fp32 buffer, summed, split back
+    (each leaf keeps its shape and dtype; integer leaves are exact below 2**24)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
+    summed = lax.psum(flat, axis)
+    out, offset = [], 0
+    for x in leaves:
+        out.append(summed[offset:offset + x.size].reshape(x.shape).astype(x.dtype))
+        offset += x.size
+    return jax.tree.unflatten(treedef, out)
+
+
+EXCHANGES = ("flat", "autodiff", "none")
+
+
 def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9999, ema_tau: float = 2000.0,
-                    axis: str = AXIS) -> Callable:
-    """The per-device body: (state, local batch, hyper) -> (state, metrics). Must run under a mapped `axis`."""
+                    axis: str = AXIS, exchange: str = "flat") -> Callable:
+    """The per-device body: (state, local batch, hyper) -> (state, metrics). Must run under a mapped `axis`.
+
+    exchange: how devices combine their results (module docstring): "flat" or "autodiff"; "none" exchanges
+    nothing, to measure what the exchange costs (each device then trains on its own share: not for training)."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange={exchange!r}: use one of {EXCHANGES}")
 
     def local_step(state: TrainState, batch: dict, hyper: Hyper) -> tuple[TrainState, dict]:
         batch = finish_augmentation(batch)
         key = jax.random.fold_in(jax.random.fold_in(state.rng, state.iteration), lax.axis_index(axis))
+        params = state.params if exchange == "autodiff" else _varying(state.params, axis, exchange)
         grad_fn = jax.value_and_grad(lambda p: loss_fn(p, state.model_state, batch, key), has_aux=True)
-        (loss, aux), grads = grad_fn(state.params)
-        grads = lax.psum(grads, axis)
-        loss = lax.psum(loss.astype(jnp.float32), axis)
-        items = lax.pmean(jnp.asarray(aux["items"], jnp.float32), axis)
-        new_model_state = lax.pmean(aux["model_state"], axis)
+        (loss, aux), grads = grad_fn(params)
+        local = {"loss": loss.astype(jnp.float32), "items": jnp.asarray(aux["items"], jnp.float32),
+                 "model_state": aux["model_state"], "instances": jnp.sum(batch["mask"]).astype(jnp.int32)}
+        if exchange == "flat":
+            local["grads"] = grads
+        summed = psum_flat(local, axis) if exchange != "none" else local
+        devices = lax.psum(1, axis) if exchange != "none" else 1  # a compile-time constant
+        grads, loss = summed.get("grads", grads), summed["loss"]
+        items = summed["items"] / devices
+        new_model_state = jax.tree.map(lambda x: x / devices, summed["model_state"])
 
         finite = jnp.isfinite(loss) & _all_finite(grads)
         grad_accum = _select(finite, jax.tree.map(jnp.add, state.grad_accum, grads), state.grad_accum)
@@ -120,21 +158,23 @@ def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9
         )
         metrics = {"loss": loss, "items": items, "finite": finite, "stepped": due,
                    "nonfinite_run": new_state.nonfinite_run,
-                   "instances": lax.psum(jnp.sum(batch["mask"]).astype(jnp.int32), axis)}
+                   "instances": summed["instances"]}
         return new_state, metrics
 
     return local_step
 
 
 def build_train_step(loss_fn: Callable, optimizer: Any, mesh: Mesh, *, ema_decay: float = 0.9999,
-                     ema_tau: float = 2000.0) -> Callable:
+                     ema_tau: float = 2000.0, exchange: str = "flat") -> Callable:
     """Jitted `step(state, batch, hyper) -> (state, metrics)` over all devices of `mesh`; `state` is donated.
 
     loss_fn(params, model_state, batch, key) -> (loss, {"items": (k,), "model_state": ...}) (the task protocol).
-    batch: from `shard_batch`; hyper: `Hyper` of device scalars (see `replicate`).
+    batch: from `shard_batch`; hyper: `Hyper` of device scalars (see `replicate`); exchange: see `make_local_step`.
     metrics: loss () summed over devices, items (k,) averaged, finite/stepped () bool, nonfinite_run () and
     instances () int32.
     """
-    local_step = make_local_step(loss_fn, optimizer, ema_decay=ema_decay, ema_tau=ema_tau)
-    mapped = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+    local_step = make_local_step(loss_fn, optimizer, ema_decay=ema_decay, ema_tau=ema_tau, exchange=exchange)
+    # "none" returns each device's own state under a replicated spec: only the type check must be told
+    mapped = jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()),
+                           check_vma=exchange != "none")
     return jax.jit(mapped, donate_argnums=(0,))

@@ -25,8 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
-apply_default_xla_flags()
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -159,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    apply_default_xla_flags(job=args.what)  # JAX's backends start at the first computation, after this
     args.batch = args.batch or (1 if args.what == "infer" else 64)
     result = profile_infer(args) if args.what == "infer" else profile_train(args)
     result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU benchmark of the project in one go, for the lent GPU machine (its python3 has torch, jax, flax, optax,
 # orbax; ultralytics 8.2.103 and grain travel as wheels in .whl/). Usage: bash scripts/run_gpu_benchmarks.sh PART OUT
-#   PART = train | ops | e2e | all ; OUT = folder for the results (benchmarks/ files are copied there at the end)
+#   PART = train | ops | e2e | all | multi | multi_s | multi_cli ; OUT = folder for the results (benchmarks/ files are
+#   copied there at the end). The multi* parts need a machine of several GPUs: multi = v8n scaling with a device trace
+#   per exchange variant + the reference under DDP; multi_s = v8s scaling; multi_cli = `yolojax train` on 1 and on
+#   all GPUs (a generated 640 px dataset, validation, checkpoints, an interrupted and resumed run).
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
 mkdir -p "$out"
@@ -30,4 +33,26 @@ if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
   T=150 run python3 scripts/bench_loop.py --workers 14 --images 3200 --epochs 4 --data-dir /tmp/bench_images \
     --out benchmarks/loop_n_jpeg
 fi
-tar czf "$out/benchmarks_$part.tgz" benchmarks
+if [[ "$part" = multi* ]]; then  # compiled programs and autotuning results carried between calls in .jaxcache/
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  [ -f .jaxcache/jaxcache.tar ] && tar xf .jaxcache/jaxcache.tar -C /tmp
+fi
+if [ "$part" = multi ]; then
+  ngpu=$(nvidia-smi -L | wc -l)
+  T=330 run python3 scripts/bench_scaling.py --scales n --out "$out/scaling_n.json"
+  T=150 run python3 -m torch.distributed.run --nproc_per_node "$ngpu" scripts/bench_ddp_reference.py --scales n,s \
+    --out "$out/ddp_reference.json"
+  T=100 run python3 scripts/bench_ddp_reference.py --scales n,s --out "$out/single_reference.json"
+  T=90 run python3 scripts/profile_gpu.py infer --batch 1 --calls 3  # the inference flags with several GPUs present
+fi
+if [ "$part" = multi_s ]; then
+  T=300 run python3 scripts/bench_scaling.py --scales s --exchanges flat,none --calls 3 --out "$out/scaling_s.json"
+fi
+if [ "$part" = multi_cli ]; then
+  T=500 run bash scripts/multi_gpu_train.sh "$out"
+fi
+if [[ "$part" = multi* ]]; then
+  tar cf "$out/jaxcache.tar" -C /tmp jaxcache; ls -la "$out/jaxcache.tar"
+else
+  tar czf "$out/benchmarks_$part.tgz" benchmarks
+fi

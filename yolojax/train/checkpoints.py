@@ -1,19 +1,28 @@
 """Orbax checkpoints of the whole training state, and export of the EMA weights.
 
 Layout of a run directory:
-  weights/last/<iteration>/   the latest checkpoints (the two newest kept), items "state" + "meta"
-  weights/best/<iteration>/   the checkpoint of the best fitness so far
-  weights/last.*, best.*      EMA weights through yolojax.models.weights.save_weights (for val / predict)
+  weights/ckpt_last/<iteration>/   the latest checkpoints (the two newest kept), items "state" + "meta"
+  weights/ckpt_best/<iteration>/   the checkpoint of the best fitness so far
+  weights/last/, weights/best/     EMA weights through yolojax.models.weights.save_weights (for val / predict)
 "state" is the TrainState (params, EMA, optimizer state, counters, RNG key) as a pytree; "meta" is JSON (epoch,
 best fitness, data iterator state, config). Orbax writes each checkpoint into a temporary directory and renames it
 when complete, so a save killed midway leaves the previous checkpoint the latest one.
+
+A run of several processes writes one checkpoint: every process calls `save_checkpoint` (orbax's saves are
+collective: they meet at barriers through jax.distributed) with the same replicated state, copied to host numpy;
+orbax writes numpy arrays and the JSON meta from process 0 alone (its NumpyHandler, JsonCheckpointHandler). Every
+process calls `restore_checkpoint` and reads the files, so the run directory must be on a filesystem they share.
+`export_ema_weights` is process 0's alone.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jax
 import numpy as np
@@ -81,4 +90,21 @@ def export_ema_weights(path: str | Path, ema_variables: dict, meta: dict) -> Pat
         import warnings
         warnings.warn(f"{path}: EMA weights not exported (yolojax.models.weights unavailable: {err})")
         return None
-    return Path(save_weights(path, jax.device_get(ema_variables), meta))
+    with _orbax_on_this_process_alone():
+        return Path(save_weights(path, jax.device_get(ema_variables), meta))
+
+
+@contextlib.contextmanager
+def _orbax_on_this_process_alone():
+    """In a run of several processes, make the orbax checkpointer `save_weights` builds a one-process one (its
+    default waits at barriers for every process, which do not export): orbax's `active_processes` option."""
+    if jax.process_count() == 1:
+        yield
+        return
+    index = jax.process_index()
+    if index != 0:
+        raise RuntimeError(f"export_ema_weights runs on process 0 alone (called on process {index})")
+    alone = ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+    with mock.patch.object(ocp, "StandardCheckpointer",
+                           functools.partial(ocp.StandardCheckpointer, multiprocessing_options=alone)):
+        yield

@@ -11,6 +11,14 @@ def small_shapes(root, seed):
     return ensure_shapes_dataset(root, seed=seed, num_train=6, num_val=3, imgsz=64)
 
 
+def test_shapes_dataset_written_by_worker_processes_is_the_same(tmp_path):
+    one = small_shapes(tmp_path / "one", 1).parent
+    many = ensure_shapes_dataset(tmp_path / "many", seed=1, num_train=6, num_val=3, imgsz=64, workers=2).parent
+    files = sorted(p.relative_to(one) for p in one.rglob("*.*") if p.suffix in (".png", ".txt"))
+    assert len(files) == 18
+    assert all((one / f).read_bytes() == (many / f).read_bytes() for f in files)
+
+
 def test_shapes_dataset_is_deterministic_by_seed(tmp_path):
     a, b, c = small_shapes(tmp_path / "a", 1), small_shapes(tmp_path / "b", 1), small_shapes(tmp_path / "c", 2)
     files = sorted(p.relative_to(a.parent) for p in a.parent.rglob("*.*") if p.suffix in (".png", ".txt"))

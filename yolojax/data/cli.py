@@ -2,7 +2,7 @@
 
     yolojax data preview [data=PATH] [split=train] [imgsz=640] [batch=16] [seed=0] [epoch=0] [out=train_batch0.jpg]
                          [any default.yaml augmentation key=value ...]
-    yolojax data shapes [root=PATH] [seed=0] [num_train=400] [num_val=100] [imgsz=160]
+    yolojax data shapes [root=PATH] [seed=0] [num_train=400] [num_val=100] [imgsz=160] [workers=0]
 """
 from __future__ import annotations
 

@@ -126,15 +126,30 @@ def yolo_label_rows(cls, boxes, h, w):
     return "\n".join(rows) + ("\n" if rows else "")
 
 
-def _write_split(root, split, split_id, count, seed, imgsz):
-    (root / "images" / split).mkdir(parents=True, exist_ok=True)
-    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
+def _write_images(root, split, split_id, indices, seed, imgsz):
+    for i in indices:
         rng = np.random.default_rng([seed, split_id, i])
         image, cls, boxes = make_shapes_image(rng, imgsz=imgsz)
         cv2.imwrite(str(root / "images" / split / f"{i:06d}.png"), image)
         text = yolo_label_rows(cls, boxes, *image.shape[:2])
         (root / "labels" / split / f"{i:06d}.txt").write_text(text)
+
+
+def _write_split(root, split, split_id, count, seed, imgsz, workers=0):
+    """Write `count` images and labels; with `workers` processes, each writes every workers-th image (an image
+    depends on its index alone, so the files are the same)."""
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+    if workers <= 1:
+        _write_images(root, split, split_id, range(count), seed, imgsz)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        jobs = [pool.submit(_write_images, root, split, split_id, range(k, count, workers), seed, imgsz)
+                for k in range(workers)]
+        for job in jobs:
+            job.result()
 
 
 def _write_yaml(folder, root):
@@ -144,7 +159,7 @@ def _write_yaml(folder, root):
     (folder / "shapes.yaml").write_text(text)
 
 
-def ensure_shapes_dataset(root=None, *, seed=0, num_train=400, num_val=100, imgsz=160) -> Path:
+def ensure_shapes_dataset(root=None, *, seed=0, num_train=400, num_val=100, imgsz=160, workers=0) -> Path:
     """Generate the shapes dataset once (deterministic in all arguments) and return its data yaml path.
 
     Args:
@@ -153,6 +168,7 @@ def ensure_shapes_dataset(root=None, *, seed=0, num_train=400, num_val=100, imgs
       seed: the dataset's seed.
       num_train, num_val: images per split.
       imgsz: long side of every image, pixels.
+      workers: processes that write the images (0: this one); the files do not depend on it.
     Returns:
       Path of `root/shapes.yaml`.
     """
@@ -165,8 +181,8 @@ def ensure_shapes_dataset(root=None, *, seed=0, num_train=400, num_val=100, imgs
     # build in a sibling temp folder and rename, so concurrent callers never see a half-written dataset
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
-        _write_split(staging, "train", 0, num_train, seed, imgsz)
-        _write_split(staging, "val", 1, num_val, seed, imgsz)
+        _write_split(staging, "train", 0, num_train, seed, imgsz, workers)
+        _write_split(staging, "val", 1, num_val, seed, imgsz, workers)
         _write_yaml(staging, root)
         (staging / _DONE_MARKER).write_text(f"shapes v{VERSION}\n")
         if root.exists() and not any(root.iterdir()):

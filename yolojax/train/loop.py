@@ -68,7 +68,6 @@ def resolve_run(cfg: Config) -> tuple[Config, Path, bool]:
         run_dir = records.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
     run_dir = Path(dist.from_main(run_dir and str(run_dir)))
     if not cfg.resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
         return cfg, run_dir, False
     saved = merge(load_config(["cfg=none"]), records.load_args(run_dir), str(run_dir / "args.yaml"))
     return saved.replace(resume=cfg.resume), run_dir, True

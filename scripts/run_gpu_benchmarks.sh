@@ -46,7 +46,10 @@ if [ "$part" = multi ]; then
   T=90 run python3 scripts/profile_gpu.py infer --batch 1 --calls 3  # the inference flags with several GPUs present
 fi
 if [ "$part" = multi_s ]; then
-  T=300 run python3 scripts/bench_scaling.py --scales s --exchanges flat,none --calls 3 --out "$out/scaling_s.json"
+  T=150 run python3 scripts/bench_scaling.py --scales n --calls 3 --out "$out/scaling_n.json"
+  T=240 run python3 scripts/bench_scaling.py --scales s --exchanges flat,none --calls 3 --out "$out/scaling_s.json"
+  CUDA_VISIBLE_DEVICES=0 T=150 run python3 scripts/bench_loop.py --batch 64 --images 2560 --epochs 4 --cache ram \
+    --data-dir /tmp/loop_images --out "$out/loop_one_gpu"
 fi
 if [ "$part" = multi_cli ]; then
   T=500 run bash scripts/multi_gpu_train.sh "$out"

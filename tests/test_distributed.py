@@ -5,9 +5,10 @@ a free port; JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), or o
 reference, running the real `yolojax.train.loop.train` on the generated shapes dataset through the real pipeline
 (PipelineData, workers=0) and the real evaluator (evaluate_ema, plus a mean box error that moves with the weights).
 The model is the toy stand-in (yolojax.train.toy.ToyTask), not YOLOv8n: a 64 px YOLOv8n run of 4 steps took 78 s in
-one process on the 2-core machine (compiles), and these tests need five runs, three of them two processes sharing
-the two cores; the toy's runs take about 10 s. What is tested here (splitting, collectives, checkpoints,
-validation, failure) does not depend on the model.
+one process on the 2-core machine (compiles), and these tests train seven times (one process once; two processes
+sharing the two cores: uninterrupted, interrupted, resumed, and twice losing a process), where a toy run takes
+about 10 s. What is tested here (splitting, collectives, checkpoints, validation, failure) does not depend on the
+model.
 
 Global batch 8 over 4 devices: each process builds 4 rows, each device gets 2. 16 train images: 2 batches an epoch,
 3 epochs (mosaic off in the last), 6 steps.
@@ -55,9 +56,10 @@ def free_port() -> int:
 def launch(out_dir: Path, plan: str, data_yaml, processes: int, env: dict | None = None) -> list[subprocess.Popen]:
     """Start `processes` workers (4 CPU devices in all) writing into out_dir; stdout / stderr to out_dir/log<i>."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "SLURM_", "OMPI_"))}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("JAX_", "XLA_", "SLURM_", "OMPI_", "YOLOJAX_DISTRIBUTED", "YOLOJAX_HEARTBEAT"))}
     base.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes}",
-                PYTHONUNBUFFERED="1", **(env or {}))
+                PYTHONUNBUFFERED="1", YOLOJAX_INIT_TIMEOUT_S="60", **(env or {}))
     if processes > 1:
         base.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}", JAX_NUM_PROCESSES=str(processes))
     procs = []

@@ -3,6 +3,8 @@ results between devices (`yolojax.train.step`'s `exchange`), with a device trace
 
     python3 scripts/bench_scaling.py --scales n,s --devices 1,2 --out scaling.json     # the GPU host
     python3 scripts/bench_scaling.py --small                                           # CPU smoke (4 forced devices)
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12355 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
+      python3 scripts/bench_scaling.py ...                                 # one process per GPU (i = 0, 1), all GPUs
 
 Per variant: ms/step (steps queued back to back, as the train loop runs them; also the median with a wait after
 each step), img/s, compile s, the all-reduce ops in the compiled program, and from a trace of
@@ -41,6 +43,7 @@ import numpy as np  # noqa: E402
 from profile_gpu import busy_us  # noqa: E402
 from yolojax.timing import median_ms  # noqa: E402
 from yolojax.train.bench import padded_targets, sgd_plan  # noqa: E402
+from yolojax.train.distributed import maybe_initialize_distributed  # noqa: E402
 from yolojax.train.optim import build_optimizer, hyper_at  # noqa: E402
 from yolojax.train.state import create_state  # noqa: E402
 from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
@@ -105,7 +108,10 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
     rng = np.random.default_rng(0)
     cls, bboxes, mask = padded_targets(rng, batch, 8, 16, 80)
     images = rng.integers(0, 256, size=(batch, args.imgsz, args.imgsz, 3), dtype=np.uint8)
-    data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
+    rows = batch // jax.process_count()  # every process draws the same global batch and keeps its own rows
+    local = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
+    data = shard_batch({"images": images[local], "bboxes": bboxes[local], "cls": cls[local], "mask": mask[local]},
+                       mesh)
     step = build_train_step(task.loss_fn, optimizer, mesh, exchange=exchange)
     start = time.perf_counter()
     compiled = step.lower(state, data, hyper).compile()
@@ -118,7 +124,7 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
 
     synced = median_ms(one, jax.block_until_ready, args.steps, 5)
     ms = pipelined_ms(one, args.steps)
-    row = {"scale": scale, "devices": len(devices), "exchange": exchange, "batch": batch, "imgsz": args.imgsz,
+    row = {"scale": scale, "devices": len(devices), "processes": jax.process_count(), "exchange": exchange, "batch": batch, "imgsz": args.imgsz,
            "ms_per_step": ms, "img_per_s": batch / ms * 1e3, "ms_per_step_synced": synced, "compile_s": compile_s,
            "all_reduce_ops": all_reduce_ops(compiled.as_text()),
            "loss_finite": bool(one()["finite"]), "device_kind": devices[0].device_kind}
@@ -153,10 +159,14 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true", help="CPU smoke: 4 devices, 64 px, 2 per device")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    maybe_initialize_distributed()  # one process per GPU when launched as a jax.distributed job
     if args.small:
         args.per_device, args.imgsz, args.steps, args.calls = 2, 64, 2, 0
     all_devices = jax.devices()
     counts = [int(c) for c in args.devices.split(",")] if args.devices else sorted({1, len(all_devices)})
+    if jax.process_count() > 1:  # a mesh must hold devices of every process
+        counts = [len(all_devices)]
+    main = jax.process_index() == 0
     rows = []
     for scale in args.scales.split(","):
         single = None
@@ -168,10 +178,12 @@ def main(argv=None) -> int:
             elif single is not None:
                 row["efficiency"] = row["img_per_s"] / (k * single["img_per_s"])
             rows.append(row)
+            if not main:
+                continue
             print(json.dumps({k: v for k, v in row.items() if k not in ("trace", "xla_flags")}), flush=True)
             for device in row.get("trace", []):
                 print("   ", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in device.items()}))
-    if args.out:
+    if args.out and main:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

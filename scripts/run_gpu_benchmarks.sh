@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every GPU benchmark of the project in one go, for the lent GPU machine (its python3 has torch, jax, flax, optax,
 # orbax; ultralytics 8.2.103 and grain travel as wheels in .whl/). Usage: bash scripts/run_gpu_benchmarks.sh PART OUT
-#   PART = train | ops | e2e | all | multi | multi_s | multi_cli ; OUT = folder for the results (benchmarks/ files are
+#   PART = train | ops | e2e | all | multi | multi_s | multi_proc | multi_cli ; OUT = folder for the results (benchmarks/ files are
 #   copied there at the end). The multi* parts need a machine of several GPUs: multi = v8n scaling with a device trace
-#   per exchange variant + the reference under DDP; multi_s = v8s scaling; multi_cli = `yolojax train` on 1 and on
+#   per exchange variant + the reference under DDP; multi_s = v8n and v8s scaling; multi_proc = v8n on one
+#   process per GPU (jax.distributed); multi_cli = `yolojax train` on 1 and on
 #   all GPUs (a generated 640 px dataset, validation, checkpoints, an interrupted and resumed run).
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
@@ -50,6 +51,16 @@ if [ "$part" = multi_s ]; then
   T=240 run python3 scripts/bench_scaling.py --scales s --exchanges flat,none --calls 3 --out "$out/scaling_s.json"
   CUDA_VISIBLE_DEVICES=0 T=150 run python3 scripts/bench_loop.py --batch 64 --images 2560 --epochs 4 --cache ram \
     --data-dir /tmp/loop_images --out "$out/loop_one_gpu"
+fi
+if [ "$part" = multi_proc ]; then  # one process per GPU through jax.distributed, against one process for all
+  ngpu=$(nvidia-smi -L | wc -l)
+  T=150 run python3 scripts/bench_scaling.py --scales n --exchanges flat --calls 3 --out "$out/scaling_n_one_process.json"
+  for i in $(seq 0 $((ngpu - 1))); do
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12355 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
+      timeout 240 python3 scripts/bench_scaling.py --scales n --exchanges flat --calls 3 \
+      --out "$out/scaling_n_processes.json" > "/tmp/proc$i.log" 2>&1 &
+  done
+  wait; grep -v cuda_timer /tmp/proc0.log | tail -n 6; tail -n 3 /tmp/proc1.log
 fi
 if [ "$part" = multi_cli ]; then
   T=500 run bash scripts/multi_gpu_train.sh "$out"

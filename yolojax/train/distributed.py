@@ -75,13 +75,15 @@ def maybe_initialize_distributed() -> bool:
 
 
 def is_multi_process() -> bool:
+    """Whether this run has several processes (collectives between hosts are then needed to agree)."""
     return jax.process_count() > 1
 
 
 def from_main(value: Any) -> Any:
     """Process 0's `value` (JSON-able: numbers, strings, lists, dicts) on every process; itself with one process.
 
-    Floats come back bit-exact (JSON writes the shortest repr that reads back the same double).
+    Every process must call this at the same point. The value comes back as JSON reads it (tuples as lists); floats
+    bit-exact (JSON writes the shortest repr that reads back the same double).
     """
     if not is_multi_process():
         return value

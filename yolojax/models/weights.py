@@ -25,7 +25,8 @@ def save_weights(path, variables: dict, meta: dict | None = None, *, overwrite: 
     """Write `variables` (a pytree of arrays) and `meta` (JSON-serialisable) under the directory `path`.
 
     meta must hold at least `scale` and `num_classes`; `names` (class names) and `imgsz` are recommended.
-    Returns the absolute directory path.
+    Writes from the calling process alone (in a multi-process run, call it on one). Returns the absolute
+    directory path.
     """
     import orbax.checkpoint as ocp
 
@@ -43,7 +44,10 @@ def save_weights(path, variables: dict, meta: dict | None = None, *, overwrite: 
         shutil.rmtree(path)
     path.mkdir(parents=True)
     arrays = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float32), dict(variables))
-    with ocp.StandardCheckpointer() as checkpointer:
+    # this process alone: orbax's default waits at barriers for every process of a multi-process job
+    index = jax.process_index()
+    alone = ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
+    with ocp.StandardCheckpointer(multiprocessing_options=alone) as checkpointer:
         checkpointer.save(path / "arrays", arrays)
         checkpointer.wait_until_finished()
     full_meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": "yolov8", **meta}

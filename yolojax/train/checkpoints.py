@@ -17,17 +17,16 @@ process calls `restore_checkpoint` and reads the files, so the run directory mus
 from __future__ import annotations
 
 import base64
-import contextlib
-import functools
 import json
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
+
+from yolojax.models.weights import save_weights
 
 
 def open_manager(directory: str | Path, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -78,33 +77,11 @@ def restore_checkpoint(manager: ocp.CheckpointManager, template: Any, step: int 
     return state, meta
 
 
-def export_ema_weights(path: str | Path, ema_variables: dict, meta: dict) -> Path | None:
-    """Write EMA variables with yolojax.models.weights.save_weights (what val / predict load).
+def export_ema_weights(path: str | Path, ema_variables: dict, meta: dict) -> Path:
+    """Write EMA variables with yolojax.models.weights.save_weights (what val / predict load); process 0 only.
 
-    meta: at least model, scale, num_classes (see yolojax.models.weights). Returns the written directory, or None
-    (with a warning) when the weights module is not available.
+    meta: at least model, scale, num_classes (see yolojax.models.weights). Returns the written directory.
     """
-    try:
-        from yolojax.models.weights import save_weights
-    except ImportError as err:  # the weights module is built in parallel; keep training usable without it
-        import warnings
-        warnings.warn(f"{path}: EMA weights not exported (yolojax.models.weights unavailable: {err})")
-        return None
-    with _orbax_on_this_process_alone():
-        return Path(save_weights(path, jax.device_get(ema_variables), meta))
-
-
-@contextlib.contextmanager
-def _orbax_on_this_process_alone():
-    """In a run of several processes, make the orbax checkpointer `save_weights` builds a one-process one (its
-    default waits at barriers for every process, which do not export): orbax's `active_processes` option."""
-    if jax.process_count() == 1:
-        yield
-        return
-    index = jax.process_index()
-    if index != 0:
-        raise RuntimeError(f"export_ema_weights runs on process 0 alone (called on process {index})")
-    alone = ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
-    with mock.patch.object(ocp, "StandardCheckpointer",
-                           functools.partial(ocp.StandardCheckpointer, multiprocessing_options=alone)):
-        yield
+    if jax.process_index() != 0:
+        raise RuntimeError(f"export_ema_weights runs on process 0 alone (called on process {jax.process_index()})")
+    return Path(save_weights(path, jax.device_get(ema_variables), meta))

@@ -7,7 +7,7 @@ single process). PLAN, comma-separated, runs in this process in turn:
   full          train the whole config (project OUT_DIR/full)
   resume@N      train until iteration N (a checkpoint), then resume that run to the end (project OUT_DIR/resume)
   forever       train with epochs=1000, printing STEP lines (a test kills one of the processes)
-The task is the toy stand-in (yolojax.train.toy.ToyTask) on the real pipeline (PipelineData) and the real evaluator.
+The task is the toy stand-in (tests/toy.py ToyTask) on the real pipeline (PipelineData) and the real evaluator.
 Writes OUT_DIR/process<index>.json: per run, the loss of each step, the positions each train batch was built from,
 a hash of each row drawn, the metrics this process's validation computed, and a digest of the state this process
 held at each save and after each restore; and OUT_DIR/<run>_p<index>_step<step>.npz, that state's arrays.
@@ -119,7 +119,7 @@ def make_evaluate(recorder: Recorder):
     import jax
     import jax.numpy as jnp
 
-    from yolojax.train.feed import evaluate_ema
+    from yolojax.eval.val import evaluate_ema
 
     @jax.jit
     def box_error(variables, images, bboxes, mask):
@@ -146,10 +146,10 @@ def main(argv: list[str]) -> int:
 
     maybe_initialize_distributed()  # before anything touches a device
     import jax
+    from toy import ToyTask
 
     from yolojax.train.config import load_config
     from yolojax.train.loop import train
-    from yolojax.train.toy import ToyTask
 
     recorder = Recorder(out_dir, jax.process_index())
     recorder.install()

@@ -1,7 +1,7 @@
 """yolojax.ops.anchors: hand computations and exact parity with ultralytics 8.2.103 (ultralytics.utils.tal)."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import jax.numpy as jnp
 
 from yolojax.ops.anchors import bbox2dist, dist2bbox, make_anchors
 

@@ -2,13 +2,18 @@
 
 Parity with the reference on random realistic inputs is in tests/test_parity_core.py.
 """
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from yolojax.assign import task_aligned_assign
-from yolojax.assign.tal import anchors_in_boxes, resolve_multiple_boxes, topk_mask, topk_mask_walk
+from yolojax.assign.tal import (
+    anchors_in_boxes,
+    resolve_multiple_boxes,
+    topk_mask,
+    topk_mask_walk,
+)
 from yolojax.ops.anchors import make_anchors
 
 NC = 3

@@ -5,8 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.ops.box_coder import (BBOX_XFORM_CLIP, ROI_HEAD_WEIGHTS, RPN_WEIGHTS, clip_boxes_to_image,
-                                   decode_boxes, encode_boxes, remove_small_boxes)
+from yolojax.ops.box_coder import (
+    BBOX_XFORM_CLIP,
+    ROI_HEAD_WEIGHTS,
+    RPN_WEIGHTS,
+    clip_boxes_to_image,
+    decode_boxes,
+    encode_boxes,
+    remove_small_boxes,
+)
 
 
 def _random_boxes(rng, n, size=600.0):

@@ -1,8 +1,8 @@
 """yolojax.ops.boxes: hand computations and parity with ultralytics 8.2.103 (ultralytics.utils.ops / metrics)."""
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from yolojax.ops.boxes import bbox_iou, box_area, box_iou, xywh2xyxy, xyxy2xywh
 

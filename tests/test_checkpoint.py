@@ -9,14 +9,15 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from toy import ToyTask
 
 from yolojax.train import checkpoints as ckpt
 from yolojax.train.config import load_config
 from yolojax.train.optim import build_optimizer, plan_optimizer
 from yolojax.train.state import create_state
-from yolojax.train.toy import ToyTask
 
 REPO = str(Path(__file__).resolve().parents[1])
+TOY = Path(__file__).resolve().parent / "toy.py"
 
 
 def _toy_state(seed=0):
@@ -81,7 +82,7 @@ def _run_toy(*args, cache_dir):
     """The real loop on the toy task in a fresh process; compiled programs shared through a persistent cache."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    proc = subprocess.run([sys.executable, "-m", "yolojax.train.toy", *args], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, str(TOY), *args], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

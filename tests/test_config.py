@@ -4,7 +4,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from yolojax.train.config import CONFIG_DIR, ConfigError, load_config, load_model_config, parse_overrides
+from yolojax.train.config import (
+    CONFIG_DIR,
+    ConfigError,
+    load_config,
+    load_model_config,
+    parse_overrides,
+)
 
 
 @pytest.mark.parity

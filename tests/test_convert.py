@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 
 from yolojax.convert.cli import cli_main, convert_file
-from yolojax.convert.mapping import (WeightMismatchError, infer_scale_and_classes, state_dict_to_variables,
-                                     torch_key, variables_to_state_dict)
+from yolojax.convert.mapping import (
+    WeightMismatchError,
+    infer_scale_and_classes,
+    state_dict_to_variables,
+    torch_key,
+    variables_to_state_dict,
+)
 from yolojax.models.weights import load_weights, save_weights
 from yolojax.models.yolov8 import YOLOv8
 

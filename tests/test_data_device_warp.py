@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from yolojax.data import build_dataset
-from yolojax.data.device_augment import WARP_PREFIX, finish_augmentation
+from yolojax.data.device.augment import finish_augmentation
+from yolojax.data.device.tables import WARP_PREFIX
 from yolojax.train.step import make_mesh, shard_batch
 
 
@@ -89,11 +90,12 @@ def test_auto_stays_on_the_cpu_without_an_accelerator(shapes_yaml):
 
 
 def test_train_step_renders_on_device_and_compiles_once_across_mosaic_and_letterbox_epochs(shapes_yaml):
+    from toy import ToyTask
+
     from yolojax.train.config import load_config
     from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
     from yolojax.train.state import create_state
     from yolojax.train.step import build_train_step, replicate
-    from yolojax.train.toy import ToyTask
 
     traces = []
 
@@ -119,7 +121,7 @@ def test_train_step_renders_on_device_and_compiles_once_across_mosaic_and_letter
 
 
 def test_mosaic_partners_stay_in_the_sample_device_share(shapes_yaml, monkeypatch):
-    from yolojax.data import device_options
+    from yolojax.data.device import options as device_options
 
     monkeypatch.setattr(device_options, "device_group", lambda batch_size: batch_size // 4)  # as with 4 devices
     batch = next(build_dataset(warp_cfg(shapes_yaml, warp_on_device=True), "train", 0).iterator(0, mosaic=True))
@@ -162,7 +164,7 @@ import jax, numpy as np
 from jax.sharding import PartitionSpec as P
 sys.path[:0] = [{repo!r}]
 from yolojax.data import build_dataset
-from yolojax.data.device_augment import finish_augmentation
+from yolojax.data.device.augment import finish_augmentation
 from yolojax.data.shapes import ensure_shapes_dataset
 from yolojax.train.step import make_mesh, shard_batch
 data = ensure_shapes_dataset(tempfile.mkdtemp(), num_train=32, num_val=4, imgsz=96)

@@ -4,7 +4,13 @@ import pytest
 
 from yolojax.data import build_dataset
 from yolojax.data.shapes import CLASS_NAMES, ensure_shapes_dataset, make_shapes_image
-from yolojax.data.sources import TfdsSource, YoloSource, label_path_for, load_data_yaml, tfds_example_to_record
+from yolojax.data.sources import (
+    TfdsSource,
+    YoloSource,
+    label_path_for,
+    load_data_yaml,
+    tfds_example_to_record,
+)
 
 
 def small_shapes(root, seed):

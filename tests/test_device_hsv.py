@@ -7,7 +7,7 @@ import pytest
 
 from yolojax.data import build_dataset
 from yolojax.data import transforms as T
-from yolojax.data.device_hsv import apply_hsv_luts, bgr_to_hsv_u8, hsv_to_rgb_u8
+from yolojax.data.device.hsv import apply_hsv_luts, bgr_to_hsv_u8, hsv_to_rgb_u8
 
 
 def every_triple():
@@ -90,11 +90,11 @@ def test_preview_draws_device_hsv_batches_in_rgb(shapes_yaml):
 
 def test_train_step_on_a_device_hsv_batch_equals_the_cpu_hsv_batch_and_compiles_once(shapes_yaml):
     """YOLOv8n, fp32, 64 px, batch 2: the same loss from both pipelines; one compile over two device-HSV steps."""
+    from yolojax.detectors import YOLOv8Task
     from yolojax.train.config import load_config
     from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
     from yolojax.train.state import create_state
     from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
-    from yolojax.train.tasks import YOLOv8Task
 
     cpu_ds = build_dataset(data_cfg(shapes_yaml), "train", 0)
     dev_ds = build_dataset(data_cfg(shapes_yaml, hsv_on_device=True), "train", 0)

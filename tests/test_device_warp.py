@@ -7,10 +7,16 @@ import jax
 import numpy as np
 import pytest
 
-from yolojax.data import device_warp as W
 from yolojax.data import mosaic as M
 from yolojax.data import perspective as P
 from yolojax.data import transforms as T
+from yolojax.data.device import warp as W
+from yolojax.data.device.tables import (
+    TABLE_KEYS,
+    affine_tables,
+    invert_affine,
+    tile_rows,
+)
 
 S = 96  # imgsz: a multiple of 32, so every output row goes through OpenCV's vectorised loop
 render = jax.jit(W.render_warped)
@@ -42,7 +48,7 @@ def mosaic_case(rng, s, flips, **warp):
     flip = P.flip_matrix(params.out_size, *flips)
     canvas = M.render_canvas(images, placements, 2 * s, window)
     want = P.warp_image(canvas, params.matrix, params.out_size, False, pixel_flip=flip, origin=window[:2])
-    tables = W.affine_tables(params.matrix, params.out_size, window[:2], flip)
+    tables = affine_tables(params.matrix, params.out_size, window[:2], flip)
     return images, placements, tables, want[..., :3]
 
 
@@ -54,7 +60,7 @@ def letterbox_case(rng, s, flips, **warp):
     params = P.sample_warp(rng, (s, s), (0, 0), **warp)
     flip = P.flip_matrix(params.out_size, *flips)
     want = P.warp_image(boxed, params.matrix, params.out_size, False, pixel_flip=flip)
-    tables = W.affine_tables(params.matrix, params.out_size, (0, 0), flip)
+    tables = affine_tables(params.matrix, params.out_size, (0, 0), flip)
     placement = M.Placement(left, top, left + image.shape[1], top + image.shape[0], 0, 0, left, top)
     return [image], [placement], tables, want[..., :3]
 
@@ -67,9 +73,9 @@ def device_batch(cases, s, junk=0):
         tiles[k, :im.shape[0], :im.shape[1]] = im[..., :3]
     rows, first = [], 0
     for case in cases:
-        rows.append(W.tile_rows(list(range(first, first + len(case[1]))), case[1]))
+        rows.append(tile_rows(list(range(first, first + len(case[1]))), case[1]))
         first += len(case[1])
-    tables = {k: np.stack([case[2][k] for case in cases]) for k in W.TABLE_KEYS}
+    tables = {k: np.stack([case[2][k] for case in cases]) for k in TABLE_KEYS}
     return tiles, np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]), tables
 
 
@@ -104,7 +110,7 @@ def test_letterbox_warp_equals_cpu(seed):
 def test_identity_warp_copies_the_letterboxed_image():
     rng = np.random.default_rng(8)
     image = random_image(rng, 60, S)
-    tables = W.affine_tables(np.eye(3, dtype=np.float32), (S, S))
+    tables = affine_tables(np.eye(3, dtype=np.float32), (S, S))
     boxed = T.letterbox(image, (S, S))[0][..., :3]
     case = ([image], [M.Placement(0, 18, S, 78, 0, 0, 0, 18)], tables, boxed)
     assert_renders_like_cpu([case])
@@ -144,7 +150,7 @@ def test_letterbox_tile_rows_pad_to_k_tiles():
     from yolojax.data.augment import letterbox_layout
 
     placement, _ = letterbox_layout((40, 64), 64)  # (h, w): 12 rows of padding above, round(12 - 0.1)
-    slots, rows = W.tile_rows([5], [placement], k=4)
+    slots, rows = tile_rows([5], [placement], k=4)
     assert slots.tolist() == [5, -1, -1, -1]
     assert rows.tolist() == [[0, 12, 64, 52, 0, 12]] + [[0, 0, 0, 0, 0, 0]] * 3
 
@@ -153,7 +159,7 @@ def test_perspective_matrices_are_rejected():
     matrix = np.eye(3, dtype=np.float32)
     matrix[2, 0] = 1e-4
     with pytest.raises(ValueError, match="affine"):
-        W.affine_tables(matrix, (S, S))
+        affine_tables(matrix, (S, S))
 
 
 # -- what OpenCV 5 computes, and the exact float pieces that reproduce it --------------------------------------
@@ -164,7 +170,7 @@ def fma32(a, b, c):
 
 def opencv_warp_model(image, matrix, size):
     """The module docstring's formula in numpy (border 114)."""
-    m = W.invert_affine(matrix)
+    m = invert_affine(matrix)
     ys, xs = np.arange(size[1], dtype=np.float32)[:, None], np.arange(size[0], dtype=np.float32)
     sx, sy = fma32(m[0], xs, ys * m[1] + m[2]), fma32(m[3], xs, ys * m[4] + m[5])
     ix, iy = np.floor(sx), np.floor(sy)

@@ -4,7 +4,7 @@ Each test launches tests/distributed_worker.py: two processes of 2 forced CPU de
 a free port; JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), or one process of 4 devices as the
 reference, running the real `yolojax.train.loop.train` on the generated shapes dataset through the real pipeline
 (PipelineData, workers=0) and the real evaluator (evaluate_ema, plus a mean box error that moves with the weights).
-The model is the toy stand-in (yolojax.train.toy.ToyTask), not YOLOv8n: a 64 px YOLOv8n run of 4 steps took 78 s in
+The model is the toy stand-in (tests/toy.py ToyTask), not YOLOv8n: a 64 px YOLOv8n run of 4 steps took 78 s in
 one process on the 2-core machine (compiles), and these tests train seven times (one process once; two processes
 sharing the two cores: uninterrupted, interrupted, resumed, and twice losing a process), where a toy run takes
 about 10 s. What is tested here (splitting, collectives, checkpoints, validation, failure) does not depend on the

@@ -4,12 +4,18 @@ Parity of detection_loss with the reference's v8DetectionLoss is in tests/test_p
 """
 import math
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
-from yolojax.losses import bbox_loss, bce_with_logits, detection_loss, dfl_expectation, dfl_loss
+from yolojax.losses import (
+    bbox_loss,
+    bce_with_logits,
+    detection_loss,
+    dfl_expectation,
+    dfl_loss,
+)
 from yolojax.losses.detection import classification_loss
 
 NC, REG_MAX = 4, 16

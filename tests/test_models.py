@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.models.layers import C2f, dfl_expectation, upsample_nearest2x
-from yolojax.models.yolov8 import DetectHead, YOLOv8, count_params, decode_maps
+from yolojax.models.layers import C2f, upsample_nearest2x
+from yolojax.models.yolov8 import DetectHead, YOLOv8, count_params
+from yolojax.ops.decode import decode_maps, dfl_expectation
 
 
 def abstract_variables(model, hw=(64, 64)):

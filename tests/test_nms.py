@@ -111,7 +111,8 @@ def test_suppression_chain_resolved_greedily_across_tile_sizes(tile_size):
 
 def test_nms_runs_inside_shard_map_with_the_same_result():
     """The train step runs per-device code under jax.shard_map (the two-stage loss calls NMS there)."""
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
 
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 100, (1, 400, 2))

@@ -8,8 +8,16 @@ import pytest
 
 from yolojax.train.config import load_config
 from yolojax.train.optim import (
-    GROUP_BIAS, GROUP_DECAY, GROUP_NORM, build_optimizer, hyper_at, lr_factor, param_groups, plan_optimizer,
-    warmup_iterations)
+    GROUP_BIAS,
+    GROUP_DECAY,
+    GROUP_NORM,
+    build_optimizer,
+    hyper_at,
+    lr_factor,
+    param_groups,
+    plan_optimizer,
+    warmup_iterations,
+)
 
 
 def reference_schedule(cfg, lr0, momentum0, bias_lr0, nb, epochs, batch):

@@ -11,9 +11,9 @@ anchor with metric 0 inside it is among the first anchors of the image. The seed
 """
 import types
 
+import jax
 import numpy as np
 import pytest
-import jax
 
 from yolojax.assign import task_aligned_assign
 from yolojax.losses import detection_loss

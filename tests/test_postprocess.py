@@ -4,7 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.eval.postprocess import letterbox_gain_pad, non_max_suppression, scale_boxes
+from yolojax.detectors.postprocess import (
+    letterbox_gain_pad,
+    non_max_suppression,
+    scale_boxes,
+)
 
 
 def parity_predictions(num_classes, seed, logit_gain):

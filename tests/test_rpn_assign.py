@@ -4,7 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.assign.matcher import anchor_labels, match_boxes, proposal_labels, sample_balanced
+from yolojax.assign.matcher import (
+    anchor_labels,
+    match_boxes,
+    proposal_labels,
+    sample_balanced,
+)
 from yolojax.ops.boxes import box_iou
 
 

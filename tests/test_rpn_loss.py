@@ -30,7 +30,8 @@ def test_rpn_loss_matches_torchvision_compute_loss(seed):
                                 {"training": 1, "testing": 1}, 0.7)
     rpn.fg_bg_sampler = lambda _: ([torch.from_numpy(p.astype(np.uint8)) for p in positive],
                                    [torch.from_numpy(n.astype(np.uint8)) for n in negative])
-    ref_obj, ref_box = rpn.compute_loss(torch.from_numpy(logits.reshape(-1, 1)), torch.from_numpy(deltas.reshape(-1, 4)),
+    ref_obj, ref_box = rpn.compute_loss(torch.from_numpy(logits.reshape(-1, 1)),
+                                        torch.from_numpy(deltas.reshape(-1, 4)),
                                         list(torch.from_numpy(labels)), list(torch.from_numpy(targets)))
     obj, box = rpn_loss(jnp.asarray(logits), jnp.asarray(deltas), jnp.asarray(labels), jnp.asarray(targets),
                         jnp.asarray(positive), jnp.asarray(negative))

@@ -4,8 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.models.rpn import RPNHead, filter_proposals, rpn_targets
+from yolojax.assign.rpn import rpn_targets
+from yolojax.models.rpn import RPNHead
 from yolojax.ops.anchors import rpn_grid_anchors
+from yolojax.ops.proposals import filter_proposals
 
 
 def _inputs(seed, b=2, per_level=(1200, 300, 75)):

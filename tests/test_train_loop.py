@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+from toy import ToyData, ToyTask, toy_evaluate
 
+from yolojax.cli.train import cli_main
 from yolojax.train import checkpoints as ckpt
 from yolojax.train.config import load_config
-from yolojax.train.loop import NonFiniteLossError, cli_main, train
-from yolojax.train.toy import ToyData, ToyTask, toy_evaluate
+from yolojax.train.loop import NonFiniteLossError, train
 
 REPO = str(Path(__file__).resolve().parents[1])
+TOY = Path(__file__).resolve().parent / "toy.py"
 
 
 def _cfg(tmp_path, *extra):
@@ -57,7 +59,7 @@ def test_consecutive_non_finite_losses_stop_with_an_error_naming_the_last_good_c
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "yolojax.train.toy", "epochs=100000", f"project={tmp_path}"],
+    proc = subprocess.Popen([sys.executable, str(TOY), "epochs=100000", f"project={tmp_path}"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "JAX_PLATFORMS": "cpu"})
     line = proc.stdout.readline()

@@ -9,12 +9,18 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+from toy import ToyTask, toy_batch
 
 from yolojax.train.config import load_config
 from yolojax.train.optim import Hyper, build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
-from yolojax.train.step import build_train_step, make_mesh, psum_flat, replicate, shard_batch
-from yolojax.train.toy import ToyTask, toy_batch
+from yolojax.train.step import (
+    build_train_step,
+    make_mesh,
+    psum_flat,
+    replicate,
+    shard_batch,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from yolojax.detectors import YOLOv8Task, build_task
 from yolojax.train.config import load_config, load_model_config
-from yolojax.train.tasks import YOLOv8Task, build_task
 
 
 def test_yolov8_configs_build_the_yolov8_task_with_scale_classes_dtype_and_gains():
@@ -21,10 +21,11 @@ def test_unknown_family_is_named_with_a_suggestion():
 
 @pytest.mark.slow
 def test_yolov8n_task_loss_decreases_over_a_few_real_steps():
+    from toy import toy_batch
+
     from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
     from yolojax.train.state import create_state
     from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
-    from yolojax.train.toy import toy_batch
 
     task = YOLOv8Task(scale="n", num_classes=2)
     variables = jax.jit(task.init, static_argnums=1)(jax.random.PRNGKey(0), (64, 64))

@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.models.two_stage import FasterRCNNTask, detections
+from yolojax.detectors.faster_rcnn import FasterRCNNTask, detections
 
-TINY = dict(num_classes=3, backbone="tiny", width=16, hidden=32, anchor_sizes=((16,), (32,), (64,)), rpn_pre_nms_top_n=(100, 100),
+TINY = dict(num_classes=3, backbone="tiny", width=16, hidden=32, anchor_sizes=((16,), (32,), (64,)),
+            rpn_pre_nms_top_n=(100, 100),
             rpn_post_nms_top_n=(32, 40), rpn_batch_size_per_image=64, roi_batch=16)
 
 
@@ -62,7 +63,7 @@ def test_yolov8_backbone_levels_feed_the_heads():
 def test_spec_round_trips_through_build_task_and_json():
     import json
 
-    from yolojax.train.tasks import build_task
+    from yolojax.detectors import build_task
     task = FasterRCNNTask(**TINY)
     assert build_task(json.loads(json.dumps(task.spec())), TINY["num_classes"]) == task
 

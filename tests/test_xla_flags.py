@@ -1,6 +1,11 @@
 import pytest
 
-from yolojax.xla_flags import COMMAND_BUFFER_FLAGS, DETERMINISTIC_FLAGS, apply_default_xla_flags, flags_for
+from yolojax.xla_flags import (
+    COMMAND_BUFFER_FLAGS,
+    DETERMINISTIC_FLAGS,
+    apply_default_xla_flags,
+    flags_for,
+)
 
 
 def test_inference_gets_command_buffers_and_user_flags_win():

@@ -4,7 +4,7 @@ Inference (`job="infer"`: predict, val, the inference benchmarks) adds
 `--xla_gpu_enable_command_buffer=+CONVOLUTION,+WHILE,+CONDITIONAL` and `--xla_gpu_graph_min_graph_size=1`: they run
 convolutions and the NMS while-loops inside CUDA graphs. Without them every while-loop iteration waits for a
 device-to-host copy of its condition and small-batch inference is launch-bound: on an H100, YOLOv8n at batch 1 went
-from 3.56 to 1.50 ms for forward + NMS (benchmarks/gpu_2026-11-25.md).
+from 3.56 to 1.50 ms for forward + NMS (benchmarks/2026-11-25_profiles_flags/README.md).
 
 Training (`job="train"`: train, the train-step benchmarks) adds none of them. They did nothing for the 1-GPU train
 step (H200, v8n b64: 21.9 ms with, 21.6 ms without; cold compile 71.5 s with, 72.3 s without), and with them the
@@ -14,7 +14,7 @@ Validation inside a training run therefore runs without them too.
 With `deterministic` (the train config's `deterministic`, True by default as in the reference):
 `--xla_gpu_exclude_nondeterministic_ops=true` keeps to deterministic GPU algorithms (no atomics in convolution
 weight gradients or scatter-adds), so a step is bit-reproducible. It also halves the cold compile, since far fewer
-cuDNN candidates are autotuned, at the cost of a slower step (benchmarks/gpu_2026-11-25.md).
+cuDNN candidates are autotuned, at the cost of a slower step (benchmarks/2026-11-25_profiles_flags/README.md).
 
 The CLI and the benchmark scripts call `apply_default_xla_flags(job=...)` first thing. From Python, call it before
 the first JAX computation (or set the flags yourself). A flag already present in `XLA_FLAGS` is left as the user set

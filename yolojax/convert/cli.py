@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import sys
 
+import jax
+import jax.numpy as jnp
+
+from yolojax.convert.mapping import (
+    WeightMismatchError,
+    infer_scale_and_classes,
+    state_dict_to_variables,
+)
+from yolojax.convert.sources import load_source
+from yolojax.models.weights import save_weights
+from yolojax.models.yolov8 import SCALES, YOLOv8
+
 USAGE = __doc__
 
 
 def convert_file(src, dst, *, scale=None, num_classes=None, names=None, imgsz=640, trust_pickle=False):
     """Read `src`, map it onto YOLOv8(scale, num_classes), write `dst`. Returns the meta written."""
-    import jax
-    import jax.numpy as jnp
 
-    from yolojax.convert.mapping import WeightMismatchError, infer_scale_and_classes, state_dict_to_variables
-    from yolojax.convert.sources import load_source
-    from yolojax.models.weights import save_weights
-    from yolojax.models.yolov8 import SCALES, YOLOv8
 
     if scale is not None and scale not in SCALES:
         raise ValueError(f"convert: scale must be one of {tuple(SCALES)}, got {scale!r}")

@@ -3,18 +3,9 @@
 - `build_dataset(cfg, split, seed)` -> `DetectionDataset` (API in `yolojax.data.pipeline`).
 - `letterbox`, `resize_long_side` and the other image transforms: `yolojax.data.transforms`.
 - `ensure_shapes_dataset(root=None, *, seed=0)` -> data yaml path of the embedded shapes dataset.
-
-Heavy imports (grain, tfds) happen on first use of `build_dataset`.
 """
+from yolojax.data.pipeline import build_dataset
 from yolojax.data.shapes import ensure_shapes_dataset
 from yolojax.data.transforms import letterbox, resize_long_side
-
-
-def build_dataset(cfg, split, seed=0, **kwargs):
-    """See `yolojax.data.pipeline.build_dataset`."""
-    from yolojax.data.pipeline import build_dataset as _build
-
-    return _build(cfg, split, seed, **kwargs)
-
 
 __all__ = ["build_dataset", "ensure_shapes_dataset", "letterbox", "resize_long_side"]

@@ -16,7 +16,7 @@ uint8 (BGRA until the HSV stage, since OpenCV warps 4 channels about twice as fa
 layout the warp renders, or None), `cls` (n,) int32, `boxes` (n, 4) float32 xyxy pixels, `border`, `flipped`
 (lr, ud) already applied to the pixels, `flips` (lr, ud) the sample's flip decision (drawn once, by
 RandomPerspective), `im_file`. With `hsv_on_device` (and some HSV gain), RandomHSV leaves `img`
-BGR(A) and adds `hsv_lut` (256, 3) uint8: the train step applies it (yolojax.data.device_hsv), same pixels;
+BGR(A) and adds `hsv_lut` (256, 3) uint8: the train step applies it (yolojax.data.device.hsv), same pixels;
 batching.collate drops the alpha as it writes the batch.
 """
 from __future__ import annotations
@@ -31,11 +31,11 @@ from collections import OrderedDict
 import grain
 import numpy as np
 
-from yolojax.data import device_warp
 from yolojax.data import mosaic as mosaic_ops
 from yolojax.data import perspective as persp_ops
 from yolojax.data import transforms as T
-from yolojax.data.device_augment import MIX_PREFIX, WARP_PREFIX
+from yolojax.data.device import tables as device_tables
+from yolojax.data.device.tables import MIX_PREFIX, WARP_PREFIX
 from yolojax.data.labels import warn
 from yolojax.data.sources import load_sample
 
@@ -224,7 +224,7 @@ class RandomPerspective(grain.transforms.Map):
     layout is rendered here, only inside the window of the canvas that the warp reads.
 
     With `warp_on_device` (affine warps only), the pixels are left to the train step: `img` stays the sample's own
-    tile and `warp` holds what `device_warp.render_warped` needs (tile slots, placements, the warp's
+    tile and `warp` holds what `device.warp.render_warped` needs (tile slots, placements, the warp's
     source-coordinate tables), with exactly the CPU path's matrix and window."""
 
     def __init__(self, cfg: AugmentConfig):
@@ -280,8 +280,8 @@ class RandomPerspective(grain.transforms.Map):
             raise ValueError("warp_on_device renders affine warps only; set perspective: 0 or warp_on_device: false")
         origin = persp_ops.source_window(params, in_shape)[:2] if len(placements) > 1 else (0, 0)
         pixel_flip = persp_ops.flip_matrix(params.out_size, *flips)
-        tables = device_warp.affine_tables(params.matrix, params.out_size, origin, pixel_flip=pixel_flip)
-        slots, rects = device_warp.tile_rows(el["tile_slots"], placements)
+        tables = device_tables.affine_tables(params.matrix, params.out_size, origin, pixel_flip=pixel_flip)
+        slots, rects = device_tables.tile_rows(el["tile_slots"], placements)
         if len(placements) == 1 and persp_ops.is_identity(params, in_shape) and not any(flips):
             cls, boxes = el["cls"], el["boxes"]
         else:
@@ -341,7 +341,7 @@ class RandomHSV(grain.transforms.Map):
     """Random hue / saturation / value gains; also converts BGR to RGB (the model's channel order).
 
     With `hsv_on_device` (and a non-zero gain), only the gains' lookup table is computed here: `hsv_lut` (256, 3)
-    uint8 is added, for `device_hsv.apply_hsv_luts` in the train step, and `img` is left BGR or BGRA (collate writes
+    uint8 is added, for `device.hsv.apply_hsv_luts` in the train step, and `img` is left BGR or BGRA (collate writes
     it into the batch as BGR, dropping the alpha on the way)."""
 
     def __init__(self, cfg: AugmentConfig):

@@ -11,6 +11,10 @@ import sys
 import cv2
 import yaml
 
+from yolojax.data import build_dataset
+from yolojax.data.preview import draw_batch_grid
+from yolojax.data.shapes import ensure_shapes_dataset
+
 USAGE = __doc__.split("\n", 2)[2]
 
 
@@ -26,8 +30,6 @@ def parse_overrides(argv):
 
 
 def preview(opts) -> str:
-    from yolojax.data import build_dataset
-    from yolojax.data.preview import draw_batch_grid
 
     split = opts.pop("split", "train")
     seed = int(opts.pop("seed", 0))
@@ -52,7 +54,6 @@ def cli_main(argv: list[str]) -> int:
         print(f"wrote {preview(opts)}")
         return 0
     if command == "shapes":
-        from yolojax.data.shapes import ensure_shapes_dataset
 
         print(ensure_shapes_dataset(opts.pop("root", None), **opts))
         return 0

@@ -29,14 +29,14 @@ Train batch (numpy): `images` (b, s, s, 3) uint8 RGB, `bboxes` (b, max_boxes, 4)
 (seed, epoch); each sample's augmentation from (seed, epoch, index) — the same for any `workers` count.
 With cfg `hsv_on_device` (and a non-zero hsv_h/s/v), RandomHSV's colour conversion is left to the accelerator:
 `images` are then BGR and `hsv_lut` (b, 256, 3) uint8 holds each image's hue / saturation / value tables;
-`yolojax.data.device_hsv.apply_hsv_luts(images, hsv_lut)` (the train step calls it) gives exactly the RGB images
+`yolojax.data.device.hsv.apply_hsv_luts(images, hsv_lut)` (the train step calls it) gives exactly the RGB images
 of the CPU path. `hsv_on_device`: False (default), True, or "auto" (on when JAX's default backend is gpu / tpu,
 and multi_scale is off: the multi-scale resize of the batch would otherwise come before the HSV change).
 With cfg `warp_on_device` the Mosaic + RandomPerspective pixels are left to the accelerator too (the host only
 loads images, draws the same random numbers and computes the labels): `images` (b, s, s, 3) are then the batch's
 source tiles, each top-left in its slot, and `warp_slots` (b, 4) int32, `warp_placements` (b, 4, 6) int32 and the
-warp's coordinate tables (`warp_*`, see yolojax.data.device_warp) say how to render each sample;
-`yolojax.data.device_augment.finish_augmentation` renders them (with mixup > 0 also each sample's partner,
+warp's coordinate tables (`warp_*`, see yolojax.data.device.tables) say how to render each sample;
+`yolojax.data.device.augment.finish_augmentation` renders them (with mixup > 0 also each sample's partner,
 `warp_mix_*`, blended through its table `warp_mix_lut`), then applies `hsv_lut`, and gives exactly the CPU path's
 images for the same mosaic partners. A sample's partners come from its own device's part of the batch
 (batch / device count images) instead of a 16-sample window. Affine warps of 4-mosaics and letterboxes only:
@@ -58,7 +58,7 @@ albumentations package is installed, as in the reference), `hsv_on_device`, `war
 `cache`: True / "ram" preloads every resized image; otherwise each process keeps an LRU cache of recent ones, and
 "disk" also keeps each decoded image as a .npy file beside its image file (yolojax.data.sources; not for tfds).
 `data`: a data yaml path (YOLO layout; for COCO JSON, add `{split}_json: instances.json` and make the
-split the image folder), a name from configs/data/ ("shapes", the default, is generated on first use; "coco";
+split the image folder), a name from yolojax/configs/data/ ("shapes", the default, is generated on first use; "coco";
 "voc_tfds"), or "tfds:NAME" (a tfds data source; val reads the `validation` split).
 """
 from __future__ import annotations
@@ -69,15 +69,18 @@ import math
 import os
 from pathlib import Path
 
+import cv2
 import grain
 import numpy as np
 import yaml
 
+from yolojax.configs import config_path
 from yolojax.data import augment as A
-from yolojax.data import device_options as options
-from yolojax.data.batching import BatchOf, EpochPlan, RunBatches, train_order
-from yolojax.data.labels import warn
 from yolojax.data import transforms as T
+from yolojax.data.batching import BatchOf, EpochPlan, RunBatches, train_order
+from yolojax.data.device import options
+from yolojax.data.labels import warn
+from yolojax.data.shapes import ensure_shapes_dataset
 from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
 
 DEFAULTS = dict(data=None, imgsz=640, batch=16, epochs=100, workers=8, cache=False, close_mosaic=10,
@@ -88,12 +91,13 @@ WORKER_NICENESS = 0  # added to each worker process's nice value (yields the cor
 STRIDE = 32
 
 
-CONFIG_DATA_DIR = Path(__file__).resolve().parents[2] / "configs" / "data"
+CONFIG_DATA_DIR = config_path("data")
 
 
 def resolve_data(data):
-    """`data` -> (kind, value): ("tfds", name), ("yaml", path). Names without a .yaml suffix are looked up in
-    configs/data/; a data yaml with `generate: shapes` is generated (once) and replaced by the generated yaml."""
+    """`data` -> (kind, value): ("tfds", name), ("yaml", path). Names without a .yaml suffix are looked up in the
+    packaged yolojax/configs/data/; a data yaml with `generate: shapes` is generated (once) and replaced by the
+    generated yaml."""
     if data is None:
         data = "shapes"
     data = str(data)
@@ -110,7 +114,6 @@ def resolve_data(data):
     if raw.get("tfds"):
         return "tfds", raw["tfds"]
     if raw.get("generate") == "shapes":
-        from yolojax.data.shapes import ensure_shapes_dataset
 
         args = {k: raw[k] for k in ("seed", "num_train", "num_val", "imgsz") if k in raw}
         return "yaml", ensure_shapes_dataset(raw.get("root"), **args)
@@ -327,7 +330,6 @@ class DetectionDataset:
 def _init_worker(worker_index: int, worker_count: int, niceness: int = 0) -> None:
     """In each grain worker process: one OpenCV thread (the workers are the parallelism; oversubscribing the cores
     with OpenCV's own pool per worker only adds contention), and `niceness` added to the process's nice value."""
-    import cv2
 
     cv2.setNumThreads(1)
     if niceness:

@@ -4,7 +4,11 @@ from __future__ import annotations
 import math
 
 import cv2
+import jax
 import numpy as np
+
+from yolojax.data.device.augment import finish_augmentation
+from yolojax.data.device.tables import WARP_PREFIX
 
 
 def class_colour(c: int):
@@ -16,14 +20,11 @@ def class_colour(c: int):
 
 def rgb_images(batch, max_images=16):
     """The batch's first `max_images` images as RGB (b, h, w, 3) uint8: a batch that left augmentation to the device
-    (`hsv_lut`, `warp_*`: see yolojax.data.device_augment) is finished here, with JAX on the CPU."""
-    from yolojax.data.device_augment import WARP_PREFIX
+    (`hsv_lut`, `warp_*`: see yolojax.data.device.augment) is finished here, with JAX on the CPU."""
 
     if "hsv_lut" not in batch and not any(k.startswith(WARP_PREFIX) for k in batch):
         return batch["images"][:max_images]
-    import jax
 
-    from yolojax.data.device_augment import finish_augmentation
 
     # every tile stays (a mosaic's tiles are other rows); only the first `max_images` outputs are rendered
     arrays = {k: v[:max_images] for k, v in batch.items() if k == "hsv_lut" or k.startswith(WARP_PREFIX)}

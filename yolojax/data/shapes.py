@@ -15,9 +15,11 @@ Layout written (the reference's YOLO layout):
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -143,9 +145,9 @@ def _write_split(root, split, split_id, count, seed, imgsz, workers=0):
     if workers <= 1:
         _write_images(root, split, split_id, range(count), seed, imgsz)
         return
-    from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(workers) as pool:
+    # spawned, not forked: a fork of a process that runs JAX's threads can deadlock
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         jobs = [pool.submit(_write_images, root, split, split_id, range(k, count, workers), seed, imgsz)
                 for k in range(workers)]
         for job in jobs:

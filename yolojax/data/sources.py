@@ -23,7 +23,13 @@ import cv2
 import numpy as np
 import yaml
 
-from yolojax.data.labels import IMG_FORMATS, scan_labels, summarize_counts, verify_image, warn
+from yolojax.data.labels import (
+    IMG_FORMATS,
+    scan_labels,
+    summarize_counts,
+    verify_image,
+    warn,
+)
 
 
 class NoImagesError(FileNotFoundError):

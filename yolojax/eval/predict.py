@@ -1,4 +1,5 @@
-"""`yolojax predict SOURCE weights=PATH [conf=0.25 iou=0.7 imgsz=(trained size, else 640) max_det=300 rect=True save_dir=runs/predict]`.
+"""`yolojax predict SOURCE weights=PATH [conf=0.25 iou=0.7 imgsz=(trained size, else 640) max_det=300 rect=True
+save_dir=runs/predict]`.
 
 SOURCE is an image file or a folder of images. For every readable image it writes, under save_dir:
   <name>                 the image with boxes and `class conf` labels drawn
@@ -16,7 +17,18 @@ import sys
 import warnings
 from pathlib import Path
 
+import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from yolojax.convert.mapping import infer_scale_and_classes, state_dict_to_variables
+from yolojax.convert.sources import load_source
+from yolojax.data.transforms import letterbox
+from yolojax.detectors import YOLOv8Task, task_from_weights_meta
+from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
+from yolojax.models.weights import load_weights
+from yolojax.models.yolov8 import YOLOv8
 
 USAGE = __doc__
 IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
@@ -27,7 +39,6 @@ DEFAULTS = {"weights": None, "conf": 0.25, "iou": 0.7, "imgsz": None, "max_det":
 # ----------------------------------------------------------------------------------------------- computation
 def make_detector(task, *, conf: float, iou: float, max_det: int):
     """Jitted `(variables, images (b, h, w, 3) uint8 RGB) -> detections dict` of the task protocol (any family)."""
-    import jax
 
     @jax.jit
     def detect(variables, images):
@@ -38,7 +49,6 @@ def make_detector(task, *, conf: float, iou: float, max_det: int):
 
 def preprocess(image_bgr: np.ndarray, imgsz: int, rect: bool) -> np.ndarray:
     """(h0, w0, 3) uint8 BGR -> (1, h, w, 3) uint8 RGB, letterboxed (h, w multiples of 32)."""
-    from yolojax.data.transforms import letterbox
 
     boxed, _, _ = letterbox(image_bgr, (imgsz, imgsz), auto=rect, stride=32)
     return np.ascontiguousarray(boxed[None, :, :, ::-1])
@@ -49,7 +59,6 @@ def detections_on_original(result: dict, input_hw: tuple[int, int], orig_hw: tup
 
     Returns: boxes (k, 4) xyxy pixels of the original image, scores (k,), classes (k,) int.
     """
-    from yolojax.eval.postprocess import letterbox_gain_pad, scale_boxes
 
     valid = np.asarray(result["valid"])
     gain, pad = letterbox_gain_pad(input_hw, orig_hw)
@@ -71,16 +80,10 @@ def yolo_txt_lines(dets: dict, orig_hw: tuple[int, int]) -> list[str]:
 # ------------------------------------------------------------------------------------------------------ I/O
 def load_model_and_weights(weights, *, trust_pickle: bool = False):
     """weights directory (or reference .pt / .safetensors) -> (task, variables, class names, imgsz)."""
-    from yolojax.models.yolov8 import YOLOv8
-    from yolojax.train.tasks import YOLOv8Task, task_from_weights_meta
 
     path = Path(weights)
     if path.is_file() and path.suffix in (".pt", ".pth", ".safetensors"):
-        import jax
-        import jax.numpy as jnp
 
-        from yolojax.convert.mapping import infer_scale_and_classes, state_dict_to_variables
-        from yolojax.convert.sources import load_source
 
         state, info = load_source(path, trust_pickle=trust_pickle)
         scale, num_classes = infer_scale_and_classes(state)
@@ -90,7 +93,6 @@ def load_model_and_weights(weights, *, trust_pickle: bool = False):
         variables = state_dict_to_variables(state, template)
         task = YOLOv8Task(scale=scale, num_classes=num_classes)
     else:
-        from yolojax.models.weights import load_weights
 
         variables, meta = load_weights(path)
         task = task_from_weights_meta(meta)
@@ -113,7 +115,6 @@ def list_images(source) -> list[Path]:
 
 def read_image(path: Path):
     """BGR uint8 image, or None with a warning naming the file when it cannot be decoded."""
-    import cv2
 
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -123,7 +124,6 @@ def read_image(path: Path):
 
 def draw_detections(image_bgr: np.ndarray, dets: dict, names: list[str]) -> np.ndarray:
     """A copy of the image with each box and its `name conf` label drawn."""
-    import cv2
 
     canvas = image_bgr.copy()
     thickness = max(round(sum(canvas.shape[:2]) / 2 * 0.003), 2)
@@ -149,8 +149,6 @@ def _class_color(cls: int) -> tuple[int, int, int]:
 def predict_folder(source, weights, *, conf=0.25, iou=0.7, imgsz=None, max_det=300, rect=True,
                    save_dir="runs/predict", trust_pickle=False, log=print) -> list[dict]:
     """Run detection on every image of `source` and write drawings, YOLO txt labels and predictions.json."""
-    import cv2
-    import jax.numpy as jnp
 
     images = list_images(source)
     task, variables, names, trained_imgsz = load_model_and_weights(weights, trust_pickle=trust_pickle)

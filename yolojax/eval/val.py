@@ -15,12 +15,17 @@ import functools
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax.data import build_dataset
+from yolojax.detectors import DetectionTask, task_from_weights_meta
 from yolojax.eval import coco, confusion, metrics
+from yolojax.eval import plots as plotting
+from yolojax.models.weights import load_weights
 
 MODES = ("coco", "ultralytics")
 _COCO_KEYS = ("scores", "classes", "rank", "kept", "matched", "ignored")
@@ -224,7 +229,7 @@ def evaluate(task, variables, dataset, *, conf=0.001, iou=0.7, max_det=300, mode
     """Validate `variables` of `task` on every batch of `dataset`; the in-training and standalone val both call it.
 
     Args:
-      task: a DetectionTask (yolojax.train.tasks). variables: {"params": ..., "batch_stats": ...} (EMA weights).
+      task: a DetectionTask (yolojax.detectors). variables: {"params": ..., "batch_stats": ...} (EMA weights).
       dataset: val batches (see `val_inputs`), e.g. `yolojax.data.build_dataset(cfg, "val", seed)`.
       conf, iou, max_det: NMS settings (the reference's val defaults).
       mode: "coco" (pycocotools' rules) or "ultralytics" (the reference's ap_per_class) for the headline numbers.
@@ -240,7 +245,7 @@ def evaluate(task, variables, dataset, *, conf=0.001, iou=0.7, max_det=300, mode
     """
     if mode not in MODES:
         raise ValueError(f"evaluate: mode must be one of {MODES}, got {mode!r}")
-    num_classes = int(getattr(task, "num_classes"))
+    num_classes = int(task.num_classes)
     names = list(names if names is not None else getattr(dataset, "names", None) or map(str, range(num_classes)))
     step = _jitted_step(task, float(conf), float(iou), int(max_det), num_classes, confusion.matrix_conf(conf))
     acc = _Accumulator(num_classes)
@@ -267,12 +272,22 @@ def evaluate(task, variables, dataset, *, conf=0.001, iou=0.7, max_det=300, mode
     return result
 
 
+def evaluate_ema(task: DetectionTask, ema_variables: dict, data: Any, cfg: Any) -> dict:
+    """The train loop's `evaluate`: mAP of the EMA weights on the val split of the run's TrainData ->
+    results.csv columns (reference names) + fitness."""
+    batches = data.val_batches()
+    result = evaluate(task, ema_variables, batches, conf=cfg.conf if cfg.conf is not None else 0.001,
+                      iou=cfg.iou, max_det=cfg.max_det, names=list(data.names))
+    return {"metrics/precision(B)": float(result["precision"]), "metrics/recall(B)": float(result["recall"]),
+            "metrics/mAP50(B)": float(result["map50"]), "metrics/mAP50-95(B)": float(result["map50_95"]),
+            "fitness": float(result["fitness"])}
+
+
 def _write_outputs(result, curves, records, names, save_dir, plots):
     if save_dir is None:
         if plots or records is not None:
             warnings.warn("evaluate: plots/save_json need save_dir; nothing written", stacklevel=3)
         return []
-    from yolojax.eval import plots as plotting
 
     files = []
     if plots:
@@ -354,9 +369,6 @@ def cli_main(argv: list[str]) -> int:
     if not opts["weights"] or not opts["data"]:
         print(f"yolojax val: weights= and data= are required\n{USAGE}", file=sys.stderr)
         return 2
-    from yolojax.data import build_dataset
-    from yolojax.models.weights import load_weights
-    from yolojax.train.tasks import task_from_weights_meta
 
     variables, meta = load_weights(opts["weights"])
     task = task_from_weights_meta(meta)

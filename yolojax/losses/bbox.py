@@ -8,9 +8,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from yolojax.models.layers import dfl_expectation  # noqa: F401  (re-exported: the loss decodes as the model does)
 from yolojax.ops.anchors import bbox2dist
 from yolojax.ops.boxes import bbox_iou
+from yolojax.ops.decode import dfl_expectation  # noqa: F401  (re-exported: the loss decodes as the model does)
 
 # any finite, non-degenerate box: stands in for the (unused) target of background anchors so that no NaN or inf
 # can reach the gradient through a masked branch

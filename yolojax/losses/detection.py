@@ -11,11 +11,10 @@ import jax.numpy as jnp
 
 from yolojax.assign.tal import assign_anchors
 from yolojax.losses.bbox import bbox_loss
-from yolojax.models.layers import dfl_expectation
-from yolojax.models.yolov8 import flatten_maps
 from yolojax.losses.bce import bce_with_logits
 from yolojax.ops.anchors import dist2bbox, make_anchors
 from yolojax.ops.boxes import xywh2xyxy
+from yolojax.ops.decode import dfl_expectation, flatten_maps
 
 TARGET_KEYS = ("cls", "bboxes", "mask")
 

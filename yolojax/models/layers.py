@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 # PyTorch's default Conv2d weight init (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -93,17 +92,3 @@ def upsample_nearest2x(x):
     b, h, w, c = x.shape
     x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
     return x.reshape(b, 2 * h, 2 * w, c)
-
-
-def dfl_expectation(box_logits, reg_max: int = 16):
-    """Distribution Focal Loss decoding: expected bin index of each side's softmax (model decode and loss share it).
-
-    Args:
-      box_logits: (..., 4 * reg_max) logits, side-major (`left` bins first, then `top`, `right`, `bottom`).
-    Returns:
-      (..., 4) distances `left, top, right, bottom` in grid units of the level, float32, in [0, reg_max - 1].
-    """
-    logits = box_logits.astype(jnp.float32).reshape(*box_logits.shape[:-1], 4, reg_max)
-    probs = jax.nn.softmax(logits, axis=-1)
-    # multiply-and-sum rather than a matmul: exact float32 on GPUs, where an fp32 matmul may run as TF32
-    return (probs * jnp.arange(reg_max, dtype=jnp.float32)).sum(axis=-1)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 FORMAT_NAME = "yolojax-weights"
 FORMAT_VERSION = 1
@@ -28,7 +29,6 @@ def save_weights(path, variables: dict, meta: dict | None = None, *, overwrite: 
     Writes from the calling process alone (in a multi-process run, call it on one). Returns the absolute
     directory path.
     """
-    import orbax.checkpoint as ocp
 
     meta = dict(meta or {})
     missing = [k for k in REQUIRED_META if k not in meta]
@@ -57,7 +57,6 @@ def save_weights(path, variables: dict, meta: dict | None = None, *, overwrite: 
 
 def load_weights(path) -> tuple[dict, dict]:
     """Read a weights directory written by `save_weights` -> (variables as numpy float32 arrays, meta dict)."""
-    import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
     meta_file = path / "meta.json"

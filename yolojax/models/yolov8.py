@@ -12,8 +12,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from yolojax.models.layers import C2f, SPPF, ConvBNAct, dfl_expectation, torch_conv_init, upsample_nearest2x
-from yolojax.ops.anchors import dist2bbox, make_anchors
+from yolojax.models.layers import (
+    SPPF,
+    C2f,
+    ConvBNAct,
+    torch_conv_init,
+    upsample_nearest2x,
+)
+from yolojax.ops.decode import STRIDES, decode_maps
 
 # scale -> (depth multiple, width multiple, max channels), as in the reference's yolov8.yaml
 SCALES = {
@@ -23,7 +29,6 @@ SCALES = {
     "l": (1.00, 1.00, 512),
     "x": (1.00, 1.25, 512),
 }
-STRIDES = (8, 16, 32)
 
 
 def scaled_channels(channels: int, scale: str) -> int:
@@ -141,27 +146,6 @@ class DetectHead(nn.Module):
         x = ConvBNAct(hidden, 3, dtype=self.dtype, name=f"{prefix}_1")(x, train)
         return nn.Conv(out, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, kernel_init=torch_conv_init,
                        bias_init=nn.initializers.constant(bias_value), name=f"{prefix}_2")(x)
-
-
-def flatten_maps(maps):
-    """Per-level raw maps [(b, h, w, c)] -> (b, a, c), level by level, row-major inside a level."""
-    return jnp.concatenate([m.reshape(m.shape[0], -1, m.shape[-1]) for m in maps], axis=1)
-
-
-def decode_maps(maps, num_classes: int, reg_max: int = 16, strides=STRIDES):
-    """Raw head maps -> boxes and class probabilities for every anchor.
-
-    Args:
-      maps: list of (b, h_l, w_l, 4 * reg_max + nc) raw maps, one per stride in `strides`.
-    Returns:
-      boxes: (b, a, 4) xywh, pixels of the network input, float32.
-      class_probs: (b, a, nc) sigmoid class scores, float32.
-    """
-    anchor_points, stride_tensor = make_anchors([m.shape[1:3] for m in maps], strides, 0.5)
-    flat = flatten_maps(maps).astype(jnp.float32)
-    distances = dfl_expectation(flat[..., : 4 * reg_max], reg_max)
-    boxes = dist2bbox(distances, anchor_points, xywh=True) * stride_tensor
-    return boxes, jax.nn.sigmoid(flat[..., 4 * reg_max:])
 
 
 def init_variables(model: YOLOv8, key, image_hw: tuple[int, int] = (640, 640)):

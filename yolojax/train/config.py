@@ -1,4 +1,4 @@
-"""Training configuration: `configs/default.yaml` < recipe `configs/<cfg>.yaml` < command-line `key=value`.
+"""Training configuration: `default.yaml` < recipe `<cfg>.yaml` < command-line `key=value` (files in yolojax.configs).
 
 A config is a flat `Config` (a dict that also allows `cfg.lr0`). Every key must exist in `default.yaml`; its type is
 the type of the default value (or `NULLABLE_TYPES` for keys whose default is empty, `UNION_TYPES` for keys that take
@@ -13,7 +13,9 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from yolojax.configs import config_path
+
+CONFIG_DIR = config_path()
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
 # Keys whose default is empty (None): the type a value must have when given.
@@ -124,7 +126,7 @@ def parse_overrides(argv: Iterable[str]) -> dict[str, Any]:
 
 
 def recipe_path(name: str) -> Path:
-    """A recipe name (`shapes`) or a path to a YAML file -> the file."""
+    """A recipe name (`shapes`: the packaged `yolojax/configs/shapes.yaml`) or a path to a YAML file -> the file."""
     path = Path(name)
     return path if path.suffix in (".yaml", ".yml") else CONFIG_DIR / f"{name}.yaml"
 
@@ -165,7 +167,7 @@ def validate(cfg: Config) -> None:
 
 
 def load_model_config(name: str) -> dict[str, Any]:
-    """`configs/models/<name>.yaml` (or a YAML path) -> its mapping; must name a `family`."""
+    """`yolojax/configs/models/<name>.yaml` (or a YAML path) -> its mapping; must name a `family`."""
     path = Path(name) if Path(name).suffix in (".yaml", ".yml") else CONFIG_DIR / "models" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIG_DIR / "models").glob("*.yaml"))

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 HEARTBEAT_TIMEOUT_S = 100
 INIT_TIMEOUT_S = 300
@@ -51,7 +52,7 @@ def initialize_arguments() -> dict:
     if (count is None) != (index is None):
         raise ValueError("JAX_NUM_PROCESSES and JAX_PROCESS_ID go together: set both (or neither, under SLURM / "
                          "Open MPI / Cloud TPU, which JAX reads itself)")
-    if count is not None:
+    if count is not None and index is not None:
         if not 0 <= index < count:
             raise ValueError(f"JAX_PROCESS_ID={index} is not in 0..JAX_NUM_PROCESSES-1 ({count - 1})")
         args.update(num_processes=count, process_id=index)
@@ -87,7 +88,6 @@ def from_main(value: Any) -> Any:
     """
     if not is_multi_process():
         return value
-    from jax.experimental import multihost_utils
 
     data = json.dumps(value, default=_plain).encode()
     size = int(multihost_utils.broadcast_one_to_all(np.array([len(data)], np.int32))[0])
@@ -107,7 +107,6 @@ def any_process(flag: bool) -> bool:
     """Whether `flag` is true on any process (every process must call this at the same point)."""
     if not is_multi_process():
         return bool(flag)
-    from jax.experimental import multihost_utils
 
     return bool(np.any(multihost_utils.process_allgather(np.array([bool(flag)], np.int32))))
 

@@ -1,26 +1,18 @@
-"""What the train loop needs from the data pipeline and the evaluator, behind one small interface.
-
-TrainData (duck-typed; `yolojax.train.toy.ToyData` is a stand-in):
-  num_classes: int; names: tuple[str, ...]; train_size: int (images); batches_per_epoch: int
-  size_buckets: tuple[int, ...]  (image sizes for multi-scale; (imgsz,) otherwise)
-  train_epoch(epoch, *, mosaic, start_batch=0, data_state=None) -> iterator of batches (numpy dicts): this
-      process's rows of each global batch of `batch` images (all of them in a run of one process)
-  data_state() -> JSON-able / bytes state of the current train iterator (for a mid-epoch checkpoint); the loop
-      calls it right after each batch is drawn (in its `Prefetch` thread) and saves the one of the last batch a
-      step consumed
-  val: what the evaluator iterates
-  close() (optional): frees what the data holds (worker processes); the loop calls it when training ends
-  on_device (optional): the augmentations the train step renders, for the run's banner
+"""What the train loop needs from the data pipeline (`TrainData`), its implementation over `yolojax.data`
+(`PipelineData`), and the background feed of batches to the devices (`Prefetch`).
 """
 from __future__ import annotations
 
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
+import cv2
 import jax
 import numpy as np
+
+from yolojax.data import build_dataset
 
 
 def process_rows(batch_size: int, index: int, count: int) -> tuple[int, int]:
@@ -30,6 +22,40 @@ def process_rows(batch_size: int, index: int, count: int) -> tuple[int, int]:
                          f"the process count (and of the device count, {count} x devices per process)")
     share = batch_size // count
     return index * share, (index + 1) * share
+
+
+class TrainData(Protocol):
+    """The train loop's data (`PipelineData`; the tests' `ToyData` is a stand-in).
+
+    num_classes, names: the classes; train_size: train images; batches_per_epoch: global batches per epoch.
+    size_buckets: image sizes for multi-scale ((imgsz,) otherwise).
+    on_device: the augmentations the train step renders ("" if none), for the run's banner.
+    train_epoch(epoch, *, mosaic, start_batch=0, data_state=None) -> iterator of batches (numpy dicts): this
+        process's rows of each global batch (all of them in a run of one process).
+    data_state() -> JSON-able / bytes state of the current train iterator (for a mid-epoch checkpoint); the loop
+        calls it right after each batch is drawn (in its `Prefetch` thread) and saves the one of the last batch a
+        step consumed.
+    val_batches() -> the val batches the evaluator iterates.
+    close(): frees what the data holds (worker processes); the loop calls it when training ends.
+    """
+
+    num_classes: int
+    names: tuple[str, ...]
+    train_size: int
+    batches_per_epoch: int
+    size_buckets: tuple[int, ...]
+
+    @property
+    def on_device(self) -> str: ...
+
+    def train_epoch(self, epoch: int, *, mosaic: bool, start_batch: int = 0,
+                    data_state: Any = None) -> Iterator[dict]: ...
+
+    def data_state(self) -> Any: ...
+
+    def val_batches(self) -> Iterable[dict]: ...
+
+    def close(self) -> None: ...
 
 
 class PipelineData:
@@ -44,8 +70,6 @@ class PipelineData:
     """
 
     def __init__(self, cfg: Any, process: tuple[int, int] | None = None):
-        from yolojax.data import build_dataset
-
         self.cfg = cfg
         self.train = build_dataset(cfg, "train", seed=cfg.seed)
         index, count = process if process is not None else (jax.process_index(), jax.process_count())
@@ -56,9 +80,9 @@ class PipelineData:
         self.train_size = self.train.num_images
         self.batches_per_epoch = self.train.num_batches
         self.size_buckets = tuple(self.train.size_buckets)
-        self._iterator = None
-        self._next = None  # global index (epoch * batches_per_epoch + batch) of the iterator's next batch
-        self._end = None  # global index where the iterator ends
+        self._iterator: Iterator | None = None
+        self._next = 0  # global index (epoch * batches_per_epoch + batch) of the iterator's next batch
+        self._end = 0  # global index where the iterator ends (0: no iterator)
 
     @property
     def on_device(self) -> str:
@@ -84,6 +108,7 @@ class PipelineData:
 
     def _take(self, count: int) -> Iterator:
         iterator = self._iterator
+        assert iterator is not None, "_open first"
         for _ in range(count):
             batch = next(iterator)
             self._next += 1
@@ -91,7 +116,7 @@ class PipelineData:
 
     def data_state(self) -> Any:
         """The global index of the next batch (informative: resuming needs only the loop's epoch and batch)."""
-        return self._next
+        return self._next if self._iterator is not None else None
 
     def val_batches(self) -> Iterator:
         return self.val.iterator(0, workers=0)  # in-process: val is small and spawning workers costs more
@@ -100,23 +125,11 @@ class PipelineData:
         """Stops the train iterator's worker processes."""
         if self._iterator is not None and hasattr(self._iterator, "close"):
             self._iterator.close()
-        self._iterator = self._next = self._end = None
+        self._iterator, self._next, self._end = None, 0, 0
 
 
 def build_train_data(cfg: Any) -> PipelineData:
     return PipelineData(cfg)
-
-
-def evaluate_ema(task: Any, ema_variables: Any, data: Any, cfg: Any) -> dict:
-    """mAP of the EMA weights on the val split -> results.csv columns (reference names) + fitness."""
-    from yolojax.eval.val import evaluate
-
-    batches = data.val_batches() if hasattr(data, "val_batches") else data.val
-    result = evaluate(task, ema_variables, batches, conf=cfg.conf if cfg.conf is not None else 0.001,
-                      iou=cfg.iou, max_det=cfg.max_det, names=list(data.names))
-    return {"metrics/precision(B)": float(result["precision"]), "metrics/recall(B)": float(result["recall"]),
-            "metrics/mAP50(B)": float(result["map50"]), "metrics/mAP50-95(B)": float(result["map50_95"]),
-            "fitness": float(result["fitness"])}
 
 
 def resize_batch(batch: dict, size: int) -> dict:
@@ -127,7 +140,6 @@ def resize_batch(batch: dict, size: int) -> dict:
     images = batch["images"]
     if images.shape[1] == size and images.shape[2] == size:
         return batch
-    import cv2
     resized = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in images])
     return {**batch, "images": resized}
 
@@ -174,10 +186,8 @@ class Prefetch:
     def _produce(self, items: Iterator) -> None:
         try:
             for item in items:
-                if self._pool is not None:
-                    pending = self._pool.submit(self._prepare, item)
-                else:
-                    pending = _Ready(self._prepare(item))
+                pending: Any = (self._pool.submit(self._prepare, item) if self._pool is not None
+                                else _Ready(self._prepare(item)))
                 if not self._put((pending, None)):
                     return
             self._put((self._END, None))

@@ -20,16 +20,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax.detectors import DetectionTask, build_task
+from yolojax.models.weights import load_weights
 from yolojax.train import checkpoints as ckpt
 from yolojax.train import distributed as dist
 from yolojax.train import records
-from yolojax.train.config import Config, ConfigError, load_config, load_model_config, merge
-from yolojax.train.feed import Prefetch, build_train_data, evaluate_ema, resize_batch
+from yolojax.train.config import (
+    Config,
+    load_config,
+    load_model_config,
+    merge,
+)
+from yolojax.train.feed import Prefetch, TrainData, build_train_data, resize_batch
 from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
 from yolojax.train.state import create_state
 from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
-from yolojax.train.tasks import build_task
-from yolojax.xla_flags import apply_default_xla_flags
 
 
 class NonFiniteLossError(RuntimeError):
@@ -101,7 +106,7 @@ class _StopFlag:
 
 # Batches on their way to the device while a step runs, and the threads copying them there. A copy of a b64 640 px
 # batch out of the workers' shared memory took about as long as a v8n step on the GPU host; with 4 threads v8n ran
-# 26.9-31.5 ms/step (3 runs), with 2 threads 27.5-40.8 (2 runs): benchmarks/gpu_2026-11-25_session4.md.
+# 26.9-31.5 ms/step (3 runs), with 2 threads 27.5-40.8 (2 runs): benchmarks/2026-11-25_train_loop_feed/README.md.
 PREFETCH_DEPTH = 4
 COPY_THREADS = 4
 STOP_CHECK_EVERY = 10  # processes compare Ctrl-C and clocks this often (a collective the host waits for)
@@ -113,8 +118,8 @@ class _Run:
 
     cfg: Config
     run_dir: Path
-    task: Any
-    data: Any
+    task: DetectionTask
+    data: TrainData
     evaluate: Callable
     plan: Any
     state: Any
@@ -126,28 +131,24 @@ class _Run:
     meta: dict      # epoch / batch to continue from, best fitness and epoch
     main: bool      # process 0: the one that prints and writes files
     progress: bool = True
-    model_spec: dict = dataclasses.field(default_factory=dict)  # configs/models/<model>.yaml, when built from cfg
     data_state: Any = None  # the train pipeline's position after the last batch a step consumed (for resume)
 
 
-def _setup(cfg: Config, task, data, evaluate) -> _Run:
+def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, evaluate: Callable | None) -> _Run:
     """Run directory, data, task, optimizer plan, initial (or resumed) state, the jitted step."""
     cfg, run_dir, resuming = resolve_run(cfg)
     main = jax.process_index() == 0
     if main and not resuming:
         records.save_args(run_dir, cfg)
     data = data if data is not None else build_train_data(cfg)
-    model_spec = {}
     if task is None:
-        model_spec = load_model_config(cfg.model)
-        task = build_task(model_spec, data.num_classes, dtype=compute_dtype(cfg), hyp=cfg)
+        task = build_task(load_model_config(cfg.model), data.num_classes, dtype=compute_dtype(cfg), hyp=cfg)
     nb = data.batches_per_epoch
     plan = plan_optimizer(cfg, num_classes=data.num_classes, dataset_size=data.train_size, batches_per_epoch=nb)
 
     init_key, state_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
     variables = jax.jit(task.init, static_argnums=1)(init_key, (cfg.imgsz, cfg.imgsz))
     if cfg.weights:
-        from yolojax.models.weights import load_weights
         variables, _ = load_weights(cfg.weights)
     optimizer = build_optimizer(plan, variables["params"])
     state = jax.jit(create_state, static_argnums=1)(variables, optimizer, state_key)
@@ -159,18 +160,17 @@ def _setup(cfg: Config, task, data, evaluate) -> _Run:
         print(f"Resuming {run_dir} at epoch {meta['epoch'] + 1}, batch {meta['batch']}", flush=True)
     mesh = make_mesh()
     step = build_train_step(task.loss_fn, optimizer, mesh, ema_decay=cfg.ema_decay, ema_tau=cfg.ema_tau)
-    sizes = (tuple(getattr(data, "size_buckets", ())) if cfg.multi_scale else ()) or (cfg.imgsz,)
+    sizes = (tuple(data.size_buckets) if cfg.multi_scale else ()) or (cfg.imgsz,)
     if main:
-        print(f"Training {getattr(task, 'name', 'model')} on {cfg.data} for {cfg.epochs} epochs, {nb} batches of "
+        print(f"Training {task.name} on {cfg.data} for {cfg.epochs} epochs, {nb} batches of "
               f"{cfg.batch} on {mesh.size} {jax.default_backend()} device(s); optimizer {plan.name}(lr={plan.lr0}, "
               f"momentum={plan.momentum}){_rendered_in_step(data)}; run directory {run_dir}", flush=True)
-    return _Run(cfg, run_dir, task, data, evaluate or evaluate_ema, plan, replicate(state, mesh), step, mesh,
-                sizes, last, best, meta, main, model_spec=model_spec)
+    return _Run(cfg, run_dir, task, data, evaluate or skip_validation, plan, replicate(state, mesh), step, mesh,
+                sizes, last, best, meta, main)
 
 
-def _rendered_in_step(data) -> str:
-    on_device = getattr(data, "on_device", "")
-    return f"; augmentation in the step: {on_device}" if on_device else ""
+def _rendered_in_step(data: TrainData) -> str:
+    return f"; augmentation in the step: {data.on_device}" if data.on_device else ""
 
 
 def _save(run: _Run, manager=None, data_state=None) -> int:
@@ -196,12 +196,11 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
     batches = run.data.train_epoch(epoch, mosaic=mosaic, start_batch=start,
                                    data_state=run.meta.get("data_state") if start else None)
     tally, pending, done, why = _Tally(), None, start, None
-    has_state = hasattr(run.data, "data_state")
 
     def host_batches():  # drawn in order by the prefetch thread, with the pipeline's position after each batch
         for i, batch in enumerate(batches, start):
             imgsz = run.sizes[np.random.default_rng([cfg.seed, i + nb * epoch]).integers(len(run.sizes))]
-            yield i, imgsz, batch, run.data.data_state() if has_state else None
+            yield i, imgsz, batch, run.data.data_state()
 
     def to_device(item):  # on the prefetch threads: multi-scale resize, host-to-device copy
         i, imgsz, batch, state = item
@@ -289,7 +288,13 @@ def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Ca
     return interrupted
 
 
-def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable | None = None,
+def skip_validation(task, ema_variables, data, cfg) -> dict:
+    """The `evaluate` of a run that does not validate (no metrics: no best checkpoint, no early stop)."""
+    return {}
+
+
+def train(cfg: Config, *, task: DetectionTask | None = None, data: TrainData | None = None,
+          evaluate: Callable | None = None,
           stop_at_iteration: int | None = None, progress: bool = True) -> TrainResult:
     """Train per `cfg`. `task`, `data`, `evaluate` replace the configured ones (tests use small stand-ins).
 
@@ -304,8 +309,7 @@ def train(cfg: Config, *, task: Any = None, data: Any = None, evaluate: Callable
     try:
         interrupted = _run_epochs(run, board, stop_at_iteration, out_of_time)
     finally:
-        if hasattr(run.data, "close"):  # the train pipeline's worker processes
-            run.data.close()
+        run.data.close()  # the train pipeline's worker processes
         gc.unfreeze()  # what the epochs froze can be collected again once the run's objects are dropped
     board.close()
     if run.main and (run.run_dir / "results.csv").exists() and cfg.plots:
@@ -352,7 +356,7 @@ class _Tally:
 
 def _results_row(epoch, task, losses, metrics, hyper, seconds) -> dict:
     row = {"epoch": epoch + 1}
-    names = getattr(task, "loss_names", ())
+    names = task.loss_names
     if losses is not None:
         row.update({f"train/{n}_loss": float(v) for n, v in zip(names, losses)})
     row.update({k: float(v) for k, v in metrics.items() if np.isscalar(v) or np.ndim(v) == 0})
@@ -368,45 +372,8 @@ def _print_epoch(row: dict) -> None:
 
 def _export(path: Path, run: _Run) -> None:
     """EMA weights in the yolojax.models.weights format, for val / predict."""
-    meta = {"model": getattr(run.task, "name", "model"), "scale": getattr(run.task, "scale", ""),
-            "num_classes": int(run.data.num_classes), "names": list(getattr(run.data, "names", [])),
-            "imgsz": run.cfg.imgsz,
-            "model_config": run.task.spec() if hasattr(run.task, "spec") else run.model_spec}
+    spec = run.task.spec()
+    meta = {"model": run.task.name, "scale": spec.get("scale", ""), "num_classes": int(run.data.num_classes),
+            "names": list(run.data.names), "imgsz": run.cfg.imgsz, "model_config": spec}
     if run.main:
         ckpt.export_ema_weights(path, run.state.ema, meta)
-
-
-HELP = """usage: yolojax train [key=value ...]
-
-Trains a detector. With no arguments: YOLOv8n on the embedded shapes dataset with the CPU recipe configs/shapes.yaml.
-Keys and defaults: configs/default.yaml (e.g. model=yolov8s data=coco epochs=100 batch=64 imgsz=640 cfg=none).
-resume=True continues the latest run (resume=runs/train3 a given one). Ctrl-C saves a checkpoint and exits."""
-
-
-def enable_compilation_cache() -> None:
-    """Keep compiled steps on disk ($YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax) so repeated runs start at once."""
-    import os
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
-        return
-    root = Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
-def cli_main(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help", "help"):
-        print(HELP)
-        return 0
-    try:
-        cfg = load_config(argv)
-    except ConfigError as err:
-        print(f"yolojax train: {err}", file=sys.stderr)
-        return 2
-    apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic))  # before the first JAX computation
-    enable_compilation_cache()
-    try:
-        result = train(cfg)
-    except NonFiniteLossError as err:
-        print(f"yolojax train: {err}", file=sys.stderr)
-        return 1
-    return 130 if result.interrupted else 0

@@ -2,7 +2,7 @@
 
 Per iteration (the reference's inner loop body, as one pure function):
   0. the augmentation the pipeline left to the device (`warp_on_device`: Mosaic + RandomPerspective pixels;
-     `hsv_on_device`: RandomHSV's colour change) is finished here (`yolojax.data.device_augment`), so the task
+     `hsv_on_device`: RandomHSV's colour change) is finished here (`yolojax.data.device.augment`), so the task
      always sees the CPU pipeline's RGB uint8 images;
   1. each device computes the task loss and its gradient on its slice of the global batch;
   2. gradients and the loss are summed over devices. The task loss is, like the reference's, a sum over its batch
@@ -28,6 +28,7 @@ recompile. Compute dtype (bf16 on GPU/TPU) is the task's choice; params and opti
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
@@ -35,9 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from yolojax.data.device_augment import WARP_PREFIX, finish_augmentation
+from yolojax.data.device.augment import WARP_PREFIX, finish_augmentation
 from yolojax.train.ema import ema_update
 from yolojax.train.optim import Hyper
 from yolojax.train.state import TrainState
@@ -61,7 +63,7 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh, keys: tuple[str, ...] | No
 
     batch: images uint8 (b, h, w, 3), bboxes (b, m, 4) normalized xywh, cls (b, m) int32, mask (b, m) bool, and
     optionally hsv_lut (b, 256, 3) uint8 (then images are BGR) and the `warp_*` render inputs (see
-    yolojax.data.device_augment); absent keys are skipped, other (host-only) entries are dropped (`keys`, default
+    yolojax.data.device.augment); absent keys are skipped, other (host-only) entries are dropped (`keys`, default
     TRAIN_KEYS and the warp keys, names what is kept). b * process_count must divide evenly over the mesh's devices.
     """
     if keys is None:
@@ -144,8 +146,8 @@ def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9
         ema_updates = state.ema_updates + 1
         stepped_ema = ema_update(state.ema, {"params": stepped_params, **model_state}, ema_updates, ema_decay,
                                  ema_tau)
-        new_state = state.replace(
-            iteration=state.iteration + 1,
+        new_state = dataclasses.replace(
+            state, iteration=state.iteration + 1,
             last_opt_step=jnp.where(due, state.iteration, state.last_opt_step),
             params=_select(due, stepped_params, state.params),
             model_state=model_state,

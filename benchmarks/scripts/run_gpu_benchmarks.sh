@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Every GPU benchmark of the project, for the lent GPU machine (its python3 has torch, jax, flax, optax, orbax;
+# ultralytics 8.2.103 and grain travel as wheels in .whl/). Run from the repository root:
+#   bash benchmarks/scripts/run_gpu_benchmarks.sh PART OUT
+# OUT is the folder for the results (train, ops, e2e and all also archive benchmarks/ there). PART:
+#   train    the train step against the reference (max_boxes 16 / 100, deterministic, warm compile cache)
+#   ops      assigner + loss, inference, RoI ops, validation, then everything of e2e
+#   e2e      device-warp exactness, host pipeline per core, copy ways of the fed step, the train loop's busy share
+#   all      train + ops (+ e2e)
+#   profile  device traces and XLA-flag variants of inference and of the train step's compile
+#   hsv      device-HSV exactness and cost, host pipeline per core with and without HSV on the device
+#   feed     where a fed step's time goes: copy from memory, worker count, warp on the CPU, niced workers, v8s
+#   loop     the train loop's busy share: v8s, cache=disk (writing, then reading the .npy files), 2 copy threads
+#   cli      `yolojax train` with the shapes recipe on one GPU, warp and HSV left to `auto`
+# The multi* parts need a machine of several GPUs: multi = v8n scaling with a device trace per exchange variant +
+# the reference under DDP; multi_s = v8n and v8s scaling; multi_proc = v8n on one process per GPU
+# (jax.distributed); multi_proc_cli = `yolojax train` with one process per GPU; multi_cli = `yolojax train` on 1 and on all GPUs (a generated 640 px dataset, validation,
+# checkpoints, an interrupted and resumed run).
+set -uo pipefail
+part=${1:-train}; out=${2:-/tmp/bench_out}
+mkdir -p "$out"
+S=benchmarks/scripts
+source $S/gpu_env.sh
+run() { echo "== $*"; timeout "${T:-300}" "$@" 2>&1 | grep -v -i -E "warn|settings|yolo settings" | tail -n "${N:-25}"; }
+if [ "$part" = train ] || [ "$part" = all ]; then
+  export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  T=300 run python3 $S/bench_train.py --scales n,s --max-boxes 16,100 --compile-cache /tmp/jaxcache \
+    --out benchmarks/train_step
+  T=220 run python3 $S/bench_train.py --scales n --max-boxes 16 --deterministic \
+    --out benchmarks/train_step_deterministic
+  T=90 run python3 $S/bench_train.py --scales n --max-boxes 16 --no-reference --steps 5 --compile-cache /tmp/jaxcache \
+    --out benchmarks/train_step_warm_cache
+fi
+if [ "$part" = ops ] || [ "$part" = all ]; then
+  T=80 run python3 $S/bench_assign_loss.py --iters 30
+  T=100 run python3 $S/bench_infer.py
+  T=70 run python3 $S/bench_roi.py
+  T=90 run python3 $S/bench_val.py --images 64 --half
+fi
+if [ "$part" = e2e ] || [ "$part" = ops ] || [ "$part" = all ]; then
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  T=240 run python3 $S/check_device_warp.py --out benchmarks/device_warp_check.json
+  T=200 run python3 $S/bench_data.py --cache both --repeats 1 --images 256 --warp-on-device
+  T=300 run python3 $S/bench_e2e.py --workers 14 --images 1536 --batches 20 --hsv-on-device true \
+    --warp-on-device true --deterministic --settle 3 --variants direct2,ready2,populate2,staged2 --rounds 2
+  T=240 run python3 $S/bench_loop.py --workers 14 --images 3200 --epochs 4 --data-dir /tmp/bench_images \
+    --cache ram --out benchmarks/loop_n_ram
+  T=150 run python3 $S/bench_loop.py --workers 14 --images 3200 --epochs 4 --data-dir /tmp/bench_images \
+    --out benchmarks/loop_n_jpeg
+fi
+if [ "$part" = profile ]; then  # variants name their XLA flags themselves: "default" is XLA's defaults
+  export YOLOJAX_XLA_FLAGS=0
+  CB="--xla_gpu_enable_command_buffer=+CONVOLUTION,+WHILE,+CONDITIONAL --xla_gpu_graph_min_graph_size=1"
+  CONC="--xla_gpu_graph_enable_concurrent_region=true"
+  p() { local tag=$1; shift; N=18 run python3 $S/profile_gpu.py "$@" --tag "$tag" --out "$out/profile_$tag.json"; }
+  b() { local tag=$1; shift; N=8 run python3 $S/bench_infer.py --iters 200 --warmup 20 --out "$out/infer_$tag" "$@"; }
+  T=120 p infer_default infer
+  XLA_FLAGS="$CB" T=120 p infer_cmdbuf infer
+  XLA_FLAGS="$CB $CONC" T=60 p infer_concurrent infer --conf 0.25
+  XLA_FLAGS="$CB --xla_gpu_experimental_enable_conv_fusion=true" T=60 p infer_cmdbuf_convfusion infer --conf 0.25
+  T=120 p infer_b32 infer --batch 32 --calls 5
+  T=120 b default
+  XLA_FLAGS="$CB" T=120 b cmdbuf
+  XLA_FLAGS="$CB $CONC" T=130 b concurrent
+  T=200 p train_default train --calls 3
+  XLA_FLAGS="--xla_gpu_autotune_level=1" T=150 p train_autotune1 train --calls 3
+  XLA_FLAGS="--xla_gpu_enable_triton_gemm=false" T=150 p train_notriton train --calls 3
+  XLA_FLAGS="--xla_gpu_autotune_level=1 --xla_gpu_exclude_nondeterministic_ops=true" T=150 \
+    p train_l1_det train --calls 2
+  XLA_FLAGS="$CB --xla_gpu_dump_autotune_logs_to=$out/autotune_logs" T=170 p train_cmdbuf train --calls 3
+fi
+if [ "$part" = hsv ]; then
+  T=90 run python3 $S/check_device_hsv.py
+  T=150 run python3 $S/bench_data.py --cache ram --repeats 1 --images 256 --out "$out/data"
+  T=150 run python3 $S/bench_data.py --cache ram --repeats 1 --images 256 --hsv-on-device --out "$out/data"
+fi
+if [ "$part" = feed ]; then
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  e2e=(--images 1536 --batches 20 --hsv-on-device true --deterministic --settle 5)
+  T=300 run python3 $S/bench_e2e.py --workers 14 --cache ram --feeds --warp-on-device true "${e2e[@]}" \
+    --out "$out/feed_ram14"
+  T=200 run python3 $S/bench_e2e.py --workers 6 --cache ram --warp-on-device true "${e2e[@]}" --out "$out/feed_ram6"
+  T=200 run python3 $S/bench_e2e.py --workers 12 --warp-on-device true "${e2e[@]}" --out "$out/feed_none12"
+  T=200 run python3 $S/bench_e2e.py --workers 14 --cache ram --warp-on-device false "${e2e[@]}" \
+    --out "$out/feed_cpu_ram14"
+  T=240 run python3 $S/bench_e2e.py --scale s --workers 14 --cache ram --warp-on-device true "${e2e[@]}" \
+    --out "$out/feed_s_ram14"
+  T=300 run python3 $S/bench_e2e.py --workers 14 --cache ram --warp-on-device true "${e2e[@]}" \
+    --variants direct1,direct4,plain2,direct2 --out "$out/feed_copy_ram14"
+  T=150 run python3 $S/bench_e2e.py --workers 14 --worker-nice 10 --warp-on-device true "${e2e[@]}" \
+    --variants direct2,staged2 --rounds 2 --out "$out/feed_none14_nice"
+fi
+if [ "$part" = loop ]; then
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  loop=(--workers 14 --images 3200 --data-dir /tmp/bench_images)
+  T=140 run python3 $S/bench_loop.py "${loop[@]}" --epochs 4 --scale s --out "$out/loop_s_none14"
+  T=90 run python3 $S/bench_loop.py "${loop[@]}" --epochs 4 --copy-threads 2 --depth 3 --out "$out/loop_n_none14_t2"
+  T=150 run python3 $S/bench_loop.py "${loop[@]}" --epochs 4 --worker-nice 10 --out "$out/loop_n_none14_nice10"
+  T=240 run python3 $S/bench_loop.py "${loop[@]}" --epochs 4 --cache disk --out "$out/loop_n_disk14_first"
+  T=120 run python3 $S/bench_loop.py "${loop[@]}" --epochs 6 --cache disk --out "$out/loop_n_disk14"
+fi
+if [ "$part" = cli ]; then
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  T=300 N=12 run python3 -m yolojax.cli train batch=64 nbs=64 workers=8 epochs=4 mosaic=1.0 time=0.1 \
+    project=/tmp/runs name=gpu
+  cp /tmp/runs/gpu/results.csv /tmp/runs/gpu/args.yaml "$out/" 2>/dev/null
+fi
+if [[ "$part" = multi* ]]; then  # compiled programs and autotuning results carried between calls in .jaxcache/
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jaxcache JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  [ -f .jaxcache/jaxcache.tar ] && tar xf .jaxcache/jaxcache.tar -C /tmp
+fi
+if [ "$part" = multi ]; then
+  ngpu=$(nvidia-smi -L | wc -l)
+  T=330 run python3 $S/bench_scaling.py --scales n --out "$out/scaling_n.json"
+  T=150 run python3 -m torch.distributed.run --nproc_per_node "$ngpu" $S/bench_ddp_reference.py --scales n,s \
+    --out "$out/ddp_reference.json"
+  T=100 run python3 $S/bench_ddp_reference.py --scales n,s --out "$out/single_reference.json"
+  T=90 run python3 $S/profile_gpu.py infer --batch 1 --calls 3  # the inference flags with several GPUs present
+fi
+if [ "$part" = multi_s ]; then
+  T=150 run python3 $S/bench_scaling.py --scales n --calls 3 --out "$out/scaling_n.json"
+  T=240 run python3 $S/bench_scaling.py --scales s --exchanges flat,none --calls 3 --out "$out/scaling_s.json"
+  CUDA_VISIBLE_DEVICES=0 T=150 run python3 $S/bench_loop.py --batch 64 --images 2560 --epochs 4 --cache ram \
+    --data-dir /tmp/loop_images --out "$out/loop_one_gpu"
+fi
+if [ "$part" = multi_proc ]; then  # one process per GPU through jax.distributed, against one process for all
+  ngpu=$(nvidia-smi -L | wc -l)
+  T=150 run python3 $S/bench_scaling.py --scales n --exchanges flat --calls 3 --out "$out/scaling_n_one_process.json"
+  for i in $(seq 0 $((ngpu - 1))); do
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12355 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
+      timeout 240 python3 $S/bench_scaling.py --scales n --exchanges flat --calls 3 \
+      --out "$out/scaling_n_processes.json" > "/tmp/proc$i.log" 2>&1 &
+  done
+  wait; grep -v cuda_timer /tmp/proc0.log | tail -n 6; tail -n 3 /tmp/proc1.log
+fi
+if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU (jax.distributed), 3 epochs
+  ngpu=$(nvidia-smi -L | wc -l)
+  data=$(python3 -m yolojax.cli data shapes root=/tmp/shapes640 num_train=2560 num_val=256 imgsz=640 \
+    workers="$(nproc)" | tail -n 1)
+  for i in $(seq 0 $((ngpu - 1))); do
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12356 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
+      timeout 200 python3 -m yolojax.cli train cfg=none model=yolov8n data="$data" imgsz=640 epochs=3 close_mosaic=1 \
+      cache=ram workers=$(( ($(nproc) - 4) / ngpu )) batch=$((64 * ngpu)) project=/tmp/runs plots=False name=procs \
+      > "$out/procs_$i.log" 2>&1 &
+  done
+  wait; grep -E "^Training|^epoch|Results|rror" "$out/procs_0.log" | cut -c1-200; tail -n 2 "$out/procs_1.log"
+  cp /tmp/runs/procs/results.csv "$out/procs.csv"; ls /tmp/runs/procs/weights
+fi
+if [ "$part" = multi_cli ]; then
+  T=500 run bash $S/multi_gpu_train.sh "$out"
+fi
+if [[ "$part" = multi* ]]; then
+  tar cf "$out/jaxcache.tar" -C /tmp jaxcache; ls -la "$out/jaxcache.tar"
+elif [[ " train ops e2e all " = *" $part "* ]]; then
+  tar czf "$out/benchmarks_$part.tgz" benchmarks
+fi

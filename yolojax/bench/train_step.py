@@ -1,0 +1,193 @@
+"""`yolojax bench`: time the full training step (forward, assigner, losses, backward, optimizer, EMA) and, in the
+same run on the same device, the reference's (ultralytics 8.2.103, PyTorch eager, fp16 AMP).
+
+Data is device-resident random images with random boxes (the same boxes on both sides), so the numbers measure the
+step, not the input pipeline. Results are printed as a table and written as JSON + markdown under benchmarks/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from yolojax.bench.reference import random_targets, time_reference_train_step
+from yolojax.bench.timing import median_ms
+from yolojax.detectors import YOLOv8Task
+from yolojax.losses import detection_loss
+from yolojax.train.ema import ema_update
+from yolojax.train.optim import OptimizerPlan, build_optimizer, hyper_at
+from yolojax.train.state import create_state
+from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
+from yolojax.xla_flags import apply_default_xla_flags
+
+
+def padded_targets(rng: np.random.Generator, batch: int, boxes_per_image: int, max_boxes: int, num_classes: int):
+    """`random_targets` padded to `max_boxes` rows with a mask (the layout our pipeline produces)."""
+    cls, bboxes, mask = random_targets(rng, batch, boxes_per_image, num_classes)
+    pad = max_boxes - boxes_per_image
+    return (np.pad(cls, ((0, 0), (0, pad))), np.pad(bboxes, ((0, 0), (0, pad), (0, 0))),
+            np.pad(mask, ((0, 0), (0, pad))))
+
+
+def sgd_plan(batch: int):
+    """The reference's default SGD recipe past warmup (lr0 0.01, momentum 0.937, nesterov, wd 5e-4)."""
+    return OptimizerPlan(name="SGD", lr0=0.01, momentum=0.937, target_momentum=0.937, weight_decay=5e-4,
+                         warmup_bias_lr=0.1, warmup_momentum=0.8, warmup_iters=-1, nbs=batch, batch=batch,
+                         epochs=100, lrf=0.01, cos_lr=False)
+
+
+def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
+                    boxes_per_image: int = 8, max_boxes: int = 16, steps: int = 30, warmup: int = 5,
+                    dtype=jnp.bfloat16, seed: int = 0) -> dict:
+    """Time our jitted data-parallel train step on all local devices. Returns ms/step, img/s, compile s, memory."""
+    task = YOLOv8Task(scale=scale, num_classes=num_classes, dtype=dtype)
+    plan = sgd_plan(batch)
+    variables = task.init(jax.random.PRNGKey(seed), (imgsz, imgsz))
+    optimizer = build_optimizer(plan, variables["params"])
+    mesh = make_mesh()
+    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(seed + 1)), mesh)
+    hyper = replicate(hyper_at(plan, 10_000, 10), mesh)
+
+    rng = np.random.default_rng(seed)
+    cls, bboxes, mask = padded_targets(rng, batch, boxes_per_image, max_boxes, num_classes)
+    images = rng.integers(0, 256, size=(batch, imgsz, imgsz, 3), dtype=np.uint8)
+    data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
+
+    step = build_train_step(task.loss_fn, optimizer, mesh)
+    start = time.perf_counter()
+    compiled = step.lower(state, data, hyper).compile()
+    compile_s = time.perf_counter() - start
+
+    for _ in range(warmup):
+        state, metrics = compiled(state, data, hyper)
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = compiled(state, data, hyper)
+    jax.block_until_ready((state, metrics))
+    ms = (time.perf_counter() - start) / steps * 1e3
+    finite = bool(metrics["finite"])
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return {
+        "impl": f"yolojax jit+shard_map {jnp.dtype(dtype).name}",
+        "scale": scale, "batch": batch, "imgsz": imgsz, "max_boxes": max_boxes, "devices": mesh.size,
+        "ms_per_step": ms, "img_per_s": batch / ms * 1e3, "compile_s": compile_s, "loss_finite": finite,
+        "peak_mem_gib": stats.get("peak_bytes_in_use", 0) / 2**30,
+        "device": jax.local_devices()[0].device_kind,
+    }
+
+
+def time_components(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
+                    max_boxes: int = 16, dtype=jnp.bfloat16, seed: int = 0, repeats: int = 20) -> dict:
+    """Where a step's time goes: network forward, network forward+backward, loss (assigner included)
+    forward+backward on fixed head outputs, and optimizer + EMA. ms each, same device and sizes."""
+    task = YOLOv8Task(scale=scale, num_classes=num_classes, dtype=dtype)
+    model = task.model
+    variables = task.init(jax.random.PRNGKey(seed), (imgsz, imgsz))
+    params, stats = variables["params"], {"batch_stats": variables["batch_stats"]}
+    rng = np.random.default_rng(seed)
+    cls, bboxes, mask = padded_targets(rng, batch, min(8, max_boxes), max_boxes, num_classes)
+    targets = {"cls": jnp.asarray(cls), "bboxes": jnp.asarray(bboxes), "mask": jnp.asarray(mask)}
+    images = jnp.asarray(rng.integers(0, 256, size=(batch, imgsz, imgsz, 3), dtype=np.uint8))
+
+    def forward(p, x):
+        return model.apply({"params": p, **stats}, x.astype(dtype) / 255.0, train=True, mutable=["batch_stats"])
+
+    def net_loss(p, x):  # a stand-in loss that touches every output, to time backward through the network alone
+        feats, _ = forward(p, x)
+        return sum(jnp.mean(f.astype(jnp.float32) ** 2) for f in feats)
+
+    feats, _ = jax.jit(forward)(params, images)
+    loss_grad = jax.jit(jax.grad(lambda f: detection_loss(f, targets, num_classes=num_classes)[0]))
+    optimizer = build_optimizer(sgd_plan(batch), params)
+    opt_state = optimizer.init(params)
+    hyper = hyper_at(sgd_plan(batch), 10_000, 10)
+
+    @jax.jit
+    def optimizer_and_ema(p, o, g, ema):
+        updates, o = optimizer.update(g, o, p, lr=hyper.lr, momentum=hyper.momentum)
+        p = jax.tree.map(jnp.add, p, updates)
+        return p, o, ema_update(ema, {"params": p, **stats}, jnp.int32(100), 0.9999, 2000.0)
+
+    ema = {"params": params, **stats}
+
+    def time(fn, *args):
+        return median_ms(lambda: fn(*args), jax.block_until_ready, repeats, 1)
+
+    return {
+        "scale": scale, "batch": batch, "imgsz": imgsz, "max_boxes": max_boxes,
+        "forward_ms": time(jax.jit(forward), params, images),
+        "forward_backward_ms": time(jax.jit(jax.grad(net_loss)), params, images),
+        "loss_fwd_bwd_ms": time(loss_grad, feats),
+        "optimizer_ema_ms": time(optimizer_and_ema, params, opt_state, params, ema),
+        "device": jax.local_devices()[0].device_kind,
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| impl | scale | batch | imgsz | max_boxes | ms/step | img/s | compile s | peak GiB | device |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['impl']} | {r['scale']} | {r['batch']} | {r['imgsz']} | {r.get('max_boxes', '-')} | "
+                     f"{r['ms_per_step']:.1f} | {r['img_per_s']:.0f} | {r.get('compile_s', float('nan')):.1f} | "
+                     f"{r['peak_mem_gib']:.2f} | {r['device']} |")
+    return "\n".join(lines)
+
+
+def cli_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="yolojax bench", description=__doc__)
+    parser.add_argument("--scales", default="n,s")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--max-boxes", default="16", help="comma list of padded GT rows to time")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--no-reference", action="store_true", help="skip timing ultralytics (needs CUDA torch)")
+    parser.add_argument("--breakdown", action="store_true", help="also time forward / backward / loss / optimizer")
+    parser.add_argument("--small", action="store_true", help="CPU smoke run: batch 2, 128 px, 2 steps, fp32")
+    parser.add_argument("--out", default="benchmarks/train_step")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic GPU kernels (yolojax.xla_flags; `yolojax train`'s default)")
+    parser.add_argument("--compile-cache", default=None,
+                        help="persistent XLA compilation cache folder (a second run then skips compile)")
+    args = parser.parse_args(argv)
+    apply_default_xla_flags(job="train", deterministic=args.deterministic)  # before the first JAX computation
+    if args.compile_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+    dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    if args.small:
+        args.batch, args.imgsz, args.steps, args.no_reference = 2, 128, 2, True
+    rows, breakdown = [], []
+    for scale in args.scales.split(","):
+        if not args.no_reference:
+            ref = time_reference_train_step(scale, batch=args.batch, imgsz=args.imgsz, steps=args.steps)
+            rows.append(ref)
+            print(json.dumps(ref), flush=True)
+        for max_boxes in (int(m) for m in args.max_boxes.split(",")):
+            ours = time_train_step(scale, batch=args.batch, imgsz=args.imgsz, max_boxes=max_boxes,
+                                   boxes_per_image=min(8, max_boxes), steps=args.steps, dtype=dtype,
+                                   warmup=1 if args.small else 5)
+            ours["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+            if not args.no_reference:
+                ours["speedup_vs_reference"] = ref["ms_per_step"] / ours["ms_per_step"]
+            rows.append(ours)
+            print(json.dumps(ours), flush=True)
+        if args.breakdown:
+            parts = time_components(scale, batch=args.batch, imgsz=args.imgsz, dtype=dtype,
+                                    max_boxes=int(args.max_boxes.split(",")[0]), repeats=3 if args.small else 20)
+            breakdown.append(parts)
+            print(json.dumps(parts), flush=True)
+    table = markdown_table(rows)
+    print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"steps": rows, "breakdown": breakdown}, indent=2))
+    out.with_suffix(".md").write_text(table + "\n")
+    return 0

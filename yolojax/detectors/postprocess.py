@@ -92,35 +92,39 @@ def non_max_suppression(boxes_xywh, class_probs, *, conf_thres: float = 0.25, io
     return jax.vmap(run)(boxes_xyxy, class_probs)
 
 
-def scale_boxes(boxes_xyxy, orig_shape: tuple[int, int], ratio, pad):
-    """Boxes on the letterboxed network input -> boxes on the original image, clipped to it.
+def scale_boxes(boxes_xyxy, orig_hw, gain, pad):
+    """Boxes on the letterboxed network input -> boxes on the original image, clipped to it (the one inverse of
+    the letterbox: predict, val and the ground truth of val batches all use it).
 
     Args:
       boxes_xyxy: (..., 4) xyxy pixels of the network input (numpy or jax).
-      orig_shape: (h0, w0) of the original image.
-      ratio: the letterbox scale r (a number, or the `(r, r)` pair `letterbox` returns).
-      pad: (dw, dh) pixels added on the left and top.
+      orig_hw: (..., 2) (h0, w0) of the original image(s), broadcastable against the boxes' leading axes.
+      gain: (...) the letterbox scale r, likewise broadcastable (a number for one image).
+      pad: (..., 2) (dw, dh) pixels added on the left and top.
     Returns:
       (..., 4) xyxy pixels of the original image, in [0, w0] x [0, h0].
     """
-    gain = float(np.ravel(ratio)[0])
     xp = jnp if isinstance(boxes_xyxy, jax.Array) else np
-    offset = xp.asarray([pad[0], pad[1], pad[0], pad[1]], dtype=boxes_xyxy.dtype)
-    scaled = (boxes_xyxy - offset) / gain
-    upper = xp.asarray([orig_shape[1], orig_shape[0], orig_shape[1], orig_shape[0]], dtype=boxes_xyxy.dtype)
-    return xp.clip(scaled, 0, upper)
+    dtype = boxes_xyxy.dtype
+    pad, orig_hw, gain = (xp.asarray(v, dtype) for v in (pad, orig_hw, gain))
+    offset = xp.concatenate([pad, pad], axis=-1)
+    upper = xp.concatenate([orig_hw[..., ::-1], orig_hw[..., ::-1]], axis=-1)
+    return xp.clip((boxes_xyxy - offset) / gain[..., None], 0, upper)
 
 
-def letterbox_gain_pad(input_shape: tuple[int, int], orig_shape: tuple[int, int]):
-    """Scale and whole-pixel padding of a centred letterbox, recomputed from the two shapes, as the reference's
+def letterbox_gain_pad(input_hw: tuple[int, int], orig_hw):
+    """Scale and whole-pixel padding of a centred letterbox, recomputed from the shapes, as the reference's
     predictor does when it maps boxes back (pad = round(half the slack - 0.1) on each axis).
 
     Args:
-      input_shape: (h, w) of the network input; orig_shape: (h0, w0) of the original image.
+      input_hw: (h, w) of the network input; orig_hw: (..., 2) (h0, w0) of the original image(s) (numpy dtype
+        kept: float32 in gives float32 out).
     Returns:
-      gain r (float), pad (dw, dh) whole pixels.
+      gain (...) and pad (..., 2) (dw, dh) whole pixels.
     """
-    gain = min(input_shape[0] / orig_shape[0], input_shape[1] / orig_shape[1])
-    pad_w = round((input_shape[1] - orig_shape[1] * gain) / 2 - 0.1)
-    pad_h = round((input_shape[0] - orig_shape[0] * gain) / 2 - 0.1)
-    return gain, (pad_w, pad_h)
+    orig_hw = np.asarray(orig_hw)
+    height, width = input_hw
+    gain = np.minimum(height / orig_hw[..., 0], width / orig_hw[..., 1])
+    pad = np.stack([np.round((width - orig_hw[..., 1] * gain) / 2 - 0.1),
+                    np.round((height - orig_hw[..., 0] * gain) / 2 - 0.1)], axis=-1).astype(gain.dtype)
+    return gain, pad

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from yolojax.eval import metrics
+from yolojax.ops.padding import padded_size
 
 _MATCH_KEYS = ("scores", "classes", "rank", "kept", "matched", "ignored")
 
@@ -128,11 +129,6 @@ def _group(image_index, num_images):
     return np.split(order, np.searchsorted(image_index[order], np.arange(1, num_images)))
 
 
-def _bucket(n: int) -> int:
-    """Padded size: the next power of two (at least 1), so a few compilations serve every image."""
-    return 1 << (max(int(n), 1) - 1).bit_length()
-
-
 def _padded(rows_per_image, values, size, fill=0):
     out = np.full((len(rows_per_image), size) + values.shape[1:], fill, dtype=values.dtype)
     mask = np.zeros((len(rows_per_image), size), dtype=bool)
@@ -175,8 +171,8 @@ def match_coco_arrays(gt, dets, *, images_per_call: int = 64):
     det_parts, gt_cls_parts, gt_ign_parts = [], [], []
     for start in range(0, num_images, images_per_call):
         g_rows, d_rows = gt_rows[start:start + images_per_call], det_rows[start:start + images_per_call]
-        g_size = _bucket(max(len(r) for r in g_rows))
-        d_size = _bucket(max(len(r) for r in d_rows))
+        g_size = padded_size(max(len(r) for r in g_rows))
+        d_size = padded_size(max(len(r) for r in d_rows))
         gt_box, gt_valid = _padded(g_rows, gt["bbox"], g_size)
         gt_cls, _ = _padded(g_rows, gt["category_id"], g_size, fill=-1)
         gt_crowd, _ = _padded(g_rows, gt["iscrowd"], g_size)

@@ -24,6 +24,7 @@ import numpy as np
 
 from yolojax.convert.mapping import infer_scale_and_classes, state_dict_to_variables
 from yolojax.convert.sources import load_source
+from yolojax.data.labels import IMG_FORMATS
 from yolojax.data.transforms import letterbox
 from yolojax.detectors import YOLOv8Task, task_from_weights_meta
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
@@ -31,7 +32,6 @@ from yolojax.models.weights import load_weights
 from yolojax.models.yolov8 import YOLOv8
 
 USAGE = __doc__
-IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
 DEFAULTS = {"weights": None, "conf": 0.25, "iou": 0.7, "imgsz": None, "max_det": 300, "rect": True,
             "save_dir": "runs/predict", "trust_pickle": False}
 
@@ -104,9 +104,9 @@ def list_images(source) -> list[Path]:
     """An image file, or the image files of a folder (sorted); a clear error if there are none."""
     source = Path(source)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in source.iterdir() if p.suffix[1:].lower() in IMG_FORMATS)
         if not files:
-            raise FileNotFoundError(f"predict: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
+            raise FileNotFoundError(f"predict: no images ({', '.join(sorted(IMG_FORMATS))}) in {source}")
         return files
     if source.is_file():
         return [source]

@@ -23,36 +23,25 @@ import numpy as np
 
 from yolojax.data import build_dataset
 from yolojax.detectors import DetectionTask, task_from_weights_meta
+from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
 from yolojax.eval import coco, confusion, metrics
 from yolojax.eval import plots as plotting
 from yolojax.models.weights import load_weights
+from yolojax.ops.padding import padded_size
 
 MODES = ("coco", "ultralytics")
 _COCO_KEYS = ("scores", "classes", "rank", "kept", "matched", "ignored")
 
 
 # --------------------------------------------------------------------------------------------- device: one batch
-def to_original(boxes, gain, pad, ori_hw):
-    """Letterboxed-image pixels -> original-image pixels, clipped (the reference's `scale_boxes` with ratio_pad).
-
-    Args:
-      boxes: (b, n, 4) xyxy pixels of the network input. gain: (b,) resize ratio. pad: (b, 2) left, top pixels.
-      ori_hw: (b, 2) original height, width.
-    Returns:
-      (b, n, 4) xyxy pixels of the original image.
-    """
-    boxes = (boxes - jnp.tile(pad, 2)[:, None, :]) / gain[:, None, None]
-    upper = jnp.stack([ori_hw[:, 1], ori_hw[:, 0], ori_hw[:, 1], ori_hw[:, 0]], -1)[:, None, :]
-    return jnp.clip(boxes, 0, upper)
-
-
 def val_step(task, variables, batch, *, conf, iou, max_det, num_classes, matrix_conf):
     """Predict, rescale, match and count one batch (pure; jit it with the keyword arguments static).
 
     Args:
       task: a DetectionTask. variables: its variables.
       batch: images (b, h, w, 3) uint8; gt_boxes (b, g, 4) xyxy original-image pixels; gt_cls (b, g) int;
-        gt_mask (b, g) bool; image_valid (b,) bool; gain (b,), pad (b, 2), ori_hw (b, 2) float32 (see to_original).
+        gt_mask (b, g) bool; image_valid (b,) bool; gain (b,), pad (b, 2), ori_hw (b, 2) float32 (see
+        yolojax.detectors.postprocess.scale_boxes).
     Returns:
       dict of device arrays: det_boxes (b, d, 4) original xyxy, det_scores, det_classes, det_valid (b, d);
       correct (b, d, t) ultralytics-mode true positives; coco: `match_coco` outputs (b, ...);
@@ -63,7 +52,8 @@ def val_step(task, variables, batch, *, conf, iou, max_det, num_classes, matrix_
     det_valid = pred["valid"] & batch["image_valid"][:, None]
     det_classes = pred["classes"].astype(jnp.int32)
     det_scores = pred["scores"].astype(jnp.float32)
-    det_boxes = to_original(pred["boxes"].astype(jnp.float32), batch["gain"], batch["pad"], batch["ori_hw"])
+    det_boxes = scale_boxes(pred["boxes"].astype(jnp.float32), batch["ori_hw"][:, None], batch["gain"][:, None],
+                            batch["pad"][:, None])
     gt_boxes = batch["gt_boxes"].astype(jnp.float32)
     gt_valid = batch["gt_mask"] & batch["image_valid"][:, None]
     gt_cls = batch["gt_cls"].astype(jnp.int32)
@@ -112,10 +102,7 @@ def _letterbox_params(meta, b, height, width, ori_hw):
     if ratio_pad is not None:
         gain = np.array([float(np.ravel(rp[0])[0]) for rp in ratio_pad], np.float32)
         return gain, np.array([np.ravel(rp[1])[:2] for rp in ratio_pad], np.float32)
-    gain = np.minimum(height / ori_hw[:, 0], width / ori_hw[:, 1]).astype(np.float32)
-    pad = np.stack([np.round((width - ori_hw[:, 1] * gain) / 2 - 0.1),
-                    np.round((height - ori_hw[:, 0] * gain) / 2 - 0.1)], -1).astype(np.float32)
-    return gain, pad
+    return letterbox_gain_pad((height, width), ori_hw)
 
 
 def _targets_to_original(bboxes, height, width, gain, pad, ori_hw):
@@ -123,12 +110,7 @@ def _targets_to_original(bboxes, height, width, gain, pad, ori_hw):
     bboxes = np.asarray(bboxes, np.float32)
     xy, half = bboxes[..., :2], bboxes[..., 2:] / 2
     boxes = np.concatenate([xy - half, xy + half], -1) * np.array([width, height, width, height], np.float32)
-    boxes = (boxes - np.tile(pad, 2)[:, None, :]) / gain[:, None, None]
-    return np.clip(boxes, 0, np.stack([ori_hw[:, 1], ori_hw[:, 0]] * 2, -1)[:, None, :])
-
-
-def _bucket(n: int, minimum: int = 16) -> int:
-    return max(minimum, 1 << (max(int(n), 1) - 1).bit_length())
+    return scale_boxes(boxes, ori_hw[:, None], gain[:, None], pad[:, None])
 
 
 def val_inputs(batch):
@@ -154,7 +136,7 @@ def val_inputs(batch):
     ori_hw = np.asarray(ori, np.float32).reshape(b, 2) if ori is not None else np.tile([height, width], (b, 1))
     gain, pad = _letterbox_params(meta, b, height, width, ori_hw.astype(np.float32))
     if "gt_bboxes" in meta and "gt_cls" in meta:
-        size = _bucket(max(len(c) for c in meta["gt_cls"]))
+        size = padded_size(max(len(c) for c in meta["gt_cls"]), minimum=16)
         gt_boxes, gt_cls = np.zeros((b, size, 4), np.float32), np.zeros((b, size), np.int32)
         gt_mask = np.zeros((b, size), bool)
         for i, (cls, boxes) in enumerate(zip(meta["gt_cls"], meta["gt_bboxes"])):

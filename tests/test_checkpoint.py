@@ -13,8 +13,8 @@ from toy import ToyTask
 
 from yolojax.train import checkpoints as ckpt
 from yolojax.train.config import load_config
-from yolojax.train.optim import build_optimizer, plan_optimizer
-from yolojax.train.state import create_state
+from yolojax.train.optim import plan_optimizer
+from yolojax.train.setup import initial_state
 
 REPO = str(Path(__file__).resolve().parents[1])
 TOY = Path(__file__).resolve().parent / "toy.py"
@@ -22,11 +22,9 @@ TOY = Path(__file__).resolve().parent / "toy.py"
 
 def _toy_state(seed=0):
     task = ToyTask()
-    variables = jax.jit(task.init, static_argnums=1)(jax.random.PRNGKey(seed), (16, 16))
     cfg = load_config(["cfg=none", "optimizer=SGD"])
-    optimizer = build_optimizer(plan_optimizer(cfg, num_classes=1, dataset_size=64, batches_per_epoch=4),
-                                variables["params"])
-    return jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(seed + 1))
+    plan = plan_optimizer(cfg, num_classes=1, dataset_size=64, batches_per_epoch=4)
+    return initial_state(task, plan, (16, 16), seed=seed)[0]
 
 
 def test_round_trip_is_bitwise_with_meta_and_bytes_iterator_state(tmp_path):

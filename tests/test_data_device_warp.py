@@ -93,9 +93,9 @@ def test_train_step_renders_on_device_and_compiles_once_across_mosaic_and_letter
     from toy import ToyTask
 
     from yolojax.train.config import load_config
-    from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
-    from yolojax.train.state import create_state
-    from yolojax.train.step import build_train_step, replicate
+    from yolojax.train.optim import hyper_at, plan_optimizer
+    from yolojax.train.setup import build_training
+    from yolojax.train.step import replicate
 
     traces = []
 
@@ -108,12 +108,9 @@ def test_train_step_renders_on_device_and_compiles_once_across_mosaic_and_letter
     ds = build_dataset(warp_cfg(shapes_yaml, imgsz=64, batch=8, warp_on_device=True), "train", 0)
     task = CountingTask()
     cfg = load_config(["cfg=none", "optimizer=SGD", "batch=8", "nbs=16"])
-    variables = task.init(jax.random.PRNGKey(0), (64, 64))
     plan = plan_optimizer(cfg, num_classes=1, dataset_size=32, batches_per_epoch=4)
-    optimizer = build_optimizer(plan, variables["params"])
-    mesh = make_mesh()
-    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
-    step = build_train_step(task.loss_fn, optimizer, mesh)
+    run = build_training(task, plan, (64, 64))
+    mesh, state, step = run.mesh, run.state, run.step
     for i, batch in enumerate([*ds.iterator(0, mosaic=True), *ds.iterator(1, mosaic=False)]):
         state, metrics = step(state, shard_batch(batch, mesh), replicate(hyper_at(plan, i, 0), mesh))
     assert bool(metrics["finite"]) and int(state.iteration) == 2 * ds.num_batches

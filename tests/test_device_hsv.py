@@ -92,19 +92,17 @@ def test_train_step_on_a_device_hsv_batch_equals_the_cpu_hsv_batch_and_compiles_
     """YOLOv8n, fp32, 64 px, batch 2: the same loss from both pipelines; one compile over two device-HSV steps."""
     from yolojax.detectors import YOLOv8Task
     from yolojax.train.config import load_config
-    from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
-    from yolojax.train.state import create_state
+    from yolojax.train.optim import hyper_at, plan_optimizer
+    from yolojax.train.setup import initial_state
     from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
 
     cpu_ds = build_dataset(data_cfg(shapes_yaml), "train", 0)
     dev_ds = build_dataset(data_cfg(shapes_yaml, hsv_on_device=True), "train", 0)
     task = YOLOv8Task(scale="n", num_classes=cpu_ds.num_classes)
     cfg = load_config(["cfg=none", "optimizer=SGD", "batch=2", "nbs=2", "imgsz=64"])
-    variables = task.init(jax.random.PRNGKey(0), (64, 64))
     plan = plan_optimizer(cfg, num_classes=task.num_classes, dataset_size=8, batches_per_epoch=4)
-    optimizer = build_optimizer(plan, variables["params"])
+    state0, optimizer = initial_state(task, plan, (64, 64))
     mesh = make_mesh()
-    state0 = jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(1))
     traces = []
 
     def loss_fn(params, model_state, batch, key):

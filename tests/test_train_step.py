@@ -12,8 +12,8 @@ import numpy as np
 from toy import ToyTask, toy_batch
 
 from yolojax.train.config import load_config
-from yolojax.train.optim import Hyper, build_optimizer, hyper_at, plan_optimizer
-from yolojax.train.state import create_state
+from yolojax.train.optim import Hyper, hyper_at, plan_optimizer
+from yolojax.train.setup import build_training
 from yolojax.train.step import (
     build_train_step,
     make_mesh,
@@ -27,12 +27,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _setup(task, batch=8, extra=()):
     cfg = load_config(["cfg=none", "optimizer=SGD", f"batch={batch}", "nbs=16", *extra])
-    variables = jax.jit(task.init, static_argnums=1)(jax.random.PRNGKey(0), (16, 16))
     plan = plan_optimizer(cfg, num_classes=1, dataset_size=10 * batch, batches_per_epoch=10)
-    optimizer = build_optimizer(plan, variables["params"])
-    mesh = make_mesh()
-    state = replicate(jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(1)), mesh)
-    return plan, optimizer, mesh, state
+    run = build_training(task, plan, (16, 16))
+    return plan, run.optimizer, run.mesh, run.state
 
 
 def test_compiles_once_over_batches_with_different_box_counts():

@@ -23,18 +23,15 @@ def test_unknown_family_is_named_with_a_suggestion():
 def test_yolov8n_task_loss_decreases_over_a_few_real_steps():
     from toy import toy_batch
 
-    from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
-    from yolojax.train.state import create_state
-    from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
+    from yolojax.train.optim import hyper_at, plan_optimizer
+    from yolojax.train.setup import build_training
+    from yolojax.train.step import replicate, shard_batch
 
     task = YOLOv8Task(scale="n", num_classes=2)
-    variables = jax.jit(task.init, static_argnums=1)(jax.random.PRNGKey(0), (64, 64))
     cfg = load_config(["cfg=none", "optimizer=SGD", "batch=4", "nbs=4", "warmup_epochs=0"])
     plan = plan_optimizer(cfg, num_classes=2, dataset_size=40, batches_per_epoch=10)
-    optimizer = build_optimizer(plan, variables["params"])
-    mesh = make_mesh()
-    state = replicate(jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(1)), mesh)
-    step = build_train_step(task.loss_fn, optimizer, mesh)
+    run = build_training(task, plan, (64, 64))
+    mesh, state, step = run.mesh, run.state, run.step
     batch = toy_batch(0, batch=4, hw=64, max_boxes=4)
     batch["bboxes"][..., 2:] = np.clip(batch["bboxes"][..., 2:], 0.1, 0.3)
     losses = []

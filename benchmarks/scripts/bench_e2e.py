@@ -36,12 +36,10 @@ from yolojax.bench.train_step import sgd_plan  # noqa: E402
 from yolojax.data import build_dataset  # noqa: E402
 from yolojax.detectors import YOLOv8Task  # noqa: E402
 from yolojax.train.feed import Prefetch  # noqa: E402
-from yolojax.train.optim import build_optimizer, hyper_at  # noqa: E402
-from yolojax.train.state import create_state  # noqa: E402
+from yolojax.train.optim import hyper_at  # noqa: E402
+from yolojax.train.setup import build_training  # noqa: E402
 from yolojax.train.step import (  # noqa: E402
     TRAIN_KEYS,
-    build_train_step,
-    make_mesh,
     replicate,
     shard_batch,
 )
@@ -156,12 +154,9 @@ def step_times(ds, scale: str, imgsz: int, batches: int, dtype, feeds: bool = Fa
     """
     task = YOLOv8Task(scale=scale, num_classes=ds.num_classes, dtype=dtype)
     plan = sgd_plan(ds.batch_size)
-    variables = task.init(jax.random.PRNGKey(0), (imgsz, imgsz))
-    optimizer = build_optimizer(plan, variables["params"])
-    mesh = make_mesh()
-    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
+    run = build_training(task, plan, (imgsz, imgsz))
+    mesh, state, step = run.mesh, run.state, run.step
     hyper = replicate(hyper_at(plan, 10_000, 10), mesh)
-    step = build_train_step(task.loss_fn, optimizer, mesh)
     host_first = next(iter(ds.iterator(1, workers=0)))
     first = shard_batch(host_first, mesh)
     start = time.perf_counter()

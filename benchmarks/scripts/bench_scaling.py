@@ -45,9 +45,9 @@ from yolojax.bench.timing import median_ms  # noqa: E402
 from yolojax.bench.train_step import padded_targets, sgd_plan  # noqa: E402
 from yolojax.detectors import YOLOv8Task  # noqa: E402
 from yolojax.train.distributed import maybe_initialize_distributed  # noqa: E402
-from yolojax.train.optim import build_optimizer, hyper_at  # noqa: E402
-from yolojax.train.state import create_state  # noqa: E402
-from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
+from yolojax.train.optim import hyper_at  # noqa: E402
+from yolojax.train.setup import build_training  # noqa: E402
+from yolojax.train.step import make_mesh, replicate, shard_batch  # noqa: E402
 
 
 def per_device_trace(trace_dir: str, calls: int) -> list[dict]:
@@ -100,10 +100,8 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
     task = YOLOv8Task(scale=scale, num_classes=80, dtype=dtype)
     batch = args.per_device * len(devices)
     plan = sgd_plan(batch)
-    variables = task.init(jax.random.PRNGKey(0), (args.imgsz, args.imgsz))
-    optimizer = build_optimizer(plan, variables["params"])
-    mesh = make_mesh(devices)
-    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
+    run = build_training(task, plan, (args.imgsz, args.imgsz), mesh=make_mesh(devices), exchange=exchange)
+    mesh, state = run.mesh, run.state
     hyper = replicate(hyper_at(plan, 10_000, 10), mesh)
     rng = np.random.default_rng(0)
     cls, bboxes, mask = padded_targets(rng, batch, 8, 16, 80)
@@ -112,9 +110,8 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
     local = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
     data = shard_batch({"images": images[local], "bboxes": bboxes[local], "cls": cls[local], "mask": mask[local]},
                        mesh)
-    step = build_train_step(task.loss_fn, optimizer, mesh, exchange=exchange)
     start = time.perf_counter()
-    compiled = step.lower(state, data, hyper).compile()
+    compiled = run.step.lower(state, data, hyper).compile()
     compile_s = time.perf_counter() - start
     holder = [state]
 

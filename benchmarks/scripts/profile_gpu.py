@@ -114,24 +114,21 @@ def profile_infer(args) -> dict:
 def profile_train(args) -> dict:
     from yolojax.bench.train_step import padded_targets, sgd_plan
     from yolojax.detectors import YOLOv8Task
-    from yolojax.train.optim import build_optimizer, hyper_at
-    from yolojax.train.state import create_state
-    from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
+    from yolojax.train.optim import hyper_at
+    from yolojax.train.setup import build_training
+    from yolojax.train.step import replicate, shard_batch
 
     task = YOLOv8Task(scale=args.scale, num_classes=80, dtype=jnp.bfloat16)
     plan = sgd_plan(args.batch)
-    variables = task.init(jax.random.PRNGKey(0), (args.imgsz, args.imgsz))
-    optimizer = build_optimizer(plan, variables["params"])
-    mesh = make_mesh()
-    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(1)), mesh)
+    run = build_training(task, plan, (args.imgsz, args.imgsz))
+    mesh, state = run.mesh, run.state
     hyper = replicate(hyper_at(plan, 10_000, 10), mesh)
     rng = np.random.default_rng(0)
     cls, bboxes, mask = padded_targets(rng, args.batch, 8, 16, 80)
     images = rng.integers(0, 256, size=(args.batch, args.imgsz, args.imgsz, 3), dtype=np.uint8)
     data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
-    step = build_train_step(task.loss_fn, optimizer, mesh)
     start = time.perf_counter()
-    compiled = step.lower(state, data, hyper).compile()
+    compiled = run.step.lower(state, data, hyper).compile()
     compile_s = time.perf_counter() - start
     holder = [state]
 

@@ -22,8 +22,8 @@ from yolojax.detectors import YOLOv8Task
 from yolojax.losses import detection_loss
 from yolojax.train.ema import ema_update
 from yolojax.train.optim import OptimizerPlan, build_optimizer, hyper_at
-from yolojax.train.state import create_state
-from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
+from yolojax.train.setup import build_training
+from yolojax.train.step import replicate, shard_batch
 from yolojax.xla_flags import apply_default_xla_flags
 
 
@@ -48,10 +48,8 @@ def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
     """Time our jitted data-parallel train step on all local devices. Returns ms/step, img/s, compile s, memory."""
     task = YOLOv8Task(scale=scale, num_classes=num_classes, dtype=dtype)
     plan = sgd_plan(batch)
-    variables = task.init(jax.random.PRNGKey(seed), (imgsz, imgsz))
-    optimizer = build_optimizer(plan, variables["params"])
-    mesh = make_mesh()
-    state = replicate(create_state(variables, optimizer, jax.random.PRNGKey(seed + 1)), mesh)
+    run = build_training(task, plan, (imgsz, imgsz), seed=seed)
+    mesh, state = run.mesh, run.state
     hyper = replicate(hyper_at(plan, 10_000, 10), mesh)
 
     rng = np.random.default_rng(seed)
@@ -59,9 +57,8 @@ def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
     images = rng.integers(0, 256, size=(batch, imgsz, imgsz, 3), dtype=np.uint8)
     data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
 
-    step = build_train_step(task.loss_fn, optimizer, mesh)
     start = time.perf_counter()
-    compiled = step.lower(state, data, hyper).compile()
+    compiled = run.step.lower(state, data, hyper).compile()
     compile_s = time.perf_counter() - start
 
     for _ in range(warmup):

@@ -32,8 +32,8 @@ from yolojax.train.config import (
     merge,
 )
 from yolojax.train.feed import Prefetch, TrainData, build_train_data, resize_batch
-from yolojax.train.optim import build_optimizer, hyper_at, plan_optimizer
-from yolojax.train.state import create_state
+from yolojax.train.optim import hyper_at, plan_optimizer
+from yolojax.train.setup import initial_state
 from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
 
 
@@ -146,12 +146,8 @@ def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, eval
     nb = data.batches_per_epoch
     plan = plan_optimizer(cfg, num_classes=data.num_classes, dataset_size=data.train_size, batches_per_epoch=nb)
 
-    init_key, state_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    variables = jax.jit(task.init, static_argnums=1)(init_key, (cfg.imgsz, cfg.imgsz))
-    if cfg.weights:
-        variables, _ = load_weights(cfg.weights)
-    optimizer = build_optimizer(plan, variables["params"])
-    state = jax.jit(create_state, static_argnums=1)(variables, optimizer, state_key)
+    variables = load_weights(cfg.weights)[0] if cfg.weights else None
+    state, optimizer = initial_state(task, plan, (cfg.imgsz, cfg.imgsz), seed=cfg.seed, variables=variables)
     last = ckpt.open_manager(run_dir / "weights" / "ckpt_last", max_to_keep=2)
     best = ckpt.open_manager(run_dir / "weights" / "ckpt_best", max_to_keep=1)
     meta = {"epoch": 0, "batch": 0, "best_fitness": None, "best_epoch": -1}

@@ -3,12 +3,12 @@
 Inference (`job="infer"`: predict, val, the inference benchmarks) adds
 `--xla_gpu_enable_command_buffer=+CONVOLUTION,+WHILE,+CONDITIONAL` and `--xla_gpu_graph_min_graph_size=1`: they run
 convolutions and the NMS while-loops inside CUDA graphs. Without them every while-loop iteration waits for a
-device-to-host copy of its condition and small-batch inference is launch-bound: on an H100, YOLOv8n at batch 1 went
-from 3.56 to 1.50 ms for forward + NMS (benchmarks/2026-11-25_profiles_flags/README.md).
+device-to-host copy of its condition and small-batch inference is launch-bound; with them batch-1 inference is
+about twice as fast (benchmarks/2026-11-25_profiles_flags/README.md).
 
-Training (`job="train"`: train, the train-step benchmarks) adds none of them. They did nothing for the 1-GPU train
-step (H200, v8n b64: 21.9 ms with, 21.6 ms without; cold compile 71.5 s with, 72.3 s without), and with them the
-2-GPU train step never finished (`cuda_command_buffer.cc: Failed to destroy CUDA graph: CUDA_ERROR_INVALID_VALUE`).
+Training (`job="train"`: train, the train-step benchmarks) adds none of them: they did not speed up the 1-GPU train
+step or its compile, and with them the 2-GPU train step never finished (`cuda_command_buffer.cc: Failed to destroy
+CUDA graph: CUDA_ERROR_INVALID_VALUE`; benchmarks/2026-11-26_multi_gpu/README.md).
 Validation inside a training run therefore runs without them too.
 
 With `deterministic` (the train config's `deterministic`, True by default as in the reference):

@@ -109,9 +109,8 @@ def topk_mask_walk(metric, mask_gt, topk: int):
 
 
 def select_topk(metric, mask_gt, topk: int):
-    """`topk_mask` or `topk_mask_walk` (same result), whichever is faster on the default backend: on an H100 the
-    walk took 0.19 ms and lax.top_k 0.76 ms at b64 x 8400 anchors
-    (benchmarks/2026-11-25_step_ops_vs_reference/README.md); on CPU the walk is about 20x slower."""
+    """`topk_mask` or `topk_mask_walk` (same result), whichever is faster on the default backend: the walk on GPUs,
+    `lax.top_k` on the CPU (benchmarks/2026-11-25_step_ops_vs_reference/README.md)."""
     select = topk_mask_walk if jax.default_backend() == "gpu" else topk_mask
     return select(metric, mask_gt, topk)
 

@@ -62,8 +62,8 @@ class PipelineData:
     """TrainData over `yolojax.data.build_dataset` (grain, deterministic per (seed, epoch, index)).
 
     One train iterator serves consecutive epochs, so the worker processes start once per run, not once per epoch
-    (starting 14 of them took 2.4 to 4 s on the GPU host, against 1.4 s of steps in a 50-batch epoch). A batch is a
-    function of its epoch and position alone, so resuming at (epoch, batch) needs no iterator state.
+    (starting them costs seconds, comparable to a short epoch's steps). A batch is a function of its epoch and
+    position alone, so resuming at (epoch, batch) needs no iterator state.
 
     In a run of several processes each builds only its rows of every train batch (`process_rows`; `process`
     (index, count) overrides jax.process_index / process_count); `batch` stays the global batch size.

@@ -104,9 +104,9 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-# Batches on their way to the device while a step runs, and the threads copying them there. A copy of a b64 640 px
-# batch out of the workers' shared memory took about as long as a v8n step on the GPU host; with 4 threads v8n ran
-# 26.9-31.5 ms/step (3 runs), with 2 threads 27.5-40.8 (2 runs): benchmarks/2026-11-25_train_loop_feed/README.md.
+# Batches on their way to the device while a step runs, and the threads copying them there: copying a large batch
+# out of the workers' shared memory costs about as much as a small model's step, and the copies parallelise
+# (measurements: benchmarks/2026-11-25_train_loop_feed/README.md).
 PREFETCH_DEPTH = 4
 COPY_THREADS = 4
 STOP_CHECK_EVERY = 10  # processes compare Ctrl-C and clocks this often (a collective the host waits for)
@@ -176,8 +176,8 @@ def _save(run: _Run, manager=None, data_state=None) -> int:
 
 def _settle_garbage() -> None:
     """Collect garbage now, between epochs, and move what survives out of the collector's sight (`gc.freeze`): a
-    full collection in the middle of an epoch walks every object JAX keeps (traced functions, compiled programs).
-    On the GPU host, steps stalled for 270-350 ms up to once an epoch until this was done."""
+    full collection in the middle of an epoch walks every object JAX keeps (traced functions, compiled programs)
+    and stalls the steps (benchmarks/2026-11-25_train_loop_feed/README.md)."""
     gc.collect()
     gc.freeze()
 

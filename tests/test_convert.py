@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.convert.cli import cli_main, convert_file
+from yolojax.cli.convert import cli_main
+from yolojax.convert.files import convert_file
 from yolojax.convert.mapping import (
     WeightMismatchError,
     infer_scale_and_classes,

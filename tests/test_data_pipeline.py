@@ -317,7 +317,7 @@ def test_mixup_stage_blends_with_beta_ratio_and_concatenates_labels(shapes_yaml)
 
 
 def test_preview_grid_draws_every_image(shapes_yaml, tmp_path):
-    from yolojax.data.cli import cli_main
+    from yolojax.cli.data import cli_main
 
     out = tmp_path / "grid.png"
     assert cli_main(["preview", f"data={shapes_yaml}", "imgsz=96", "batch=4", f"out={out}"]) == 0

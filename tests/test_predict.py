@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from yolojax.eval.predict import cli_main, yolo_txt_lines
+from yolojax.cli.predict import cli_main
+from yolojax.eval.predict import yolo_txt_lines
 
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
@@ -38,8 +39,7 @@ def reference_checkpoint(path):
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     reference_checkpoint(root / "ckpt.pt")
-    assert cli_main.__module__ == "yolojax.eval.predict"
-    from yolojax.convert.cli import cli_main as convert_main
+    from yolojax.cli.convert import cli_main as convert_main
 
     assert convert_main([str(root / "ckpt.pt"), str(root / "weights"), "--trust-pickle"]) == 0
     rng = np.random.default_rng(0)

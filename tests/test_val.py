@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from yolojax.cli import val as val_cli
 from yolojax.eval import coco, val
 
 SIZE = 160  # letterboxed input, pixels
@@ -193,7 +194,9 @@ def test_cli_scores_coco_json(tmp_path, capsys):
               annotations=[dict(id=1, image_id=1, category_id=3, bbox=[10, 10, 20, 20], area=400, iscrowd=0)])
     dt = [dict(image_id=1, category_id=3, bbox=[10, 10, 20, 20], score=0.9)]
     coco.save_json(gt, tmp_path / "gt.json"), coco.save_json(dt, tmp_path / "dt.json")
-    assert val.cli_main(["--coco-json", str(tmp_path / "gt.json"), str(tmp_path / "dt.json")]) == 0
+    assert val_cli.cli_main(["--coco-json", str(tmp_path / "gt.json"), str(tmp_path / "dt.json")]) == 0
+    assert "AP @[.50:.95]    1.0000" in capsys.readouterr().out
+    assert val_cli.cli_main([f"coco_json={tmp_path / 'gt.json'}", str(tmp_path / "dt.json")]) == 0
     assert "AP @[.50:.95]    1.0000" in capsys.readouterr().out
 
 
@@ -230,7 +233,9 @@ def test_no_batches_give_zero_metrics():
 
 
 def test_cli_rejects_unknown_and_missing_arguments(capsys):
-    assert val.cli_main(["weights=w", "data=d", "colour=red"]) == 2
-    assert "unknown argument 'colour=red'" in capsys.readouterr().err
-    assert val.cli_main(["imgsz=320"]) == 2
-    assert "weights= and data= are required" in capsys.readouterr().err
+    assert val_cli.cli_main(["weights=w", "data=d", "colour=red"]) == 2
+    assert "unknown key 'colour'" in capsys.readouterr().err
+    assert val_cli.cli_main(["imgsz=320"]) == 2
+    assert "weights=PATH is required" in capsys.readouterr().err
+    assert val_cli.cli_main(["--coco-json", "gt.json"]) == 2
+    assert "needs the results file DT.json" in capsys.readouterr().err

@@ -26,8 +26,9 @@ def test_training_never_gets_command_buffers():
 
 
 def test_cli_commands_choose_their_job():
-    from yolojax.cli import JOB_OF_COMMAND
+    from yolojax.cli import COMMANDS, JOB_OF_COMMAND
 
+    assert set(JOB_OF_COMMAND) == set(COMMANDS)
     assert JOB_OF_COMMAND["train"] == JOB_OF_COMMAND["bench"] == "train"
     assert JOB_OF_COMMAND["predict"] == JOB_OF_COMMAND["val"] == "infer"
 

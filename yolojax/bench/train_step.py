@@ -1,22 +1,19 @@
-"""`yolojax bench`: time the full training step (forward, assigner, losses, backward, optimizer, EMA) and, in the
-same run on the same device, the reference's (ultralytics 8.2.103, PyTorch eager, fp16 AMP).
+"""Timing of the full training step (forward, assigner, losses, backward, optimizer, EMA) and, in the same run on the
+same device, the reference's (ultralytics 8.2.103, PyTorch eager, fp16 AMP); `yolojax bench` (yolojax/cli/bench.py)
+prints and writes the table.
 
 Data is device-resident random images with random boxes (the same boxes on both sides), so the numbers measure the
-step, not the input pipeline. Results are printed as a table and written as JSON + markdown under benchmarks/.
+step, not the input pipeline.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolojax.bench.reference import random_targets, time_reference_train_step
+from yolojax.bench.reference import random_targets
 from yolojax.bench.timing import median_ms
 from yolojax.detectors import YOLOv8Task
 from yolojax.losses import detection_loss
@@ -24,7 +21,6 @@ from yolojax.train.ema import ema_update
 from yolojax.train.optim import OptimizerPlan, build_optimizer, hyper_at
 from yolojax.train.setup import build_training
 from yolojax.train.step import replicate, shard_batch
-from yolojax.xla_flags import apply_default_xla_flags
 
 
 def padded_targets(rng: np.random.Generator, batch: int, boxes_per_image: int, max_boxes: int, num_classes: int):
@@ -135,56 +131,3 @@ def markdown_table(rows: list[dict]) -> str:
                      f"{r['ms_per_step']:.1f} | {r['img_per_s']:.0f} | {r.get('compile_s', float('nan')):.1f} | "
                      f"{r['peak_mem_gib']:.2f} | {r['device']} |")
     return "\n".join(lines)
-
-
-def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="yolojax bench", description=__doc__)
-    parser.add_argument("--scales", default="n,s")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--max-boxes", default="16", help="comma list of padded GT rows to time")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--no-reference", action="store_true", help="skip timing ultralytics (needs CUDA torch)")
-    parser.add_argument("--breakdown", action="store_true", help="also time forward / backward / loss / optimizer")
-    parser.add_argument("--small", action="store_true", help="CPU smoke run: batch 2, 128 px, 2 steps, fp32")
-    parser.add_argument("--out", default="benchmarks/train_step")
-    parser.add_argument("--deterministic", action="store_true",
-                        help="deterministic GPU kernels (yolojax.xla_flags; `yolojax train`'s default)")
-    parser.add_argument("--compile-cache", default=None,
-                        help="persistent XLA compilation cache folder (a second run then skips compile)")
-    args = parser.parse_args(argv)
-    apply_default_xla_flags(job="train", deterministic=args.deterministic)  # before the first JAX computation
-    if args.compile_cache:
-        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-    dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
-    if args.small:
-        args.batch, args.imgsz, args.steps, args.no_reference = 2, 128, 2, True
-    rows, breakdown = [], []
-    for scale in args.scales.split(","):
-        if not args.no_reference:
-            ref = time_reference_train_step(scale, batch=args.batch, imgsz=args.imgsz, steps=args.steps)
-            rows.append(ref)
-            print(json.dumps(ref), flush=True)
-        for max_boxes in (int(m) for m in args.max_boxes.split(",")):
-            ours = time_train_step(scale, batch=args.batch, imgsz=args.imgsz, max_boxes=max_boxes,
-                                   boxes_per_image=min(8, max_boxes), steps=args.steps, dtype=dtype,
-                                   warmup=1 if args.small else 5)
-            ours["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-            if not args.no_reference:
-                ours["speedup_vs_reference"] = ref["ms_per_step"] / ours["ms_per_step"]
-            rows.append(ours)
-            print(json.dumps(ours), flush=True)
-        if args.breakdown:
-            parts = time_components(scale, batch=args.batch, imgsz=args.imgsz, dtype=dtype,
-                                    max_boxes=int(args.max_boxes.split(",")[0]), repeats=3 if args.small else 20)
-            breakdown.append(parts)
-            print(json.dumps(parts), flush=True)
-    table = markdown_table(rows)
-    print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"steps": rows, "breakdown": breakdown}, indent=2))
-    out.with_suffix(".md").write_text(table + "\n")
-    return 0

@@ -1,7 +1,8 @@
-"""`yolojax train|val|predict|convert|bench ...` — a thin dispatcher.
+"""`yolojax train|val|predict|convert|bench|data ...` — a thin dispatcher.
 
-Each sub-command lives in the module that owns it and exposes `cli_main(argv: list[str]) -> int`; this file only
-routes, so that importing the CLI stays cheap and no sub-command imports another's dependencies.
+Each sub-command is a module of this package with `cli_main(argv: list[str]) -> int`, its options parsed by
+`yolojax.cli.args` (one set of rules for all); this file only routes, so that importing the CLI stays cheap and no
+sub-command imports another's dependencies.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from yolojax.xla_flags import apply_default_xla_flags
 
 COMMANDS = {
     "train": ("yolojax.cli.train", "Train a detector (default: YOLOv8n on the embedded shapes dataset)."),
-    "val": ("yolojax.eval.val", "Validate weights on a dataset, or score COCO JSON files (--coco-json GT DT)."),
-    "predict": ("yolojax.eval.predict", "Detect objects in an image file or folder and draw them."),
-    "convert": ("yolojax.convert.cli", "Import reference (PyTorch/ultralytics) weights into an orbax checkpoint."),
-    "bench": ("yolojax.bench.train_step", "Time the training step (and the reference's) on this machine."),
-    "data": ("yolojax.data.cli", "Preview augmented batches (data preview) or generate the shapes dataset."),
+    "val": ("yolojax.cli.val", "Validate weights on a dataset, or score COCO JSON files (--coco-json GT DT)."),
+    "predict": ("yolojax.cli.predict", "Detect objects in an image file or folder and draw them."),
+    "convert": ("yolojax.cli.convert", "Import reference (PyTorch/ultralytics) weights into an orbax checkpoint."),
+    "bench": ("yolojax.cli.bench", "Time the training step (and the reference's) on this machine."),
+    "data": ("yolojax.cli.data", "Preview augmented batches (data preview) or generate the shapes dataset."),
 }
 
 
@@ -28,7 +29,7 @@ JOB_OF_COMMAND = {"train": "train", "bench": "train", "val": "infer", "predict":
 def usage() -> str:
     lines = ["usage: yolojax COMMAND [key=value ...]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Run `yolojax COMMAND --help` for a command's options."]
+    lines += ["", "Run `yolojax COMMAND --help` for a command's keys and their defaults."]
     return "\n".join(lines)
 
 

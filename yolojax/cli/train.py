@@ -7,17 +7,30 @@ from pathlib import Path
 
 import jax
 
+from yolojax.cli import args
 from yolojax.eval.val import evaluate_ema
-from yolojax.train.config import ConfigError, load_config
+from yolojax.train.config import ConfigError, default_values, load_config, read_yaml, recipe_path
 from yolojax.train.loop import NonFiniteLossError, train
 from yolojax.xla_flags import apply_default_xla_flags
 
-HELP = """usage: yolojax train [key=value ...]
 
-Trains a detector. With no arguments: YOLOv8n on the embedded shapes dataset with the CPU recipe `shapes`
-(yolojax/configs/shapes.yaml). Keys and defaults: yolojax/configs/default.yaml (e.g. model=yolov8s data=coco
-epochs=100 batch=64 imgsz=640 cfg=none).
-resume=True continues the latest run (resume=runs/train3 a given one). Ctrl-C saves a checkpoint and exits."""
+def recipe_note(recipe) -> str:
+    """What the default recipe changes, for `--help` (whose key table shows default.yaml's values)."""
+    if not recipe or str(recipe).lower() in ("none", "null"):
+        return ""
+    changes = " ".join(f"{k}={args.show(v)}" for k, v in read_yaml(recipe_path(str(recipe))).items())
+    return (f"Without cfg=none, the recipe cfg={recipe} overlays the defaults above with: {changes}. Files named "
+            "in the descriptions (`beside this file`, `here`) are in yolojax/configs/.")
+
+
+COMMAND = args.Command(
+    name="train",
+    summary="Train a detector. With no arguments: YOLOv8n on the embedded shapes dataset with the CPU recipe "
+            "`shapes`. resume=true continues the latest run (resume=runs/train3 a given one). Ctrl-C saves a "
+            "checkpoint and exits.",
+    keys=args.config_keys(),
+    notes=recipe_note(default_values().cfg),
+)
 
 
 def enable_compilation_cache() -> None:
@@ -30,14 +43,16 @@ def enable_compilation_cache() -> None:
 
 
 def cli_main(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help", "help"):
-        print(HELP)
+    if args.wants_help(argv) or argv[:1] == ["help"]:
+        print(args.help_text(COMMAND))
         return 0
     try:
-        cfg = load_config(argv)
+        assignments, positional = args.key_values(argv, COMMAND.types)
+        if positional:
+            raise ConfigError(f"command line: unexpected argument {positional[0]!r} (options are key=value)")
+        cfg = load_config(assignments)  # the recipe (cfg=) sits between default.yaml and the command line
     except ConfigError as err:
-        print(f"yolojax train: {err}", file=sys.stderr)
-        return 2
+        return args.fail(COMMAND.name, err)
     apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic))  # before the first JAX computation
     enable_compilation_cache()
     try:

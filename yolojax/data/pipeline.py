@@ -55,6 +55,7 @@ cfg: a mapping with the reference's default.yaml names (data, imgsz, batch, epoc
 degrees, translate, scale, shear, perspective, flipud, fliplr, hsv_h, hsv_s, hsv_v, workers, cache, close_mosaic,
 multi_scale, fraction, rect) plus `max_boxes` (100), `mosaic9` (False), `albumentations` (default: whether the
 albumentations package is installed, as in the reference), `hsv_on_device`, `warp_on_device` (False; see above).
+A key left out takes default.yaml's value (`DEFAULTS`).
 `cache`: True / "ram" preloads every resized image; otherwise each process keeps an LRU cache of recent ones, and
 "disk" also keeps each decoded image as a .npy file beside its image file (yolojax.data.sources; not for tfds).
 `data`: a data yaml path (YOLO layout; for COCO JSON, add `{split}_json: instances.json` and make the
@@ -83,9 +84,14 @@ from yolojax.data.labels import warn
 from yolojax.data.shapes import ensure_shapes_dataset
 from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
 
-DEFAULTS = dict(data=None, imgsz=640, batch=16, epochs=100, workers=8, cache=False, close_mosaic=10,
-                multi_scale=False, max_boxes=100, mosaic9=False, albumentations=None, fraction=1.0, rect=False,
-                hsv_on_device=False, warp_on_device=False)
+# What a cfg without a key gets: default.yaml's value, as `yolojax train` would, for the keys the pipeline reads;
+# a library default for the rest. hsv_on_device / warp_on_device are off here although default.yaml says auto: their
+# batches need the consumer to finish the augmentation (the train step does), which a plain caller does not.
+_DEFAULT_YAML = yaml.safe_load(config_path("default.yaml").read_text())
+_READ_KEYS = ("data", "imgsz", "batch", "epochs", "workers", "cache", "close_mosaic", "multi_scale", "fraction",
+              *(f.name for f in A.dataclasses.fields(A.AugmentConfig)))
+DEFAULTS = {**{k: _DEFAULT_YAML[k] for k in _READ_KEYS if k in _DEFAULT_YAML},
+            "albumentations": None, "rect": False, "hsv_on_device": False, "warp_on_device": False}
 POOL_SIZE = 16  # mosaic / mixup partners come from a window of at least this many samples
 WORKER_NICENESS = 0  # added to each worker process's nice value (yields the cores to the process feeding the device)
 STRIDE = 32

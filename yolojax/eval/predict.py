@@ -1,5 +1,5 @@
-"""`yolojax predict SOURCE weights=PATH [conf=0.25 iou=0.7 imgsz=(trained size, else 640) max_det=300 rect=True
-save_dir=runs/predict]`.
+"""Detection on image files: `predict_folder(source, weights, ...)` (what `yolojax predict` runs,
+yolojax/cli/predict.py) and its parts.
 
 SOURCE is an image file or a folder of images. For every readable image it writes, under save_dir:
   <name>                 the image with boxes and `class conf` labels drawn
@@ -7,13 +7,12 @@ SOURCE is an image file or a folder of images. For every readable image it write
   predictions.json       all results: image path, (h, w), and per detection class, name, confidence, xyxy pixels
 Preprocessing is the reference predictor's: centred letterbox to imgsz (with rect=True, the padding is reduced to
 the next multiple of 32 as the reference does for a single image), BGR -> RGB, / 255; boxes are mapped back to the
-original image. weights= is a yolojax weights directory, or reference weights (.pt / .safetensors) imported on the
-fly (an ultralytics checkpoint also needs --trust-pickle). Unreadable images are skipped with a warning.
+original image. weights is a yolojax weights directory, or reference weights (.pt / .safetensors) imported on the
+fly (an ultralytics checkpoint also needs trust_pickle). Unreadable images are skipped with a warning.
 """
 from __future__ import annotations
 
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -30,10 +29,6 @@ from yolojax.detectors import YOLOv8Task, task_from_weights_meta
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
 from yolojax.models.weights import load_weights
 from yolojax.models.yolov8 import YOLOv8
-
-USAGE = __doc__
-DEFAULTS = {"weights": None, "conf": 0.25, "iou": 0.7, "imgsz": None, "max_det": 300, "rect": True,
-            "save_dir": "runs/predict", "trust_pickle": False}
 
 
 # ----------------------------------------------------------------------------------------------- computation
@@ -179,44 +174,3 @@ def predict_folder(source, weights, *, conf=0.25, iou=0.7, imgsz=None, max_det=3
     (save_dir / "predictions.json").write_text(json.dumps(results, indent=1))
     log(f"results saved to {save_dir}")
     return results
-
-
-def parse_args(argv: list[str]) -> dict:
-    opts, sources = dict(DEFAULTS), []
-    for arg in argv:
-        if arg == "--trust-pickle":
-            opts["trust_pickle"] = True
-        elif "=" in arg:
-            key, value = arg.split("=", 1)
-            if key not in DEFAULTS:
-                raise ValueError(f"predict: unknown option {key!r} (known: {', '.join(DEFAULTS)})")
-            if key in ("conf", "iou"):
-                value = float(value)
-            elif key in ("imgsz", "max_det"):
-                value = int(value)
-            elif key in ("rect", "trust_pickle"):
-                value = value.lower() in ("1", "true", "yes")
-            opts[key] = value
-        else:
-            sources.append(arg)
-    if len(sources) != 1 or not opts["weights"]:
-        raise ValueError("predict: expected one SOURCE and weights=PATH")
-    opts["source"] = sources[0]
-    return opts
-
-
-def cli_main(argv: list[str]) -> int:
-    if not argv or any(a in ("-h", "--help") for a in argv):
-        print(USAGE)
-        return 0
-    try:
-        opts = parse_args(argv)
-        predict_folder(**opts)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"yolojax predict: error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main(sys.argv[1:]))

@@ -1,18 +1,13 @@
-"""Validation: `evaluate(task, variables, dataset)` (used by `yolojax val` and by the training loop) and its CLI.
+"""Validation: `evaluate(task, variables, dataset)`, used by `yolojax val` (yolojax/cli/val.py) and the training loop.
 
 One jitted step per batch does everything on device: the task's `predict` (NMS included), boxes back to the
 original image (the letterbox ratio/pad of the batch metadata, then clipped, as the reference's `scale_boxes`),
 both matchings (`coco` and `ultralytics`) and the confusion-matrix counts. The host keeps small arrays per batch and
 computes the APs at the end. Both modes are always computed; `mode` picks the headline numbers and the table.
-
-    yolojax val weights=PATH data=DATA.yaml [imgsz=640 batch=32 conf=0.001 iou=0.7 max_det=300 mode=coco
-                                             save_dir=runs/val plots=true save_json=false workers=4]
-    yolojax val --coco-json GT.json DT.json
 """
 from __future__ import annotations
 
 import functools
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,12 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolojax.data import build_dataset
-from yolojax.detectors import DetectionTask, task_from_weights_meta
+from yolojax.detectors import DetectionTask
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
 from yolojax.eval import coco, confusion, metrics
 from yolojax.eval import plots as plotting
-from yolojax.models.weights import load_weights
 from yolojax.ops.padding import padded_size
 
 MODES = ("coco", "ultralytics")
@@ -279,7 +272,7 @@ def _write_outputs(result, curves, records, names, save_dir, plots):
     return [str(f) for f in files]
 
 
-# ------------------------------------------------------------------------------------------------ table and CLI
+# -------------------------------------------------------------------------------------------------------- table
 def format_table(result, names=None) -> str:
     """The per-class table as text: Class, Images, Instances, P, R, mAP50, mAP50-95 (first line names the mode)."""
     del names
@@ -296,87 +289,3 @@ def format_table(result, names=None) -> str:
         lines.append("COCO: AP75 %.3f  AP_small %.3f  AP_medium %.3f  AP_large %.3f  AR100 %.3f"
                      % (c["map75"], c["map_small"], c["map_medium"], c["map_large"], c["ar100"]))
     return "\n".join(lines)
-
-
-USAGE = """usage: yolojax val weights=PATH data=DATA.yaml [imgsz=0 rect=false batch=32 conf=0.001 iou=0.7
-                    max_det=300 mode=coco|ultralytics split=val save_dir=runs/val plots=true save_json=false
-                    workers=4 anno_json=instances_val2017.json]   (anno_json: also score predictions.json against it)
-       imgsz=0: the size the weights were trained at (640 if unknown). rect=false: square letterbox, as the
-       in-training validation uses, so both give the same numbers; rect=true: the reference's rectangular batches.
-       yolojax val --coco-json GT.json DT.json"""
-_DEFAULTS = dict(weights=None, data=None, imgsz=0, rect=False, batch=32, conf=0.001, iou=0.7, max_det=300, mode="coco",
-                 split="val", save_dir="runs/val", plots=True, save_json=False, workers=4, anno_json=None)
-
-
-def _parse(argv):
-    opts = dict(_DEFAULTS)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in opts:
-            raise ValueError(f"yolojax val: unknown argument {arg!r}\n{USAGE}")
-        default = _DEFAULTS[key]
-        if isinstance(default, bool):
-            opts[key] = value.lower() in ("1", "true", "yes", "on")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            opts[key] = type(default)(float(value)) if isinstance(default, int) else float(value)
-        else:
-            opts[key] = value
-    return opts
-
-
-def _print_coco(stats, out=print):
-    labels = dict(map50_95="AP @[.50:.95]", map50="AP @.50", map75="AP @.75", map_small="AP small",
-                  map_medium="AP medium", map_large="AP large", ar1="AR maxDets=1", ar10="AR maxDets=10",
-                  ar100="AR maxDets=100", ar_small="AR small", ar_medium="AR medium", ar_large="AR large")
-    for key, label in labels.items():
-        out(f"{label:<16} {stats[key]:.4f}")
-
-
-def cli_main(argv: list[str]) -> int:
-    argv = list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    if argv[0] == "--coco-json":
-        if len(argv) != 3:
-            print(f"yolojax val: --coco-json needs GT and DT paths\n{USAGE}", file=sys.stderr)
-            return 2
-        _print_coco(coco.coco_eval(argv[1], argv[2]))
-        return 0
-    try:
-        opts = _parse(argv)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 2
-    if not opts["weights"] or not opts["data"]:
-        print(f"yolojax val: weights= and data= are required\n{USAGE}", file=sys.stderr)
-        return 2
-
-    variables, meta = load_weights(opts["weights"])
-    task = task_from_weights_meta(meta)
-    imgsz = opts["imgsz"] or int(meta.get("imgsz") or 640)
-    cfg = dict(data=opts["data"], imgsz=imgsz, batch=opts["batch"], workers=opts["workers"], rect=opts["rect"])
-    dataset = build_dataset(cfg, opts["split"], 0)
-    names = list(getattr(dataset, "names", None) or meta.get("names") or [])
-    if names and len(names) != task.num_classes:
-        print(f"yolojax val: {opts['data']} has {len(names)} classes, {opts['weights']} {task.num_classes}",
-              file=sys.stderr)
-        return 2
-    class_to_category = None
-    if opts["anno_json"]:  # class i -> the i-th category id of the annotations, as for COCO's 80 of 91 ids
-        class_to_category = [int(c) for c in coco.load_coco_gt(opts["anno_json"])["category_ids"]]
-        if len(class_to_category) != task.num_classes:
-            print(f"yolojax val: {opts['anno_json']} has {len(class_to_category)} categories, the model "
-                  f"{task.num_classes} classes", file=sys.stderr)
-            return 2
-    evaluate(task, variables, dataset, conf=opts["conf"], iou=opts["iou"], max_det=opts["max_det"],
-             mode=opts["mode"], names=names or None, save_dir=opts["save_dir"], plots=opts["plots"],
-             save_json=opts["save_json"] or bool(opts["anno_json"]), class_to_category=class_to_category, log=print)
-    if opts["anno_json"]:
-        print(f"pycocotools rules on {opts['anno_json']} (crowd regions and mask areas included):")
-        _print_coco(coco.coco_eval(opts["anno_json"], Path(opts["save_dir"]) / "predictions.json"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main(sys.argv[1:]))

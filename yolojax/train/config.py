@@ -3,11 +3,14 @@
 A config is a flat `Config` (a dict that also allows `cfg.lr0`). Every key must exist in `default.yaml`; its type is
 the type of the default value (or `NULLABLE_TYPES` for keys whose default is empty, `UNION_TYPES` for keys that take
 several). An unknown key or a value of the wrong type raises `ConfigError` naming
-the key, where it came from and the closest valid key.
+the key, where it came from and the closest valid key. The other commands' options (`yolojax.cli.args`) are
+checked by the same `merge`, with the types of `allowed_types`.
 """
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -45,13 +48,14 @@ class Config(dict):
         try:
             return self[key]
         except KeyError:
-            raise AttributeError(f"config has no key {key!r}{_suggestion(key, self)}") from None
+            raise AttributeError(f"config has no key {key!r}{suggestion(key, self)}") from None
 
     def replace(self, **updates: Any) -> "Config":
         return Config({**self, **updates})
 
 
-def _suggestion(key: str, valid: Iterable[str]) -> str:
+def suggestion(key: str, valid: Iterable[str]) -> str:
+    """`"; did you mean 'epochs'?"` for the closest of `valid` to `key`, or "" when none is close."""
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -71,7 +75,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def _allowed_types(key: str, default: Any) -> tuple[type, ...]:
+def allowed_types(key: str, default: Any) -> tuple[type, ...]:
+    """The types a value of config key `key` may have, given its default (see the module docstring)."""
     if key in UNION_TYPES:
         return UNION_TYPES[key]
     if default is None:
@@ -83,10 +88,11 @@ def _allowed_types(key: str, default: Any) -> tuple[type, ...]:
     return (type(default),)
 
 
-def _check_value(key: str, value: Any, default: Any, source: str) -> Any:
-    if value is None or (value == "" and default is None):
+def check_value(key: str, value: Any, allowed: tuple[type, ...], source: str) -> Any:
+    """`value` of `key` if it has one of the `allowed` types (an int given for a float key becomes a float); None
+    stays None. Raises ConfigError naming the key otherwise."""
+    if value is None:
         return None
-    allowed = _allowed_types(key, default)
     if float in allowed and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
             value = float(value)
@@ -101,28 +107,58 @@ def _check_value(key: str, value: Any, default: Any, source: str) -> Any:
     return value
 
 
-def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str) -> Config:
-    """`base` with `updates` applied; every key must already be in `base` and keep its type (see module doc)."""
+def merge(base: Mapping[str, Any], updates: Mapping[str, Any], source: str,
+          types: Mapping[str, tuple[type, ...]] | None = None) -> Config:
+    """`base` with `updates` applied; every key must already be in `base` and keep its type: `types[key]` when
+    given, else `allowed_types` of the value in `base` (see module doc)."""
     merged = Config(base)
     for key, value in updates.items():
         if key not in base:
-            raise ConfigError(f"{source}: unknown key {key!r}{_suggestion(key, base)}")
-        merged[key] = _check_value(key, value, base[key], source)
+            raise ConfigError(f"{source}: unknown key {key!r}{suggestion(key, base)}")
+        if value == "" and base[key] is None:  # an empty value for a key whose default is empty
+            value = None
+        allowed = types[key] if types is not None else allowed_types(key, base[key])
+        merged[key] = check_value(key, value, allowed, source)
     return merged
 
 
-def parse_overrides(argv: Iterable[str]) -> dict[str, Any]:
-    """`["epochs=3", "cos_lr=true"]` -> `{"epochs": 3, "cos_lr": True}` (values parsed as YAML scalars)."""
+def parse_overrides(argv: Iterable[str], types: Mapping[str, tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """`["epochs=3", "cos_lr=true"]` -> `{"epochs": 3, "cos_lr": True}` (values parsed as YAML scalars).
+
+    A key that takes only text (`types[key] == (str,)`) keeps the text as written (`name=007`, `scales=n,s`),
+    except an empty value or null, which mean None.
+    """
     overrides: dict[str, Any] = {}
     for arg in argv:
         key, sep, text = arg.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"command line: expected key=value, got {arg!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
+            value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
-            overrides[key.strip()] = text
+            value = text
+        if value is not None and types is not None and types.get(key) == (str,):
+            value = text
+        overrides[key] = value
     return overrides
+
+
+@functools.cache
+def _default_file_cached(path: Path) -> tuple[Config, dict[str, str]]:
+    comment = re.compile(r"^(\w+):[^#]*#\s*(.*)$")
+    lines = (comment.match(line) for line in path.read_text().splitlines())
+    return Config(read_yaml(path)), {m[1]: m[2] for m in lines if m}
+
+
+def default_values() -> Config:
+    """default.yaml as a Config (a fresh copy: callers may change it)."""
+    return Config(_default_file_cached(DEFAULT_FILE)[0])
+
+
+def default_help() -> dict[str, str]:
+    """default.yaml's comment of each key (`"(float) NMS IoU threshold"`), for `--help`."""
+    return dict(_default_file_cached(DEFAULT_FILE)[1])
 
 
 def recipe_path(name: str) -> Path:
@@ -134,7 +170,7 @@ def recipe_path(name: str) -> Path:
 def load_config(argv: Iterable[str] = (), defaults_file: str | Path = DEFAULT_FILE) -> Config:
     """Defaults, then the recipe named by `cfg` (from the command line if given there), then the overrides."""
     defaults = Config(read_yaml(defaults_file))
-    overrides = parse_overrides(argv)
+    overrides = parse_overrides(argv, {key: allowed_types(key, value) for key, value in defaults.items()})
     recipe = overrides.get("cfg", defaults.get("cfg"))
     cfg = defaults
     if recipe and str(recipe).lower() not in ("none", "null"):
@@ -171,7 +207,7 @@ def load_model_config(name: str) -> dict[str, Any]:
     path = Path(name) if Path(name).suffix in (".yaml", ".yml") else CONFIG_DIR / "models" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (CONFIG_DIR / "models").glob("*.yaml"))
-        raise ConfigError(f"model={name!r}: no file {path}{_suggestion(name, known)} (known: {', '.join(known)})")
+        raise ConfigError(f"model={name!r}: no file {path}{suggestion(name, known)} (known: {', '.join(known)})")
     spec = read_yaml(path)
     if "family" not in spec:
         raise ConfigError(f"{path}: missing required key 'family'")

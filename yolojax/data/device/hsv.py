@@ -5,7 +5,7 @@ image (`transforms.hsv_tables`); `apply_hsv_luts` does BGR -> HSV -> LUT -> RGB 
 same pixels as `transforms.apply_hsv(image, gains, to_rgb=True)`.
 
 How OpenCV computes (read from its behaviour and confirmed exhaustively over all 2^24 inputs in
-tests/test_device_hsv.py):
+tests/data/test_device_hsv.py):
 - BGR2HSV (uint8, hue range 180) is integer fixed point with 12 fraction bits: `v = max(b, g, r)`,
   `d = v - min(b, g, r)`, `s = (d * S[v] + 2^11) >> 12` with `S[v] = round(255 * 2^12 / v)`, and the hue numerator
   (`g - b` if v is r, else `b - r + 2d` if v is g, else `r - g + 4d`) scaled by `H[d] = round(180 * 2^12 / (6d))`

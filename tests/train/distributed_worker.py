@@ -1,6 +1,6 @@
 """One process of a test run of `yolojax.train.loop.train` (tests/test_distributed.py launches one or two of these).
 
-    python tests/distributed_worker.py OUT_DIR PLAN key=value ...
+    python tests/train/distributed_worker.py OUT_DIR PLAN key=value ...
 
 The job's shape comes from the environment (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID; none for a
 single process). PLAN, comma-separated, runs in this process in turn:
@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the toy stand-ins
 
 
 def digest(tree) -> str:

@@ -16,8 +16,8 @@ from yolojax.train.config import load_config
 from yolojax.train.optim import plan_optimizer
 from yolojax.train.setup import initial_state
 
-REPO = str(Path(__file__).resolve().parents[1])
-TOY = Path(__file__).resolve().parent / "toy.py"
+REPO = str(Path(__file__).resolve().parents[2])
+TOY = Path(__file__).resolve().parents[1] / "toy.py"
 
 
 def _toy_state(seed=0):
@@ -41,7 +41,7 @@ def test_round_trip_is_bitwise_with_meta_and_bytes_iterator_state(tmp_path):
 
 _KILLED_SAVE = textwrap.dedent("""
     import sys, jax, numpy as np
-    sys.path[:0] = [{repo!r}, {repo!r} + "/tests"]
+    sys.path[:0] = [{repo!r}, {repo!r} + "/tests", {repo!r} + "/tests/train"]
     from yolojax.train import checkpoints as ckpt
     from test_checkpoint import _toy_state
     manager = ckpt.open_manager({directory!r})

@@ -22,7 +22,7 @@ from yolojax.train.step import (
     shard_batch,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _setup(task, batch=8, extra=()):
@@ -104,7 +104,7 @@ def test_non_finite_loss_skips_the_update_and_is_counted():
 _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    sys.path[:0] = [{repo!r}, {repo!r} + "/tests"]
+    sys.path[:0] = [{repo!r}, {repo!r} + "/tests", {repo!r} + "/tests/train"]
     from test_train_step import count_all_reduces, first_gradient, run_steps
     out = run_steps()
     out["all_reduces"] = count_all_reduces()

@@ -1,7 +1,7 @@
 """Data-parallel training over two processes (jax.distributed on this machine's CPU, gloo collectives).
 
-Each test launches tests/distributed_worker.py: two processes of 2 forced CPU devices each (coordinator 127.0.0.1 on
-a free port; JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), or one process of 4 devices as the
+Each test launches distributed_worker.py (beside it): two processes of 2 forced CPU devices each (coordinator
+127.0.0.1 on a free port; JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), or one process of 4 devices as the
 reference, running the real `yolojax.train.loop.train` on the generated shapes dataset through the real pipeline
 (PipelineData, workers=0) and the real evaluator (evaluate_ema, plus a mean box error that moves with the weights).
 The model is the toy stand-in (tests/toy.py ToyTask), not YOLOv8n: a 64 px YOLOv8n run of 4 steps took 78 s in
@@ -32,8 +32,8 @@ import pytest
 from yolojax.data import build_dataset
 from yolojax.train.config import load_config
 
-REPO = Path(__file__).resolve().parents[1]
-WORKER = REPO / "tests" / "distributed_worker.py"
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 BATCH, PROCESSES, STEPS, STOP_AT = 8, 2, 6, 3
 BASE = ["cfg=none", "optimizer=SGD", "workers=0", "plots=False", "warmup_epochs=0", "exist_ok=True"]
 # summing the gradients of 4 devices across two processes (gloo) rounds differently from one process's all-reduce

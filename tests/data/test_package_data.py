@@ -20,7 +20,7 @@ from yolojax.train.config import (
     recipe_path,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = Path(yolojax.__file__).resolve().parent
 CONFIGS = sorted(p.relative_to(PACKAGE).as_posix() for p in (PACKAGE / "configs").rglob("*.yaml"))
 

@@ -14,8 +14,8 @@ from yolojax.train import checkpoints as ckpt
 from yolojax.train.config import load_config
 from yolojax.train.loop import NonFiniteLossError, train
 
-REPO = str(Path(__file__).resolve().parents[1])
-TOY = Path(__file__).resolve().parent / "toy.py"
+REPO = str(Path(__file__).resolve().parents[2])
+TOY = Path(__file__).resolve().parents[1] / "toy.py"
 
 
 def _cfg(tmp_path, *extra):

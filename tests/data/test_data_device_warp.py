@@ -181,7 +181,7 @@ print("RESULT " + json.dumps({{"devices": mesh.size, "equal": bool((got == np.co
 
 
 def test_four_devices_render_each_share_from_its_own_tiles():
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", _FOUR_DEVICE_SCRIPT.format(repo=repo)], env=env, cwd=repo,
                           capture_output=True, text=True, timeout=300)

@@ -2,8 +2,9 @@
 
 Each test launches distributed_worker.py (beside it): two processes of 2 forced CPU devices each (coordinator
 127.0.0.1 on a free port; JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), or one process of 4
-devices as the reference, running the real `yolojax.train.loop.train` on the generated shapes dataset through the real pipeline
-(PipelineData, workers=0) and the real evaluator (evaluate_ema, plus a mean box error that moves with the weights).
+devices as the reference, running the real `yolojax.train.loop.train` on the generated shapes dataset through the
+real pipeline (PipelineData, workers=0) and the real evaluator (evaluate_ema, plus a mean box error that moves with
+the weights).
 The model is the toy stand-in (tests/toy.py ToyTask), not YOLOv8n: a 64 px YOLOv8n run of 4 steps took 78 s in
 one process on the 2-core machine (compiles), and these tests train seven times (one process once; two processes
 sharing the two cores: uninterrupted, interrupted, resumed, and twice losing a process), where a toy run takes

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from profile_gpu import busy_us  # noqa: E402
 
 from yolojax.bench.timing import median_ms  # noqa: E402
-from yolojax.bench.train_step import padded_targets, sgd_plan  # noqa: E402
+from yolojax.bench.train_step import SteppedState, padded_targets, sgd_plan  # noqa: E402
 from yolojax.detectors import YOLOv8Task  # noqa: E402
 from yolojax.train.distributed import maybe_initialize_distributed  # noqa: E402
 from yolojax.train.optim import hyper_at  # noqa: E402
@@ -110,14 +110,8 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
     local = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
     data = shard_batch({"images": images[local], "bboxes": bboxes[local], "cls": cls[local], "mask": mask[local]},
                        mesh)
-    start = time.perf_counter()
-    compiled = run.step.lower(state, data, hyper).compile()
-    compile_s = time.perf_counter() - start
-    holder = [state]
-
-    def one():
-        holder[0], metrics = compiled(holder[0], data, hyper)
-        return metrics
+    stepped = SteppedState(run.step, state, data, hyper)
+    one, compiled, compile_s = stepped.one, stepped.compiled, stepped.compile_s
 
     synced = median_ms(one, jax.block_until_ready, args.steps, 5)
     ms = pipelined_ms(one, args.steps)
@@ -132,7 +126,7 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
                 for _ in range(args.calls):
                     jax.block_until_ready(one())
             row["trace"] = per_device_trace(tmp, args.calls)
-    holder.clear()  # the state's device buffers go before the next variant allocates its own
+    stepped.state = None  # the state's device buffers go before the next variant allocates its own
     gc.collect()
     return row
 

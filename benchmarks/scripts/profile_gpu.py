@@ -112,7 +112,7 @@ def profile_infer(args) -> dict:
 
 
 def profile_train(args) -> dict:
-    from yolojax.bench.train_step import padded_targets, sgd_plan
+    from yolojax.bench.train_step import SteppedState, padded_targets, sgd_plan
     from yolojax.detectors import YOLOv8Task
     from yolojax.train.optim import hyper_at
     from yolojax.train.setup import build_training
@@ -127,14 +127,8 @@ def profile_train(args) -> dict:
     cls, bboxes, mask = padded_targets(rng, args.batch, 8, 16, 80)
     images = rng.integers(0, 256, size=(args.batch, args.imgsz, args.imgsz, 3), dtype=np.uint8)
     data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
-    start = time.perf_counter()
-    compiled = run.step.lower(state, data, hyper).compile()
-    compile_s = time.perf_counter() - start
-    holder = [state]
-
-    def one():
-        holder[0], metrics = compiled(holder[0], data, hyper)
-        return metrics
+    stepped = SteppedState(run.step, state, data, hyper)
+    one, compile_s = stepped.one, stepped.compile_s
 
     ms = median_ms(one, jax.block_until_ready, 20, 5)
     events, wall = trace(one, jax.block_until_ready, args.calls)

@@ -38,6 +38,21 @@ def sgd_plan(batch: int):
                          epochs=100, lrf=0.01, cos_lr=False)
 
 
+class SteppedState:
+    """A compiled train step with its state between calls: `one()` runs a step on the same batch and returns its
+    metrics (for timing loops); `compile_s` is the compile time."""
+
+    def __init__(self, step, state, batch, hyper):
+        start = time.perf_counter()
+        self.compiled = step.lower(state, batch, hyper).compile()
+        self.compile_s = time.perf_counter() - start
+        self.state, self.batch, self.hyper = state, batch, hyper
+
+    def one(self):
+        self.state, metrics = self.compiled(self.state, self.batch, self.hyper)
+        return metrics
+
+
 def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
                     boxes_per_image: int = 8, max_boxes: int = 16, steps: int = 30, warmup: int = 5,
                     dtype=jnp.bfloat16, seed: int = 0) -> dict:

@@ -1,6 +1,7 @@
 """`yolojax CMD ...`: one parser for every command (yolojax.cli.args): unknown keys and bad values rejected in one line
 naming the key, `--help` listing every key with its default, `--flag` forms read as key=value."""
 import importlib
+import shutil
 
 import jax
 import numpy as np
@@ -170,3 +171,18 @@ def test_val_on_saved_weights_writes_the_table_and_predictions(shapes_dataset, t
     lines = capsys.readouterr().out.splitlines()
     assert lines[2].split()[:2] == ["all", "4"]
     assert (tmp_path / "val" / "predictions.json").is_file()
+
+
+def test_train_on_a_dataset_without_labels_is_one_line_and_exit_2(shapes_dataset, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "nolabels"
+    shutil.copytree(shapes_dataset(8, 4, 64).parent, root)
+    shutil.rmtree(root / "labels")
+    text = (root / "shapes.yaml").read_text().splitlines()
+    (root / "shapes.yaml").write_text("\n".join([f"path: {root}", *text[1:]]) + "\n")
+    monkeypatch.setattr(train, "apply_default_xla_flags", lambda **_: "")  # process-wide settings, not checked here
+    monkeypatch.setattr(train, "enable_compilation_cache", lambda: None)
+    argv = [f"data={root / 'shapes.yaml'}", "epochs=1", "imgsz=64", "batch=4", "workers=0", f"project={tmp_path}"]
+    assert train.cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"yolojax train: {root / 'images' / 'train'}: no labelled images in the train split")

@@ -154,7 +154,8 @@ def test_scan_cache_is_reused_and_invalidated(tmp_path):
     assert cache.stat().st_mtime_ns == stamp  # read, not rewritten
     np.testing.assert_array_equal(again.records[1]["bboxes"], first.records[1]["bboxes"])
     (tmp_path / "labels" / "train" / "b.txt").write_text("2 0.5 0.5 0.3 0.3\n")
-    changed = YoloSource(yaml_path, "train")
+    with pytest.warns(DataWarning, match=r"train\.yolojax\.cache: label cache ignored \(stale"):
+        changed = YoloSource(yaml_path, "train")
     assert changed.records[1]["cls"].tolist() == [2]
 
 

@@ -1,10 +1,13 @@
 """Sources: the embedded shapes dataset, data yaml resolution, and tfds data sources (tfds mock data)."""
+import shutil
+
 import numpy as np
 import pytest
 
 from yolojax.data import build_dataset
 from yolojax.data.shapes import CLASS_NAMES, ensure_shapes_dataset, make_shapes_image
 from yolojax.data.sources import (
+    NoLabelsError,
     TfdsSource,
     YoloSource,
     label_path_for,
@@ -75,3 +78,37 @@ def test_tfds_voc_mock_data_through_the_pipeline():
     boxes = batch["bboxes"][batch["mask"]]
     assert (boxes >= 0).all() and (boxes <= 1).all()
     assert ((batch["cls"][batch["mask"]] >= 0) & (batch["cls"][batch["mask"]] < 20)).all()
+
+
+def shapes_without_labels(shapes_dataset, tmp_path):
+    """A copy of a small shapes dataset with its labels/ folder deleted; returns its data yaml."""
+    root = tmp_path / "nolabels"
+    shutil.copytree(shapes_dataset(8, 4, 64).parent, root)
+    shutil.rmtree(root / "labels")
+    yaml_path = root / "shapes.yaml"
+    text = yaml_path.read_text().splitlines()
+    yaml_path.write_text("\n".join([f"path: {root}", *text[1:]]) + "\n")
+    return yaml_path
+
+
+def test_train_split_without_labels_is_a_one_line_error(shapes_dataset, tmp_path):
+    yaml_path = shapes_without_labels(shapes_dataset, tmp_path)
+    cfg = {"data": str(yaml_path), "imgsz": 64, "batch": 4, "workers": 0}
+    with pytest.raises(NoLabelsError) as err:
+        build_dataset(cfg, "train")
+    message = str(err.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"{yaml_path.parent / 'images' / 'train'}: no labelled images in the train split")
+    assert "labels/ folder next to images/" in message and "cls cx cy w h" in message
+    assert "allow_background_only=True" in message
+    assert isinstance(err.value, ValueError)
+
+
+def test_background_only_train_split_builds_when_the_user_says_so(shapes_dataset, tmp_path):
+    yaml_path = shapes_without_labels(shapes_dataset, tmp_path)
+    cfg = {"data": str(yaml_path), "imgsz": 64, "batch": 4, "workers": 0}
+    ds = build_dataset({**cfg, "allow_background_only": True}, "train")
+    assert ds.num_images == 8 and "0 images with labels, 8 backgrounds" in ds.summary
+    batch = next(iter(ds.iterator(0)))
+    assert not batch["mask"].any()
+    assert build_dataset(cfg, "val").num_images == 4  # val is not checked: a val split may hold no objects

@@ -11,6 +11,7 @@ from yolojax.data import build_dataset
 from yolojax.data.pipeline import DEFAULTS as DATASET_DEFAULTS
 from yolojax.data.preview import draw_batch_grid
 from yolojax.data.shapes import ensure_shapes_dataset
+from yolojax.data.sources import NoLabelsError
 from yolojax.train.config import ConfigError, default_values, suggestion
 
 # preview builds one batch in this process (no worker processes), so `workers` is not among its keys
@@ -64,7 +65,10 @@ def preview(opts) -> str:
 
 
 def _preview(parsed: args.Parsed) -> int:
-    print(f"wrote {preview(parsed.opts)}")
+    try:
+        print(f"wrote {preview(parsed.opts)}")
+    except NoLabelsError as err:
+        return args.fail("data preview", err)
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 
 from yolojax.cli import args
+from yolojax.data.sources import NoLabelsError
 from yolojax.eval.val import evaluate_ema
 from yolojax.train.config import ConfigError, default_values, load_config, read_yaml, recipe_path
 from yolojax.train.loop import NonFiniteLossError, train
@@ -57,6 +58,8 @@ def cli_main(argv: list[str]) -> int:
     enable_compilation_cache()
     try:
         result = train(cfg, evaluate=evaluate_ema)
+    except NoLabelsError as err:
+        return args.fail(COMMAND.name, err)
     except NonFiniteLossError as err:
         print(f"yolojax train: {err}", file=sys.stderr)
         return 1

@@ -16,13 +16,20 @@ reference (ultralytics/data/utils.py verify_image_label) unless said otherwise:
 - missing / empty label file                                       -> kept as a background image (counted)
 
 Every warning names the file and the reason. Records are plain dicts (see `LabelRecord`).
+
+The scan result is kept in a cache file beside the labels folder: an uncompressed .npz read with
+`allow_pickle=False` (a dataset is downloaded data, so reading it must never run code), holding a JSON header (format,
+version, hash of the files it covers, counts, messages, per-image fields) and the labels of all images concatenated.
+Any other file at that path (an older pickle cache, a foreign or damaged file, another version, a stale hash) is
+ignored with a warning and the labels are scanned again.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import pickle
 import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypedDict
@@ -31,7 +38,8 @@ import numpy as np
 
 IMG_FORMATS = frozenset({"bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm"})
 COORD_TOLERANCE = 0.05
-CACHE_VERSION = "yolojax-labels-1"
+CACHE_FORMAT = "yolojax-label-cache"
+CACHE_VERSION = 2
 
 
 class LabelRecord(TypedDict):
@@ -47,6 +55,10 @@ class LabelRecord(TypedDict):
 
 class DataWarning(UserWarning):
     """Bad input that was skipped or fixed."""
+
+
+class CacheError(ValueError):
+    """A label cache file that cannot be used (the message says why); the labels are scanned again."""
 
 
 def warn(message: str) -> None:
@@ -170,7 +182,7 @@ def _image_id(im_file: str):
 
 
 def _files_hash(paths, num_classes) -> str:
-    h = hashlib.sha256(f"{CACHE_VERSION}:{num_classes}".encode())
+    h = hashlib.sha256(f"{CACHE_FORMAT}-{CACHE_VERSION}:{num_classes}".encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -213,15 +225,73 @@ def scan_labels(im_files, label_files, num_classes, cache_path=None, workers=8):
 
 
 def _load_cache(cache_path, key):
+    """The cached scan if `cache_path` holds one for exactly these files (`key`), else None; a file that cannot be
+    used is named in a warning with the reason."""
     if cache_path is None or not Path(cache_path).is_file():
         return None
     try:
-        with open(cache_path, "rb") as f:
-            cached = pickle.load(f)
-        return cached if isinstance(cached, dict) and cached.get("key") == key else None
-    except Exception as e:  # a damaged cache is rebuilt
-        warn(f"{cache_path}: unreadable label cache ({e}); rescanning")
-        return None
+        cached = read_label_cache(cache_path)
+    except CacheError as e:
+        reason = str(e)
+    else:
+        if cached["key"] == key:
+            return cached
+        reason = "stale: images or label files changed since it was written"
+    warn(f"{cache_path}: label cache ignored ({reason}); rescanning the labels")
+    return None
+
+
+def read_label_cache(path) -> dict:
+    """Read a cache file written by `write_label_cache` without ever unpickling.
+
+    Returns:
+      dict with `key` (hash of the covered files), `records` (list[LabelRecord]), `counts`, `messages`.
+    Raises:
+      CacheError with the reason the file cannot be used (not a yolojax cache, other version, damaged).
+    """
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80":
+        raise CacheError("an old pickle-format cache or a foreign pickle; not unpickled")
+    if head != b"PK\x03\x04":
+        raise CacheError("not a yolojax label cache (not an .npz file)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"][()]))
+            if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+                raise CacheError("not a yolojax label cache (no yolojax header)")
+            if meta.get("version") != CACHE_VERSION:
+                raise CacheError(f"cache format version {meta.get('version')!r}, this yolojax reads {CACHE_VERSION}")
+            sizes, cls, bboxes = z["sizes"].astype(np.int64), z["cls"].astype(np.int32), z["bboxes"]
+        bboxes = bboxes.astype(np.float32).reshape(-1, 4)
+        fields = list(zip(meta["im_files"], meta["ori_shapes"], meta["image_ids"], strict=True))
+        if len(fields) != len(sizes) or sizes.sum() != len(cls) or len(cls) != len(bboxes):
+            raise CacheError("damaged (label arrays do not match the image list)")
+        bounds = np.cumsum(sizes)[:-1]
+        records = [{"im_file": str(im_file), "ori_shape": tuple(int(v) for v in shape), "cls": c, "bboxes": b,
+                    "image_id": image_id}
+                   for (im_file, shape, image_id), c, b in zip(fields, np.split(cls, bounds), np.split(bboxes, bounds))]
+        return {"key": str(meta["files_hash"]), "records": records, "counts": dict(meta["counts"]),
+                "messages": [str(m) for m in meta["messages"]]}
+    except CacheError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as e:
+        raise CacheError(f"damaged ({type(e).__name__}: {e})") from None
+
+
+def write_label_cache(file, cached) -> None:
+    """Write a scan result (`key`, `records`, `counts`, `messages`, as `read_label_cache` returns) to `file`, a
+    binary file object (np.savez would add `.npz` to a path), as an .npz of plain arrays."""
+    records = cached["records"]
+    meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "files_hash": cached["key"], "counts": cached["counts"],
+            "messages": list(cached["messages"]), "im_files": [r["im_file"] for r in records],
+            "ori_shapes": [[int(v) for v in r["ori_shape"]] for r in records],
+            "image_ids": [r["image_id"] if isinstance(r["image_id"], str) else int(r["image_id"]) for r in records]}
+    cls = [np.asarray(r["cls"], np.int32).reshape(-1) for r in records]
+    bboxes = [np.asarray(r["bboxes"], np.float32).reshape(-1, 4) for r in records]
+    np.savez(file, meta=np.array(json.dumps(meta)), sizes=np.array([len(c) for c in cls], np.int64),
+             cls=np.concatenate(cls) if cls else np.zeros(0, np.int32),
+             bboxes=np.concatenate(bboxes) if bboxes else np.zeros((0, 4), np.float32))
 
 
 def _save_cache(cache_path, cached):
@@ -230,7 +300,7 @@ def _save_cache(cache_path, cached):
     tmp = Path(f"{cache_path}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            pickle.dump(cached, f, protocol=pickle.HIGHEST_PROTOCOL)
+            write_label_cache(f, cached)
         os.replace(tmp, cache_path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -53,7 +53,8 @@ point is `(x - pad) / ratio` (x then y), and the full ground truth, never trunca
 
 cfg: a mapping with the reference's default.yaml names (data, imgsz, batch, epochs, mosaic, mixup, copy_paste,
 degrees, translate, scale, shear, perspective, flipud, fliplr, hsv_h, hsv_s, hsv_v, workers, cache, close_mosaic,
-multi_scale, fraction, rect) plus `max_boxes` (100), `mosaic9` (False), `albumentations` (default: whether the
+multi_scale, fraction, rect) plus `max_boxes` (100), `allow_background_only` (False: a train split without a single
+labelled image raises `yolojax.data.sources.NoLabelsError`), `mosaic9` (False), `albumentations` (default: whether the
 albumentations package is installed, as in the reference), `hsv_on_device`, `warp_on_device` (False; see above).
 A key left out takes default.yaml's value (`DEFAULTS`).
 `cache`: True / "ram" preloads every resized image; otherwise each process keeps an LRU cache of recent ones, and
@@ -82,13 +83,14 @@ from yolojax.data.batching import BatchOf, EpochPlan, RunBatches, train_order
 from yolojax.data.device import options
 from yolojax.data.labels import warn
 from yolojax.data.shapes import ensure_shapes_dataset
-from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml
+from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml, require_labels
 
 # What a cfg without a key gets: default.yaml's value, as `yolojax train` would, for the keys the pipeline reads;
 # a library default for the rest. hsv_on_device / warp_on_device are off here although default.yaml says auto: their
 # batches need the consumer to finish the augmentation (the train step does), which a plain caller does not.
 _DEFAULT_YAML = yaml.safe_load(config_path("default.yaml").read_text())
 _READ_KEYS = ("data", "imgsz", "batch", "epochs", "workers", "cache", "close_mosaic", "multi_scale", "fraction",
+              "allow_background_only",
               *(f.name for f in A.dataclasses.fields(A.AugmentConfig)))
 DEFAULTS = {**{k: _DEFAULT_YAML[k] for k in _READ_KEYS if k in _DEFAULT_YAML},
             "albumentations": None, "rect": False, "hsv_on_device": False, "warp_on_device": False}
@@ -229,6 +231,8 @@ class DetectionDataset:
         self.num_images = len(self.source)
         if self.training and float(self.cfg["fraction"]) < 1:  # the reference keeps the first fraction of images
             self.num_images = max(1, round(self.num_images * float(self.cfg["fraction"])))
+        if self.training and not self.cfg["allow_background_only"]:
+            require_labels(self.source, self.num_images, split)
         self.imgsz = int(self.cfg["imgsz"])
         self.batch_size = int(self.cfg["batch"])
         self.max_boxes = int(self.cfg["max_boxes"])

@@ -36,6 +36,23 @@ class NoImagesError(FileNotFoundError):
     """A dataset split has zero usable images."""
 
 
+class NoLabelsError(ValueError):
+    """A train split whose images have no labels at all (and the user did not say it is background-only)."""
+
+
+def require_labels(source, num_images: int, split: str) -> None:
+    """Raise NoLabelsError (one line: the split's folders and what labels were expected) when none of the first
+    `num_images` images of a file source has a box. Sources without a record list (tfds) are not checked."""
+    records = getattr(source, "records", None)
+    if records is None or any(len(r["cls"]) for r in records[:num_images]):
+        return
+    where = ", ".join(getattr(source, "split_paths", ())) or split
+    scan = getattr(source, "summary", None) or f"{num_images} images, none with a box"
+    raise NoLabelsError(f"{where}: no labelled images in the {split} split ({scan}); expected "
+                        f"{getattr(source, 'label_hint', 'labels')}. Set allow_background_only=True if the split is "
+                        "background images on purpose")
+
+
 def load_data_yaml(path):
     """Read a data yaml (the reference's layout) and resolve its split paths.
 
@@ -165,8 +182,12 @@ class YoloSource(_FileRecords):
         if split not in data:
             raise KeyError(f"{data_yaml}: no `{split}` split in the data yaml")
         self.names = data["names"]
+        self.split_paths = tuple(data[split])
         im_files = list_images(data[split])
         label_files = [label_path_for(f) for f in im_files]
+        label_dir = Path(label_files[0]).parent if label_files else "labels/"
+        self.label_hint = (f"YOLO .txt label files in the labels/ folder next to images/ ({label_dir}), one "
+                           "`cls cx cy w h` row (normalized) per object")
         cache = None
         if use_cache_file and label_files:
             cache = Path(label_files[0]).parent.with_suffix(".yolojax.cache")
@@ -190,6 +211,8 @@ class CocoSource(_FileRecords):
         self.names = tuple(c["name"] for c in cats)
         self.category_ids = tuple(c["id"] for c in cats)
         cat_to_cls = {c["id"]: i for i, c in enumerate(cats)}
+        self.split_paths = (str(image_dir),)
+        self.label_hint = f"annotations in {json_file}"
         per_image = {}
         for ann in coco.get("annotations", []):
             per_image.setdefault(ann["image_id"], []).append(ann)

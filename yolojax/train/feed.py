@@ -72,6 +72,7 @@ class PipelineData:
     def __init__(self, cfg: Any, process: tuple[int, int] | None = None):
         self.cfg = cfg
         self.train = build_dataset(cfg, "train", seed=cfg.seed)
+        self.summary = self.train.summary  # the label scan's counts, printed before training
         index, count = process if process is not None else (jax.process_index(), jax.process_count())
         self.rows = process_rows(self.train.batch_size, index, count)
         self.val = build_dataset(cfg, "val", seed=cfg.seed)  # the final epoch validates even when val=False

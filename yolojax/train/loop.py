@@ -153,11 +153,14 @@ def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, eval
     meta = {"epoch": 0, "batch": 0, "best_fitness": None, "best_epoch": -1}
     if resuming:
         state, meta = ckpt.restore_checkpoint(last, state)
-        print(f"Resuming {run_dir} at epoch {meta['epoch'] + 1}, batch {meta['batch']}", flush=True)
+        if main:
+            print(f"Resuming {run_dir} at epoch {meta['epoch'] + 1}, batch {meta['batch']}", flush=True)
     mesh = make_mesh()
     step = build_train_step(task.loss_fn, optimizer, mesh, ema_decay=cfg.ema_decay, ema_tau=cfg.ema_tau)
     sizes = (tuple(data.size_buckets) if cfg.multi_scale else ()) or (cfg.imgsz,)
     if main:
+        if getattr(data, "summary", None):  # TrainData stand-ins need not scan labels
+            print(data.summary, flush=True)
         print(f"Training {task.name} on {cfg.data} for {cfg.epochs} epochs, {nb} batches of "
               f"{cfg.batch} on {mesh.size} {jax.default_backend()} device(s); optimizer {plan.name}(lr={plan.lr0}, "
               f"momentum={plan.momentum}){_rendered_in_step(data)}; run directory {run_dir}", flush=True)
@@ -172,6 +175,12 @@ def _rendered_in_step(data: TrainData) -> str:
 def _save(run: _Run, manager=None, data_state=None) -> int:
     """Checkpoint the state with run.meta (every process: orbax saves are collective)."""
     return ckpt.save_checkpoint(manager or run.last, run.state, {**run.meta, "data_state": data_state})
+
+
+def _say(run: _Run, message: str) -> None:
+    """Print on process 0 only (every process runs the same loop)."""
+    if run.main:
+        print(message, flush=True)
 
 
 def _settle_garbage() -> None:
@@ -271,15 +280,15 @@ def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Ca
                 if done >= nb:
                     run.meta.update(epoch=epoch + 1, batch=0)
                 _save(run, data_state=run.data_state if run.meta["batch"] else None)
-                print(f"Interrupted: checkpoint saved in {run.last.directory}; resume with "
-                      f"`yolojax train resume={run.run_dir}`", flush=True)
+                _say(run, f"Interrupted: checkpoint saved in {run.last.directory}; resume with "
+                     f"`yolojax train resume={run.run_dir}`")
                 break
             _end_epoch(run, epoch, losses, started, board)
             epoch += 1
             stale = epoch - 1 - run.meta["best_epoch"] >= cfg.patience
             if why or dist.any_process(out_of_time()) or stale:
                 reason = why or ("time budget spent" if not stale else f"no improvement in {cfg.patience} epochs")
-                print(f"Stopping early: {reason}", flush=True)
+                _say(run, f"Stopping early: {reason}")
                 break
     return interrupted
 
@@ -310,7 +319,7 @@ def train(cfg: Config, *, task: DetectionTask | None = None, data: TrainData | N
     board.close()
     if run.main and (run.run_dir / "results.csv").exists() and cfg.plots:
         records.plot_results(run.run_dir / "results.csv", run.run_dir / "results.png")
-    print(f"Results saved to {run.run_dir}", flush=True)
+    _say(run, f"Results saved to {run.run_dir}")
     return TrainResult(run.run_dir, run.meta["epoch"], int(jax.device_get(run.state.iteration)),
                        run.meta["best_fitness"], run.meta.get("last_metrics", {}), interrupted)
 

@@ -186,3 +186,4 @@ def test_train_on_a_dataset_without_labels_is_one_line_and_exit_2(shapes_dataset
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"yolojax train: {root / 'images' / 'train'}: no labelled images in the train split")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nolabels"]  # no run folder left behind

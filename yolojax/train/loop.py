@@ -138,9 +138,14 @@ def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, eval
     """Run directory, data, task, optimizer plan, initial (or resumed) state, the jitted step."""
     cfg, run_dir, resuming = resolve_run(cfg)
     main = jax.process_index() == 0
+    try:
+        data = data if data is not None else build_train_data(cfg)
+    except Exception:
+        if main and not resuming and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that never started leaves no folder behind
+        raise
     if main and not resuming:
         records.save_args(run_dir, cfg)
-    data = data if data is not None else build_train_data(cfg)
     if task is None:
         task = build_task(load_model_config(cfg.model), data.num_classes, dtype=compute_dtype(cfg), hyp=cfg)
     nb = data.batches_per_epoch

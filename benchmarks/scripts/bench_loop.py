@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from bench_data import AUG, write_images  # noqa: E402
 
 import yolojax.train.loop as loop  # noqa: E402
+from yolojax.bench.timing import queued_ms  # noqa: E402
 from yolojax.train.config import load_config  # noqa: E402
 
 
@@ -56,17 +57,13 @@ class StepClock:
     def resident_ms(self, steps: int, repeats: int = 3) -> float:
         """ms per step of the same compiled step on the last batch, resident on the device: the fastest of
         `repeats` runs of `steps` steps (the host is quiet by then, but not always at once)."""
-        state, batch, hyper = self.last
-        state, metrics = self.step(state, batch, hyper)
-        jax.block_until_ready(metrics)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(steps):
-                state, metrics = self.step(state, batch, hyper)
-            jax.block_until_ready(metrics)
-            best = min(best, (time.perf_counter() - start) / steps * 1e3)
-        return best
+        held = list(self.last)  # the step is compiled already: call it, do not lower it again
+
+        def one():
+            held[0], metrics = self.step(*held)
+            return metrics
+
+        return queued_ms(one, jax.block_until_ready, steps, rounds=repeats)
 
 
 def gc_pauses() -> dict:

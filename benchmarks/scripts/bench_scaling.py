@@ -16,14 +16,12 @@ GPU-resident random data as in `yolojax bench`; the XLA flags are the train job'
 from __future__ import annotations
 
 import argparse
-import collections
 import gc
 import json
 import os
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +37,9 @@ apply_default_xla_flags(job="train", deterministic="--deterministic" in sys.argv
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from profile_gpu import busy_us  # noqa: E402
+from profile_gpu import busy_us, device_events_by_device  # noqa: E402
 
-from yolojax.bench.timing import median_ms  # noqa: E402
+from yolojax.bench.timing import median_ms, queued_ms  # noqa: E402
 from yolojax.bench.train_step import SteppedState, padded_targets, sgd_plan  # noqa: E402
 from yolojax.detectors import YOLOv8Task  # noqa: E402
 from yolojax.train.distributed import maybe_initialize_distributed  # noqa: E402
@@ -52,21 +50,8 @@ from yolojax.train.step import make_mesh, replicate, shard_batch  # noqa: E402
 
 def per_device_trace(trace_dir: str, calls: int) -> list[dict]:
     """From the Perfetto trace under `trace_dir`: per GPU, ms per step busy, in NCCL kernels, idle inside the span."""
-    import glob
-    import gzip
-
-    path = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True))[-1]
-    with gzip.open(path) as f:
-        data = json.load(f)
-    events = data["traceEvents"] if isinstance(data, dict) else data
-    names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
-    by_device = collections.defaultdict(list)
-    for e in events:
-        name = names.get(e.get("pid"), "")
-        if e.get("ph") == "X" and e.get("dur") is not None and "/device:" in name and "CPU" not in name:
-            by_device[name].append(e)
     out = []
-    for name, evs in sorted(by_device.items()):
+    for name, evs in sorted(device_events_by_device(trace_dir).items()):
         span = max(e["ts"] + e["dur"] for e in evs) - min(e["ts"] for e in evs)
         busy = busy_us(evs)
         nccl = [e for e in evs if "nccl" in e["name"].lower()]
@@ -74,20 +59,6 @@ def per_device_trace(trace_dir: str, calls: int) -> list[dict]:
                     "nccl_ms": sum(e["dur"] for e in nccl) / calls / 1e3, "nccl_kernels": len(nccl) / calls,
                     "kernels": len(evs) / calls})
     return out
-
-
-def pipelined_ms(step, steps: int, rounds: int = 3) -> float:
-    """ms per step with steps queued back to back and one wait at the end (the train loop keeps a step in flight),
-    the best of `rounds`."""
-    best = float("inf")
-    for _ in range(rounds):
-        jax.block_until_ready(step())
-        start = time.perf_counter()
-        for _ in range(steps):
-            metrics = step()
-        jax.block_until_ready(metrics)
-        best = min(best, (time.perf_counter() - start) / steps * 1e3)
-    return best
 
 
 def all_reduce_ops(hlo_text: str) -> int:
@@ -114,7 +85,7 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
     one, compiled, compile_s = stepped.one, stepped.compiled, stepped.compile_s
 
     synced = median_ms(one, jax.block_until_ready, args.steps, 5)
-    ms = pipelined_ms(one, args.steps)
+    ms = queued_ms(one, jax.block_until_ready, args.steps)
     row = {"scale": scale, "devices": len(devices), "processes": jax.process_count(), "exchange": exchange,
            "batch": batch, "imgsz": args.imgsz,
            "ms_per_step": ms, "img_per_s": batch / ms * 1e3, "ms_per_step_synced": synced, "compile_s": compile_s,

@@ -7,8 +7,7 @@ set -uo pipefail
 out=${1:-/tmp/multi_cli}; mkdir -p "$out"
 ngpu=$(nvidia-smi -L | wc -l); per_gpu=64; workers=$(( $(nproc) - 4 ))
 runs=/tmp/runs; rm -rf "$runs"
-data=$(python3 -m yolojax.cli data shapes root=/tmp/shapes640 num_train=2560 num_val=256 imgsz=640 workers="$(nproc)" \
-  | tail -n 1)
+data=$(shapes640)  # from gpu_env.sh, which the runner sources
 echo "data $data"
 common=(cfg=none model=yolov8n data="$data" imgsz=640 epochs=4 close_mosaic=1 cache=ram workers="$workers"
         project="$runs" plots=False)

@@ -31,15 +31,24 @@ from yolojax.bench.timing import median_ms  # noqa: E402
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 
-def device_events(trace_dir: str) -> list[dict]:
-    """Complete ('X') events of the device (GPU) processes in the Perfetto trace written under `trace_dir`."""
+def device_events_by_device(trace_dir: str) -> dict[str, list[dict]]:
+    """Complete ('X') events of each device (GPU) process in the Perfetto trace under `trace_dir`, by device name."""
     path = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True))[-1]
     with gzip.open(path) as f:
         data = json.load(f)
     events = data["traceEvents"] if isinstance(data, dict) else data
     names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
-    device_pids = {pid for pid, name in names.items() if "/device:" in name and "CPU" not in name}
-    return [e for e in events if e.get("ph") == "X" and e.get("pid") in device_pids and e.get("dur") is not None]
+    out: dict[str, list[dict]] = collections.defaultdict(list)
+    for e in events:
+        name = names.get(e.get("pid"), "")
+        if e.get("ph") == "X" and e.get("dur") is not None and "/device:" in name and "CPU" not in name:
+            out[name].append(e)
+    return dict(out)
+
+
+def device_events(trace_dir: str) -> list[dict]:
+    """Complete ('X') events of every device (GPU) process in the Perfetto trace under `trace_dir`."""
+    return [e for events in device_events_by_device(trace_dir).values() for e in events]
 
 
 def busy_us(events: list[dict]) -> float:

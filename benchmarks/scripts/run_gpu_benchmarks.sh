@@ -135,8 +135,7 @@ if [ "$part" = multi_proc ]; then  # one process per GPU through jax.distributed
 fi
 if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU (jax.distributed), 3 epochs
   ngpu=$(nvidia-smi -L | wc -l)
-  data=$(python3 -m yolojax.cli data shapes root=/tmp/shapes640 num_train=2560 num_val=256 imgsz=640 \
-    workers="$(nproc)" | tail -n 1)
+  data=$(shapes640)
   for i in $(seq 0 $((ngpu - 1))); do
     JAX_COORDINATOR_ADDRESS=127.0.0.1:12356 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
       timeout 200 python3 -m yolojax.cli train cfg=none model=yolov8n data="$data" imgsz=640 epochs=3 close_mosaic=1 \

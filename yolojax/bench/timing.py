@@ -21,6 +21,22 @@ def median_ms(fn: Callable[[], Any], sync: Callable[[Any], Any], iters: int, war
     return statistics.median(times)
 
 
+def queued_ms(fn: Callable[[], Any], sync: Callable[[Any], Any], steps: int, *, rounds: int = 3,
+              warmup: int = 1) -> float:
+    """ms per call with `steps` calls of `fn()` queued back to back and one `sync` at the end (as a train loop keeps
+    a step in flight), the fastest of `rounds` rounds, after `warmup` synced calls."""
+    for _ in range(warmup):
+        sync(fn())
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            result = fn()
+        sync(result)
+        best = min(best, (time.perf_counter() - start) / steps * 1e3)
+    return best
+
+
 def share_process_with_reference(environ: MutableMapping[str, str] = os.environ) -> None:
     """Environment for a benchmark that runs the PyTorch reference in the same process: JAX allocates GPU memory on
     demand (torch shares the card) and ultralytics stays quiet and offline. Call before the first JAX computation

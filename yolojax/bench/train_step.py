@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from yolojax.bench.reference import random_targets
-from yolojax.bench.timing import median_ms
+from yolojax.bench.timing import median_ms, queued_ms
 from yolojax.detectors import YOLOv8Task
 from yolojax.losses import detection_loss
 from yolojax.train.ema import ema_update
@@ -68,19 +68,10 @@ def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
     images = rng.integers(0, 256, size=(batch, imgsz, imgsz, 3), dtype=np.uint8)
     data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
 
-    start = time.perf_counter()
-    compiled = run.step.lower(state, data, hyper).compile()
-    compile_s = time.perf_counter() - start
-
-    for _ in range(warmup):
-        state, metrics = compiled(state, data, hyper)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = compiled(state, data, hyper)
-    jax.block_until_ready((state, metrics))
-    ms = (time.perf_counter() - start) / steps * 1e3
-    finite = bool(metrics["finite"])
+    stepped = SteppedState(run.step, state, data, hyper)
+    ms = queued_ms(stepped.one, jax.block_until_ready, steps, rounds=1, warmup=warmup)
+    finite = bool(stepped.one()["finite"])
+    compile_s = stepped.compile_s
     stats = jax.local_devices()[0].memory_stats() or {}
     return {
         "impl": f"yolojax jit+shard_map {jnp.dtype(dtype).name}",

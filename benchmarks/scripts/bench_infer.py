@@ -120,6 +120,7 @@ def time_ours(model, variables, images_nhwc, args):
 
 def time_reference(reference, images_nhwc, args):
     import torch
+    import ultralytics
     from ultralytics.utils.ops import non_max_suppression
 
     cuda = torch.cuda.is_available()
@@ -148,7 +149,8 @@ def time_reference(reference, images_nhwc, args):
     return dict(forward_ms=forward_ms, nms_ms=nms_ms, total_ms=forward_ms + nms_ms,
                 candidates_per_image=float((scores > args.conf).sum(1).float().mean()),
                 detections_per_image=float(np.mean([len(d) for d in last["dets"]])),
-                device=torch.cuda.get_device_name() if cuda else "cpu", dtype="fp16" if cuda else "fp32")
+                device=torch.cuda.get_device_name() if cuda else "cpu", dtype="fp16" if cuda else "fp32",
+                version=ultralytics.__version__)
 
 
 def main(argv=None):

@@ -9,7 +9,12 @@ is saved.
 
     python benchmarks/scripts/bench_loop.py --small                       # CPU smoke: 128 px, batch 4
     python benchmarks/scripts/bench_loop.py --images 3200 --epochs 4       # the GPU host
+    python benchmarks/scripts/bench_loop.py --feed-only none,shard,per_device  # the feed alone, no step
 Writes benchmarks/loop.json.
+
+`--feed-only` runs no step: it draws the train batches as the loop does (same Prefetch threads and depth) and only
+moves them to the devices, one copy function per named variant: `none` (host pipeline alone), `shard` (the loop's
+`shard_batch`), `per_device` (each device's rows copied by a thread of its own, then assembled). Reports img/s.
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ from bench_data import AUG, write_images  # noqa: E402
 import yolojax.train.loop as loop  # noqa: E402
 from yolojax.bench.timing import queued_ms  # noqa: E402
 from yolojax.train.config import load_config  # noqa: E402
+from yolojax.train.feed import PipelineData, Prefetch  # noqa: E402
+from yolojax.train.step import TRAIN_KEYS, WARP_PREFIX, make_mesh, shard_batch  # noqa: E402
 
 
 class StepClock:
@@ -110,6 +117,57 @@ def summary_line(row: dict, name: str) -> str:
             f"busy {busy if busy is None else round(busy, 3)}")
 
 
+def copy_functions(mesh) -> dict:
+    """Feed variants: batch (numpy dict) -> what the step would receive, ready on the devices."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    devices = list(mesh.local_devices)
+    pool = ThreadPoolExecutor(len(devices))
+    sharding = NamedSharding(mesh, P(mesh.axis_names[0]))
+
+    def per_device(batch):
+        out = {}
+        for key, local in batch.items():
+            if key not in TRAIN_KEYS and not key.startswith(WARP_PREFIX):
+                continue
+            parts = np.split(np.asarray(local), len(devices))
+            shards = list(pool.map(jax.device_put, parts, devices))
+            out[key] = jax.make_array_from_single_device_arrays((local.shape[0] * jax.process_count(),)
+                                                                + local.shape[1:], sharding, shards)
+        return jax.block_until_ready(out)
+
+    return {"none": lambda batch: batch,
+            "shard": lambda batch: jax.block_until_ready(shard_batch(batch, mesh)),
+            "per_device": per_device}
+
+
+def feed_only(cfg, variants: list[str], batches: int) -> list[dict]:
+    """img/s of drawing `batches` train batches and copying them to the devices, per copy variant."""
+    data, mesh = PipelineData(cfg), make_mesh()
+    copies, rows = copy_functions(mesh), []
+    try:
+        for name in variants:
+            for epoch in range(2):  # the first epoch starts the workers; the second is timed
+                stamps = []
+                with Prefetch(data.train_epoch(epoch, mosaic=True), depth=loop.PREFETCH_DEPTH,
+                              prepare=copies[name], threads=loop.COPY_THREADS) as items:
+                    for k, _ in enumerate(items):
+                        stamps.append(time.perf_counter())
+                        if k + 1 >= batches:
+                            break
+            per_batch_s = (stamps[-1] - stamps[3]) / (len(stamps) - 4)
+            rows.append({"variant": name, "batches": len(stamps), "ms_per_batch": per_batch_s * 1e3,
+                         "img_per_s": cfg.batch / per_batch_s})
+            print(f"feed {name}: {rows[-1]['ms_per_batch']:.1f} ms/batch, {rows[-1]['img_per_s']:.0f} img/s",
+                  flush=True)
+    finally:
+        data.close()
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="n")
@@ -125,6 +183,7 @@ def main(argv=None) -> int:
     parser.add_argument("--depth", type=int, default=None, help="the loop's PREFETCH_DEPTH")
     parser.add_argument("--data-dir", default=None, help="write the images here once and reuse them")
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--feed-only", default=None, help="comma-separated copy variants (none, shard, per_device)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "loop"))
     args = parser.parse_args(argv)
     if args.small:
@@ -148,6 +207,14 @@ def main(argv=None) -> int:
                      "deterministic": args.deterministic == "true", "save": False, "plots": False, "val": False,
                      "project": str(Path(tmp) / "runs"), "warmup_epochs": 0.0}
         cfg = load_config([f"{k}={v}" for k, v in overrides.items()])
+        if args.feed_only:
+            rows = feed_only(cfg, args.feed_only.split(","), per_epoch := args.images // args.batch)
+            row = {"feed_only": rows, "batch": args.batch, "batches_per_epoch": per_epoch, "workers": args.workers,
+                   "cache": args.cache, "copy_threads": loop.COPY_THREADS, "prefetch_depth": loop.PREFETCH_DEPTH,
+                   "devices": jax.device_count(), "device": jax.local_devices()[0].device_kind}
+            Path(args.out).with_suffix(".json").parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).with_suffix(".json").write_text(json.dumps(row, indent=2))
+            return 0
         start = time.perf_counter()
         loop.train(cfg, evaluate=lambda *a, **k: {}, progress=False)
         train_s = time.perf_counter() - start

@@ -15,7 +15,10 @@
 # The multi* parts need a machine of several GPUs: multi = v8n scaling with a device trace per exchange variant +
 # the reference under DDP; multi_s = v8n and v8s scaling; multi_proc = v8n on one process per GPU
 # (jax.distributed); multi_proc_cli = `yolojax train` with one process per GPU; multi_cli = `yolojax train` on 1 and on all GPUs (a generated 640 px dataset, validation,
-# checkpoints, an interrupted and resumed run).
+# checkpoints, an interrupted and resumed run); multi_feed = the 2-GPU feed alone (copy variants, no step) and v8s
+# against the reference under DDP on the same machine.
+#   peers    the train step and inference against every reference peer: ultralytics 8.2.103 eager and the newest
+#            (8.4.190, carried in .whl84/) eager and under torch.compile, one card, one call
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
 mkdir -p "$out"
@@ -144,6 +147,25 @@ if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU 
   done
   wait; grep -E "^Training|^epoch|Results|rror" "$out/procs_0.log" | cut -c1-200; tail -n 2 "$out/procs_1.log"
   cp /tmp/runs/procs/results.csv "$out/procs.csv"; ls /tmp/runs/procs/weights
+fi
+if [ "$part" = multi_feed ]; then
+  ngpu=$(nvidia-smi -L | wc -l)
+  feed=(--batch $((64 * ngpu)) --images 2560 --cache ram --workers $(( $(nproc) - 4 )) --data-dir /tmp/loop_images)
+  T=200 run python3 $S/bench_loop.py "${feed[@]}" --feed-only none,shard,per_device --out "$out/feed_c4"
+  T=150 run python3 $S/bench_loop.py "${feed[@]}" --feed-only shard,per_device --copy-threads 8 --depth 6 \
+    --out "$out/feed_c8"
+  T=240 run python3 $S/bench_scaling.py --scales s --exchanges flat --calls 3 --out "$out/scaling_s.json"
+  T=150 run python3 -m torch.distributed.run --nproc_per_node "$ngpu" $S/bench_ddp_reference.py --scales n,s \
+    --out "$out/ddp_reference.json"
+fi
+if [ "$part" = peers ]; then
+  export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
+  T=300 run python3 -m yolojax.cli bench scales=n,s compile_cache=/tmp/jaxcache out="$out/peers_ours_82"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
+  T=420 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales=n,s ours=false \
+    reference_compile=true out="$out/peers_84"
+  T=100 run python3 $S/bench_infer.py --out "$out/infer_82"
+  T=100 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 $S/bench_infer.py --out "$out/infer_84"
 fi
 if [ "$part" = multi_cli ]; then
   T=500 run bash $S/multi_gpu_train.sh "$out"

@@ -1,4 +1,5 @@
-"""Timing of the reference (ultralytics 8.2.103, PyTorch eager, fp16 AMP) training step, for the speed benchmarks.
+"""Timing of the reference's (ultralytics, PyTorch, fp16 AMP; eager or under `torch.compile`) training step, for the
+speed benchmarks. The version is whichever ultralytics is importable: 8.2.103 (the parity oracle) or a newer one.
 
 I/O-free apart from the optional torch import; used by `yolojax bench` / benchmarks/scripts/bench_train.py to time the
 reference on the same machine, in the same run, as our step.
@@ -45,16 +46,19 @@ def _join_process_group():
 
 
 def time_reference_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
-                              boxes_per_image: int = 8, steps: int = 30, warmup: int = 10, seed: int = 0) -> dict:
+                              boxes_per_image: int = 8, steps: int = 30, warmup: int = 10, seed: int = 0,
+                              compile: bool = False) -> dict:
     """Median wall time of the reference's full training step on the current CUDA device.
 
     The step is what its trainer does per batch: AMP fp16 forward + v8DetectionLoss, scaled backward, unscale,
     clip at norm 10, SGD(nesterov) step, scaler update, zero_grad and ModelEMA update. Data is GPU-resident.
-    Launched by torchrun with several processes, each process runs `batch` images on its own GPU through
-    DistributedDataParallel and multiplies the loss by the world size, as the reference's trainer does; the
-    result counts the images of all processes.
+    `compile=True` runs the model (forward and loss) through `torch.compile` (default mode; the compile happens in the
+    warmup, which then has 3 extra steps). Launched by torchrun with several processes, each process runs `batch`
+    images on its own GPU through DistributedDataParallel and multiplies the loss by the world size, as the
+    reference's trainer does; the result counts the images of all processes.
     """
     import torch
+    import ultralytics
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import ModelEMA
 
@@ -65,6 +69,9 @@ def time_reference_train_step(scale: str = "n", *, batch: int = 64, imgsz: int =
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    if compile:
+        trained = torch.compile(trained)
+        warmup += 3
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
     scaler = torch.cuda.amp.GradScaler(enabled=True)
     ema = ModelEMA(model)
@@ -90,8 +97,11 @@ def time_reference_train_step(scale: str = "n", *, batch: int = 64, imgsz: int =
         optimizer.zero_grad()
         ema.update(model)
 
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
+    torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - start
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     times = []
@@ -102,7 +112,9 @@ def time_reference_train_step(scale: str = "n", *, batch: int = 64, imgsz: int =
         times.append(time.perf_counter() - start)
     ms = float(np.median(times) * 1e3)
     return {
-        "impl": "ultralytics-8.2.103 eager fp16 AMP" + (f" DDP x{world}" if world > 1 else ""),
+        "impl": (f"ultralytics-{ultralytics.__version__} {'torch.compile' if compile else 'eager'} fp16 AMP"
+                 + (f" DDP x{world}" if world > 1 else "")),
+        "warmup_s": warmup_s,
         "scale": scale, "batch": batch * world, "imgsz": imgsz, "devices": world, "rank": rank,
         "ms_per_step": ms, "img_per_s": batch * world / ms * 1e3,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,

@@ -28,6 +28,9 @@ COMMAND = args.Command(
         "max_boxes": args.own_key("16", "(str) padded ground-truth rows per image to time, comma-separated"),
         "steps": args.own_key(30, "(int) timed steps (after the warmup)"),
         "reference": args.own_key(True, "(bool) also time the reference (needs CUDA torch); --no-reference skips it"),
+        "reference_compile": args.own_key(False, "(bool) also time the reference under torch.compile"),
+        "ours": args.own_key(True, "(bool) time our step (false: the reference alone, e.g. another ultralytics "
+                                   "version on PYTHONPATH)"),
         "breakdown": args.own_key(False, "(bool) also time forward / backward / loss / optimizer separately"),
         "small": args.own_key(False, "(bool) CPU smoke run: batch 2, 128 px, 2 steps, no reference"),
         "out": args.own_key("benchmarks/train_step", "(str) results file stem (.json and .md are written)"),
@@ -67,17 +70,19 @@ def _main(parsed: args.Parsed) -> int:
         batch, imgsz, steps, reference = 2, 128, 2, False
     rows, breakdown = [], []
     for scale in scales:
-        if reference:
-            ref = time_reference_train_step(scale, batch=batch, imgsz=imgsz, steps=steps)
-            rows.append(ref)
-            print(json.dumps(ref), flush=True)
-        for max_boxes in max_boxes_list:
+        refs = []
+        for compiled in (False, True) if opts.reference_compile else (False,):
+            if reference:
+                refs.append(time_reference_train_step(scale, batch=batch, imgsz=imgsz, steps=steps, compile=compiled))
+                rows.append(refs[-1])
+                print(json.dumps(refs[-1]), flush=True)
+        for max_boxes in max_boxes_list if opts.ours else ():
             ours = time_train_step(scale, batch=batch, imgsz=imgsz, max_boxes=max_boxes,
                                    boxes_per_image=min(8, max_boxes), steps=steps, dtype=dtype,
                                    warmup=1 if opts.small else 5)
             ours["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-            if reference:
-                ours["speedup_vs_reference"] = ref["ms_per_step"] / ours["ms_per_step"]
+            for ref in refs:
+                ours["speedup_vs_" + ref["impl"].replace(" ", "_")] = ref["ms_per_step"] / ours["ms_per_step"]
             rows.append(ours)
             print(json.dumps(ours), flush=True)
         if opts.breakdown:

@@ -16,7 +16,7 @@
 # the reference under DDP; multi_s = v8n and v8s scaling; multi_proc = v8n on one process per GPU
 # (jax.distributed); multi_proc_cli = `yolojax train` with one process per GPU; multi_cli = `yolojax train` on 1 and on all GPUs (a generated 640 px dataset, validation,
 # checkpoints, an interrupted and resumed run); multi_feed = the 2-GPU feed alone (copy variants, no step) and v8s
-# against the reference under DDP on the same machine.
+# against the reference under DDP on the same machine; multi_loop = the loop's busy share, 4 vs 8 copy threads.
 #   peers    the train step and inference against every reference peer: ultralytics 8.2.103 eager and the newest
 #            (8.4.190, carried in .whl84/) eager and under torch.compile, one card, one call
 set -uo pipefail
@@ -157,6 +157,13 @@ if [ "$part" = multi_feed ]; then
   T=240 run python3 $S/bench_scaling.py --scales s --exchanges flat --calls 3 --out "$out/scaling_s.json"
   T=150 run python3 -m torch.distributed.run --nproc_per_node "$ngpu" $S/bench_ddp_reference.py --scales n,s \
     --out "$out/ddp_reference.json"
+fi
+if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
+  ngpu=$(nvidia-smi -L | wc -l)
+  feed=(--batch $((64 * ngpu)) --images 2560 --cache ram --workers $(( $(nproc) - 4 )) --data-dir /tmp/loop_images)
+  T=200 run python3 $S/bench_loop.py "${feed[@]}" --epochs 4 --copy-threads 4 --depth 4 --out "$out/loop_c4"
+  T=200 run python3 $S/bench_loop.py "${feed[@]}" --epochs 4 --copy-threads 8 --depth 6 --out "$out/loop_c8"
+  T=150 run python3 $S/bench_scaling.py --scales n --exchanges flat --calls 3 --out "$out/scaling_n.json"
 fi
 if [ "$part" = peers ]; then
   export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1

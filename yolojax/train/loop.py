@@ -8,6 +8,7 @@ spent; epochs are not re-planned), and multi-scale picks one of a few fixed size
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import signal
@@ -22,15 +23,16 @@ import numpy as np
 
 from yolojax.detectors import DetectionTask, build_task
 from yolojax.models.weights import load_weights
+from yolojax.train import artefacts, console, records
 from yolojax.train import checkpoints as ckpt
 from yolojax.train import distributed as dist
-from yolojax.train import records
 from yolojax.train.config import (
     Config,
     load_config,
     load_model_config,
     merge,
 )
+from yolojax.train.devices import local_devices, restrict_platform, select_devices
 from yolojax.train.feed import Prefetch, TrainData, build_train_data, resize_batch
 from yolojax.train.optim import hyper_at, plan_optimizer
 from yolojax.train.setup import initial_state
@@ -51,9 +53,10 @@ class TrainResult:
     interrupted: bool = False
 
 
-def compute_dtype(cfg: Config) -> Any:
-    """bf16 compute on GPU/TPU when amp, else fp32 (params and optimizer state are fp32 either way)."""
-    return jnp.bfloat16 if cfg.amp and jax.default_backend() in ("gpu", "tpu", "cuda", "rocm") else jnp.float32
+def compute_dtype(cfg: Config, platform: str | None = None) -> Any:
+    """bf16 compute on GPU/TPU (the devices' `platform`, default JAX's) when amp, else fp32 (params stay fp32)."""
+    platform = platform or jax.default_backend()
+    return jnp.bfloat16 if cfg.amp and platform in ("gpu", "tpu", "cuda", "rocm") else jnp.float32
 
 
 def fitness_of(metrics: dict) -> float:
@@ -68,14 +71,19 @@ def resolve_run(cfg: Config) -> tuple[Config, Path, bool]:
     if jax.process_index() > 0:
         run_dir = None
     elif cfg.resume:
-        run_dir = records.latest_run_dir(cfg.project) if cfg.resume is True else Path(str(cfg.resume)).absolute()
+        run_dir = ckpt.latest_resumable_run(cfg.project) if cfg.resume is True else Path(str(cfg.resume)).absolute()
+        ckpt.require_run_folder(run_dir, cfg.resume)
     else:
+        load_model_config(cfg.model)  # a wrong model name is a one-line error before any folder exists
         run_dir = records.new_run_dir(cfg.project, cfg.name, cfg.exist_ok)
     run_dir = Path(dist.from_main(run_dir and str(run_dir)))
     if not cfg.resume:
         return cfg, run_dir, False
     saved = merge(load_config(["cfg=none"]), records.load_args(run_dir), str(run_dir / "args.yaml"))
-    return saved.replace(resume=cfg.resume), run_dir, True
+    baseline = load_config([f"cfg={cfg.cfg or 'none'}"])  # what the command line gives when it names no key
+    saved = Config(ckpt.resumed_config(cfg, saved, baseline, run_dir))
+    ckpt.check_unfinished(run_dir, saved.epochs)
+    return saved, run_dir, True
 
 
 class _StopFlag:
@@ -106,9 +114,10 @@ class _StopFlag:
 
 # Batches on their way to the device while a step runs, and the threads copying them there: copying a large batch
 # out of the workers' shared memory costs about as much as a small model's step, and the copies parallelise
-# (measurements: benchmarks/2026-11-25_train_loop_feed/README.md).
-PREFETCH_DEPTH = 4
-COPY_THREADS = 4
+# (measurements: benchmarks/2026-11-25_train_loop_feed/ and 2026-11-26_multi_gpu/: on 2 GPUs, 8 threads and 6 batches
+# ahead lift the loop's busy share from 0.89 to 0.96).
+PREFETCH_DEPTH = 6
+COPY_THREADS = 8
 STOP_CHECK_EVERY = 10  # processes compare Ctrl-C and clocks this often (a collective the host waits for)
 
 
@@ -132,10 +141,12 @@ class _Run:
     main: bool      # process 0: the one that prints and writes files
     progress: bool = True
     data_state: Any = None  # the train pipeline's position after the last batch a step consumed (for resume)
+    samples: Any = None     # artefacts.BatchSamples: the first batches, drawn after the first epoch's steps
 
 
-def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, evaluate: Callable | None) -> _Run:
-    """Run directory, data, task, optimizer plan, initial (or resumed) state, the jitted step."""
+def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, evaluate: Callable | None,
+           devices: list) -> _Run:
+    """Run directory, data, task, optimizer plan, initial (or resumed) state, the jitted step over `devices`."""
     cfg, run_dir, resuming = resolve_run(cfg)
     main = jax.process_index() == 0
     try:
@@ -145,9 +156,13 @@ def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, eval
             run_dir.rmdir()  # a run that never started leaves no folder behind
         raise
     if main and not resuming:
+        cleared = ckpt.clear_previous_run(run_dir)  # exist_ok: the folder's earlier run is replaced, not mixed in
+        if cleared:
+            print(f"exist_ok=True: {run_dir} held an earlier run; replaced its {', '.join(cleared)}", flush=True)
         records.save_args(run_dir, cfg)
     if task is None:
-        task = build_task(load_model_config(cfg.model), data.num_classes, dtype=compute_dtype(cfg), hyp=cfg)
+        task = build_task(load_model_config(cfg.model), data.num_classes, dtype=compute_dtype(cfg, devices[0].platform),
+                          hyp=cfg)
     nb = data.batches_per_epoch
     plan = plan_optimizer(cfg, num_classes=data.num_classes, dataset_size=data.train_size, batches_per_epoch=nb)
 
@@ -157,20 +172,24 @@ def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, eval
     best = ckpt.open_manager(run_dir / "weights" / "ckpt_best", max_to_keep=1)
     meta = {"epoch": 0, "batch": 0, "best_fitness": None, "best_epoch": -1}
     if resuming:
-        state, meta = ckpt.restore_checkpoint(last, state)
+        state, meta, _ = ckpt.restore_latest(last, state)  # the newest complete step (damaged ones set aside)
         if main:
+            ckpt.drop_results_after(run_dir / "results.csv", meta["epoch"])
             print(f"Resuming {run_dir} at epoch {meta['epoch'] + 1}, batch {meta['batch']}", flush=True)
-    mesh = make_mesh()
+    mesh = make_mesh(devices)
     step = build_train_step(task.loss_fn, optimizer, mesh, ema_decay=cfg.ema_decay, ema_tau=cfg.ema_tau)
     sizes = (tuple(data.size_buckets) if cfg.multi_scale else ()) or (cfg.imgsz,)
     if main:
         if getattr(data, "summary", None):  # TrainData stand-ins need not scan labels
             print(data.summary, flush=True)
         print(f"Training {task.name} on {cfg.data} for {cfg.epochs} epochs, {nb} batches of "
-              f"{cfg.batch} on {mesh.size} {jax.default_backend()} device(s); optimizer {plan.name}(lr={plan.lr0}, "
+              f"{cfg.batch} on {mesh.size} {devices[0].platform} device(s); optimizer {plan.name}(lr={plan.lr0}, "
               f"momentum={plan.momentum}){_rendered_in_step(data)}; run directory {run_dir}", flush=True)
+        print(console.model_summary(task, state.variables(), cfg.imgsz), flush=True)
+        if cfg.plots and not resuming:
+            artefacts.write_labels_plot(data, run_dir / "labels.jpg")
     return _Run(cfg, run_dir, task, data, evaluate or skip_validation, plan, replicate(state, mesh), step, mesh,
-                sizes, last, best, meta, main)
+                sizes, last, best, meta, main, samples=artefacts.BatchSamples(main and bool(cfg.plots)))
 
 
 def _rendered_in_step(data: TrainData) -> str:
@@ -202,7 +221,8 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
     cfg, nb = run.cfg, run.data.batches_per_epoch
     start = run.meta["batch"] if epoch == run.meta["epoch"] else 0
     mosaic = epoch < cfg.epochs - cfg.close_mosaic if cfg.close_mosaic else True
-    bar = _progress(nb, start, f"{epoch + 1}/{cfg.epochs}", run.main and run.progress)
+    bar = console.EpochBar(run.task.loss_names, run.mesh.local_devices[0], nb, start, f"{epoch + 1}/{cfg.epochs}",
+                           run.main and run.progress)
     batches = run.data.train_epoch(epoch, mosaic=mosaic, start_batch=start,
                                    data_state=run.meta.get("data_state") if start else None)
     tally, pending, done, why = _Tally(), None, start, None
@@ -210,6 +230,7 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
     def host_batches():  # drawn in order by the prefetch thread, with the pipeline's position after each batch
         for i, batch in enumerate(batches, start):
             imgsz = run.sizes[np.random.default_rng([cfg.seed, i + nb * epoch]).integers(len(run.sizes))]
+            run.samples.keep(i + nb * epoch, batch)
             yield i, imgsz, batch, run.data.data_state()
 
     def to_device(item):  # on the prefetch threads: multi-scale resize, host-to-device copy
@@ -233,8 +254,8 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
                 break
     if pending is not None:
         tally.add(pending, bar, run)
-    if bar is not None:
-        bar.close()
+    bar.close()
+    run.samples.write(run.run_dir, run.data.names)  # after the steps: the first epoch's kept batches
     return why, done, tally.mean()
 
 
@@ -243,6 +264,7 @@ def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
     cfg = run.cfg
     ema = dist.process_local(run.state.ema)  # each process validates its copy; process 0's numbers decide for all
     metrics = dist.from_main(run.evaluate(run.task, ema, run.data, cfg) if cfg.val or epoch + 1 == cfg.epochs else {})
+    table = metrics.pop("table", None)  # the evaluator's printed lines, not a results.csv column
     fitness = fitness_of(metrics) if metrics else None
     improved = fitness is not None and (run.meta["best_fitness"] is None or fitness >= run.meta["best_fitness"])
     if improved:
@@ -253,7 +275,7 @@ def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
     if run.main:
         records.append_results(run.run_dir / "results.csv", row)
         board.scalars(row, epoch + 1)
-        _print_epoch(row)
+        print(console.epoch_lines(row, table), flush=True)
     if cfg.save:
         _save(run)
         _export(run.run_dir / "weights" / "last", run)
@@ -294,6 +316,9 @@ def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Ca
             if why or dist.any_process(out_of_time()) or stale:
                 reason = why or ("time budget spent" if not stale else f"no improvement in {cfg.patience} epochs")
                 _say(run, f"Stopping early: {reason}")
+                run.meta["finished"] = f"stopped early: {reason}"
+                if cfg.save:
+                    _save(run)  # the latest checkpoint says so: resuming the run is refused
                 break
     return interrupted
 
@@ -304,16 +329,27 @@ def skip_validation(task, ema_variables, data, cfg) -> dict:
 
 
 def train(cfg: Config, *, task: DetectionTask | None = None, data: TrainData | None = None,
-          evaluate: Callable | None = None,
+          evaluate: Callable | None = None, final_validation: Callable | None = None,
           stop_at_iteration: int | None = None, progress: bool = True) -> TrainResult:
     """Train per `cfg`. `task`, `data`, `evaluate` replace the configured ones (tests use small stand-ins).
 
+    evaluate(task, ema_variables, data, cfg) -> dict: results.csv values (and fitness), plus optionally "table",
+    the lines to print under the epoch's bar. final_validation(task, variables, data, cfg, run_dir) -> str: run
+    once after training on the best weights (the last EMA without a saved best); its text is printed.
     stop_at_iteration: act as if Ctrl-C arrived after that many iterations (checkpoint, then return).
     """
+    restrict_platform(cfg.get("device"))  # before JAX starts a backend
     dist.maybe_initialize_distributed()
-    run = _setup(cfg, task, data, evaluate)
+    devices = select_devices(cfg.get("device"))  # before the run folder exists: a wrong device leaves none
+    with jax.default_device(local_devices(devices)[0]) if cfg.get("device") else contextlib.nullcontext():
+        return _train(cfg, task, data, evaluate, final_validation, devices, stop_at_iteration, progress)
+
+
+def _train(cfg, task, data, evaluate, final_validation, devices, stop_at_iteration, progress) -> TrainResult:
+    """`train` on `devices`."""
+    run = _setup(cfg, task, data, evaluate, devices)
     run.progress = progress
-    cfg, start_time = run.cfg, time.time()
+    cfg, start_time, first_epoch = run.cfg, time.time(), run.meta["epoch"]
     board = records.TensorBoard(run.run_dir / "tensorboard", cfg.tensorboard and run.main)
     out_of_time = lambda: cfg.time is not None and time.time() - start_time > cfg.time * 3600  # noqa: E731
     try:
@@ -324,16 +360,24 @@ def train(cfg: Config, *, task: DetectionTask | None = None, data: TrainData | N
     board.close()
     if run.main and (run.run_dir / "results.csv").exists() and cfg.plots:
         records.plot_results(run.run_dir / "results.csv", run.run_dir / "results.png")
+    if run.main and not interrupted:
+        print(console.completed(run.meta["epoch"] - first_epoch, time.time() - start_time), flush=True)
+        if final_validation is not None:
+            _validate_best(run, final_validation)
     _say(run, f"Results saved to {run.run_dir}")
     return TrainResult(run.run_dir, run.meta["epoch"], int(jax.device_get(run.state.iteration)),
                        run.meta["best_fitness"], run.meta.get("last_metrics", {}), interrupted)
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=True)
+def _validate_best(run: _Run, final_validation: Callable) -> None:
+    """Print `final_validation`'s text for the exported best weights (the last EMA when none was saved)."""
+    best = run.run_dir / "weights" / "best"
+    saved = (best / "meta.json").exists()
+    print(f"\nValidating {best if saved else 'the last EMA weights'}...", flush=True)
+    variables = load_weights(best)[0] if saved else run.state.ema
+    placed = (jax.device_put(variables, run.mesh.local_devices[0]) if dist.is_multi_process()
+              else replicate(variables, run.mesh))  # as the epochs' EMA was: the evaluator's compiled step is reused
+    print(final_validation(run.task, placed, run.data, run.cfg, run.run_dir), flush=True)
 
 
 class _Tally:
@@ -343,7 +387,7 @@ class _Tally:
         self.total, self.count = None, 0
 
     def add(self, pending, bar, run: _Run) -> None:
-        metrics, imgsz, hyper = pending
+        metrics, imgsz, _ = pending
         items = np.asarray(jax.device_get(metrics["items"]), np.float64)
         if bool(jax.device_get(metrics["finite"])):
             self.total = items if self.total is None else self.total + items
@@ -354,11 +398,8 @@ class _Tally:
                      else "no checkpoint was saved yet")
             raise NonFiniteLossError(f"{run.cfg.nonfinite_patience} consecutive non-finite losses (updates skipped); "
                                      f"lower lr0 or check the data; {where} (run {run.run_dir})")
-        if bar is not None:
-            mean = self.mean() if self.total is not None else items
-            bar.set_postfix_str(" ".join(f"{v:.4g}" for v in mean) + f" inst={int(metrics['instances'])}"
-                                f" sz={imgsz} lr={float(hyper.lr[0]):.3g}", refresh=False)
-            bar.update(1)
+        if bar.enabled:  # reading the instance count waits for the step
+            bar.show(self.mean() if self.total is not None else items, int(metrics["instances"]), imgsz)
 
     def mean(self):
         return None if self.total is None else self.total / self.count
@@ -373,11 +414,6 @@ def _results_row(epoch, task, losses, metrics, hyper, seconds) -> dict:
     row.update({f"lr/pg{j}": float(v) for j, v in enumerate(hyper.lr)})
     row["time/epoch_s"] = float(seconds)
     return row
-
-
-def _print_epoch(row: dict) -> None:
-    shown = {k: v for k, v in row.items() if k.startswith(("metrics/", "train/"))}
-    print(f"epoch {row['epoch']}: " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()), flush=True)
 
 
 def _export(path: Path, run: _Run) -> None:

@@ -121,7 +121,11 @@ def time_ours(model, variables, images_nhwc, args):
 def time_reference(reference, images_nhwc, args):
     import torch
     import ultralytics
-    from ultralytics.utils.ops import non_max_suppression
+
+    try:
+        from ultralytics.utils.nms import non_max_suppression  # 8.4 moved it
+    except ImportError:
+        from ultralytics.utils.ops import non_max_suppression
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")

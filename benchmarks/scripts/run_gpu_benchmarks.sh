@@ -17,8 +17,9 @@
 # (jax.distributed); multi_proc_cli = `yolojax train` with one process per GPU; multi_cli = `yolojax train` on 1 and on all GPUs (a generated 640 px dataset, validation,
 # checkpoints, an interrupted and resumed run); multi_feed = the 2-GPU feed alone (copy variants, no step) and v8s
 # against the reference under DDP on the same machine; multi_loop = the loop's busy share, 4 vs 8 copy threads.
-#   peers    the train step and inference against every reference peer: ultralytics 8.2.103 eager and the newest
-#            (8.4.190, carried in .whl84/) eager and under torch.compile, one card, one call
+#   peers    the train step and inference, ours against ultralytics 8.2.103 eager
+#   peers84  the newest reference (8.4.190, carried in .whl84/): its train step eager and under torch.compile, and
+#            inference against ours (run peers and peers84 on the same machine, or compare only within each)
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
 mkdir -p "$out"
@@ -165,13 +166,15 @@ if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 
   T=200 run python3 $S/bench_loop.py "${feed[@]}" --epochs 4 --copy-threads 8 --depth 6 --out "$out/loop_c8"
   T=150 run python3 $S/bench_scaling.py --scales n --exchanges flat --calls 3 --out "$out/scaling_n.json"
 fi
-if [ "$part" = peers ]; then
+if [ "$part" = peers ]; then  # ours, ultralytics 8.2.103 eager (train step and inference)
   export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
   T=300 run python3 -m yolojax.cli bench scales=n,s compile_cache=/tmp/jaxcache out="$out/peers_ours_82"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
-  T=420 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales=n,s ours=false \
-    reference_compile=true out="$out/peers_84"
   T=100 run python3 $S/bench_infer.py --out "$out/infer_82"
+fi
+if [ "$part" = peers84 ]; then  # ultralytics 8.4.190 eager and under torch.compile; inference against ours
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
+  T=480 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales=n,s ours=false \
+    reference_compile=true out="$out/peers_84"
   T=100 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 $S/bench_infer.py --out "$out/infer_84"
 fi
 if [ "$part" = multi_cli ]; then

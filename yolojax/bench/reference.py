@@ -52,8 +52,9 @@ def time_reference_train_step(scale: str = "n", *, batch: int = 64, imgsz: int =
 
     The step is what its trainer does per batch: AMP fp16 forward + v8DetectionLoss, scaled backward, unscale,
     clip at norm 10, SGD(nesterov) step, scaler update, zero_grad and ModelEMA update. Data is GPU-resident.
-    `compile=True` runs the model (forward and loss) through `torch.compile` (default mode; the compile happens in the
-    warmup, which then has 3 extra steps). Launched by torchrun with several processes, each process runs `batch`
+    `compile=True` runs the model's forward through `torch.compile` and its loss eagerly, as the newest reference's
+    trainer does with `compile=True` (default mode, inductor; the compile happens in the warmup, which then has 3
+    extra steps). Launched by torchrun with several processes, each process runs `batch`
     images on its own GPU through DistributedDataParallel and multiplies the loss by the world size, as the
     reference's trainer does; the result counts the images of all processes.
     """
@@ -69,8 +70,8 @@ def time_reference_train_step(scale: str = "n", *, batch: int = 64, imgsz: int =
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
-    if compile:
-        trained = torch.compile(trained)
+    if compile:  # as the reference's trainer compiles: the model (default mode, inductor); the loss stays eager
+        trained = torch.compile(trained, mode="default", backend="inductor")
         warmup += 3
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
     scaler = torch.cuda.amp.GradScaler(enabled=True)
@@ -88,7 +89,11 @@ def time_reference_train_step(scale: str = "n", *, batch: int = 64, imgsz: int =
 
     def step():
         with torch.autocast("cuda", dtype=torch.float16):
-            loss, _ = trained(data)  # DetectionModel.forward(dict) is its loss; through DDP for its gradient hooks
+            if compile:
+                loss, _ = model.loss(data, trained(data["img"]))
+            else:
+                loss, _ = trained(data)  # DetectionModel.forward(dict) is its loss; through DDP for its gradient hooks
+        loss = loss.sum()  # 8.2 returns the summed loss, 8.4 the vector of its terms (its trainer sums it)
         scaler.scale(loss * world).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)

@@ -20,9 +20,12 @@ ALLOWED = {
     "train": {"ops", "assign", "models", "losses", "detectors", "data", "configs", "xla_flags"},
     "eval": {"ops", "models", "detectors", "data", "configs", "convert"},
     "convert": {"ops", "models"},
+    "export": {"ops", "models", "detectors", "eval", "convert"},
     "bench": {"ops", "assign", "models", "losses", "detectors", "data", "train", "configs", "xla_flags"},
-    "cli": {"ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "bench",
+    "cli": {"ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "export", "bench",
             "configs", "xla_flags"},
+    "api": {"ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "bench", "export",
+            "cli", "configs", "xla_flags"},
 }
 # imported where they are used, so that the package works without them (extras) or stays quick to import
 OPTIONAL = {"torch", "torchvision", "ultralytics", "tensorboard", "tensorflow_datasets", "tensorflow",

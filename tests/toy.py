@@ -62,8 +62,9 @@ class ToyTask:
         items = jnp.stack([err[:, :2].mean(), err[:, 2:].mean()])
         return items.sum() * images.shape[0], {"items": items, "model_state": dict(updated)}
 
-    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False):
-        del conf, iou
+    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False, classes=None,
+                agnostic=False):
+        del conf, iou, classes, agnostic
         b, h, w, _ = images.shape
         xywh = self.net.apply(variables, images.astype(jnp.float32) / 255.0, train=False)
         xyxy = jnp.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], -1)

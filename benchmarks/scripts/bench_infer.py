@@ -120,6 +120,7 @@ def time_ours(model, variables, images_nhwc, args):
 
 def time_reference(reference, images_nhwc, args):
     import torch
+    import torchvision  # noqa: F401  (8.4's NMS uses torchvision's kernel only when it is imported already)
     import ultralytics
 
     try:

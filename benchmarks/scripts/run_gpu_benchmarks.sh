@@ -20,6 +20,7 @@
 #   peers    the train step and inference, ours against ultralytics 8.2.103 eager
 #   peers84  the newest reference (8.4.190, carried in .whl84/): its train step eager and under torch.compile, and
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
+#   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
 mkdir -p "$out"
@@ -173,9 +174,12 @@ if [ "$part" = peers ]; then  # ours, ultralytics 8.2.103 eager (train step and 
 fi
 if [ "$part" = peers84 ]; then  # ultralytics 8.4.190 eager and under torch.compile; inference against ours
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
-  T=480 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales=n,s ours=false \
+  T=480 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales=${SCALES:-n,s} ours=false \
     reference_compile=true out="$out/peers_84"
   T=100 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 $S/bench_infer.py --out "$out/infer_84"
+fi
+if [ "$part" = export ]; then  # ONNX Runtime on the host's CPU cores (the CUDA provider's wheel does not travel)
+  T=240 run python3 $S/bench_export.py --device cpu --iters 30 --warmup 5 --out "$out/export_cpu.json"
 fi
 if [ "$part" = multi_cli ]; then
   T=500 run bash $S/multi_gpu_train.sh "$out"

@@ -118,7 +118,7 @@ def test_ultralytics_checkpoint_needs_explicit_trust(tmp_path, reference, capsys
     model, state = reference
     model.names = {0: "cat", 1: "dog", 2: "cow"}
     torch.save({"model": model, "epoch": -1}, tmp_path / "ckpt.pt")
-    assert cli_main([str(tmp_path / "ckpt.pt"), str(tmp_path / "out")]) == 1
+    assert cli_main([str(tmp_path / "ckpt.pt"), str(tmp_path / "out")]) == 2
     assert "--trust-pickle" in capsys.readouterr().err
     assert cli_main([str(tmp_path / "ckpt.pt"), str(tmp_path / "out"), "--trust-pickle"]) == 0
     variables, meta = load_weights(tmp_path / "out")
@@ -128,6 +128,6 @@ def test_ultralytics_checkpoint_needs_explicit_trust(tmp_path, reference, capsys
 
 def test_convert_cli_reports_wrong_class_count(tmp_path, reference, capsys):
     torch.save({k: torch.from_numpy(v) for k, v in reference[1].items()}, tmp_path / "sd.pt")
-    assert cli_main([str(tmp_path / "sd.pt"), str(tmp_path / "out"), "nc=80"]) == 1
+    assert cli_main([str(tmp_path / "sd.pt"), str(tmp_path / "out"), "nc=80"]) == 2
     err = capsys.readouterr().err
     assert "nc=80" in err and "model.22.cv3" in err

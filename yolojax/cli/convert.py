@@ -1,17 +1,17 @@
 """`yolojax convert SRC DST`: reference YOLOv8 weights -> yolojax weights (`yolojax.convert.files.convert_file`)."""
 from __future__ import annotations
 
-import sys
-
 from yolojax.cli import args
 from yolojax.convert.files import convert_file
+from yolojax.convert.sources import WeightsFileError
 from yolojax.models.yolov8 import SCALES
 
 COMMAND = args.Command(
     name="convert",
     summary="Import reference YOLOv8 weights (state_dict .pt/.pth, .safetensors, or an ultralytics checkpoint with "
             "--trust-pickle) into the yolojax weights format (folder DST). scale and nc default to what the weights "
-            "show; given, they are checked against the file.",
+            "show; given, they are checked against the file. .safetensors needs only the safetensors package; "
+            ".pt/.pth files need torch (pip install 'yolojax[parity]').",
     keys={
         "scale": args.own_key(None, "(str) model scale", types=(str,), choices=tuple(SCALES)),
         "nc": args.own_key(None, "(int) number of classes", types=(int,)),
@@ -32,9 +32,8 @@ def _main(parsed: args.Parsed) -> int:
     try:
         meta = convert_file(src, dst, scale=opts.scale, num_classes=opts.nc, names=names, imgsz=opts.imgsz,
                             trust_pickle=opts.trust_pickle)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"yolojax convert: error: {err}", file=sys.stderr)
-        return 1
+    except WeightsFileError as err:  # not weights, a missing package, or weights that do not fit: one line, exit 2
+        return args.fail(COMMAND.name, str(err).removeprefix("convert: "))
     print(f"wrote {dst}: YOLOv8{meta['scale']} nc={meta['num_classes']}")
     return 0
 

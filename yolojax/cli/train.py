@@ -8,10 +8,13 @@ from pathlib import Path
 import jax
 
 from yolojax.cli import args
+from yolojax.cli.weights import TRAIN_KEYS, assigns, split_trust_pickle, with_pretrained
 from yolojax.data.sources import NoLabelsError
+from yolojax.eval.artefacts import validate_best
 from yolojax.eval.val import evaluate_ema
-from yolojax.train.config import ConfigError, default_values, load_config, read_yaml, recipe_path
-from yolojax.train.loop import NonFiniteLossError, train
+from yolojax.train.config import Config, ConfigError, default_values, load_config, read_yaml, recipe_path
+from yolojax.train.devices import restrict_platform
+from yolojax.train.loop import NonFiniteLossError, TrainResult, train
 from yolojax.xla_flags import apply_default_xla_flags
 
 
@@ -29,7 +32,7 @@ COMMAND = args.Command(
     summary="Train a detector. With no arguments: YOLOv8n on the embedded shapes dataset with the CPU recipe "
             "`shapes`. resume=true continues the latest run (resume=runs/train3 a given one). Ctrl-C saves a "
             "checkpoint and exits.",
-    keys=args.config_keys(),
+    keys={**args.config_keys(), **TRAIN_KEYS},
     notes=recipe_note(default_values().cfg),
 )
 
@@ -43,6 +46,12 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def run_training(cfg: Config) -> TrainResult:
+    """The run `yolojax train` (and `yolojax.YOLO.train`) makes of a checked config: the loop, validated by
+    yolojax.eval every epoch and, at the end, on the best weights (the per-class table)."""
+    return train(cfg, evaluate=evaluate_ema, final_validation=validate_best)
+
+
 def cli_main(argv: list[str]) -> int:
     if args.wants_help(argv) or argv[:1] == ["help"]:
         print(args.help_text(COMMAND))
@@ -51,14 +60,20 @@ def cli_main(argv: list[str]) -> int:
         assignments, positional = args.key_values(argv, COMMAND.types)
         if positional:
             raise ConfigError(f"command line: unexpected argument {positional[0]!r} (options are key=value)")
+        trust_pickle, assignments = split_trust_pickle(assignments)
         cfg = load_config(assignments)  # the recipe (cfg=) sits between default.yaml and the command line
     except ConfigError as err:
         return args.fail(COMMAND.name, err)
     apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic))  # before the first JAX computation
     enable_compilation_cache()
+    restrict_platform(cfg.device)  # device=cpu: JAX never starts an accelerator
     try:
-        result = train(cfg, evaluate=evaluate_ema)
-    except NoLabelsError as err:
+        cfg = with_pretrained(cfg, trust_pickle=trust_pickle, model_given=assigns(assignments, "model"))
+    except ConfigError as err:
+        return args.fail(COMMAND.name, err)
+    try:
+        result = run_training(cfg)
+    except (NoLabelsError, ConfigError) as err:  # ConfigError: a device= this machine does not have
         return args.fail(COMMAND.name, err)
     except NonFiniteLossError as err:
         print(f"yolojax train: {err}", file=sys.stderr)

@@ -2,14 +2,16 @@
 against COCO ground truth (`yolojax.eval.coco_eval`)."""
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
 
 from yolojax.cli import args
+from yolojax.convert.files import read_weights
 from yolojax.data import build_dataset
 from yolojax.detectors import task_from_weights_meta
 from yolojax.eval import coco
 from yolojax.eval.val import MODES, evaluate
-from yolojax.models.weights import load_weights
 from yolojax.train.config import ConfigError
 
 COMMAND = args.Command(
@@ -53,11 +55,38 @@ def print_coco(stats: dict) -> None:
         print(f"{label:<16} {stats[key]:.4f}")
 
 
-def validate(opts) -> None:
-    """Load the weights, build the dataset, print the table (and the pycocotools numbers with anno_json)."""
-    variables, meta = load_weights(opts.weights)
+STRIDE = 32  # the largest stride of the models: image sides must be multiples of it
+
+
+def check_values(opts) -> None:
+    """ConfigError naming the key of a value out of its range (the parser has checked the types)."""
+    checks = [("batch", opts.batch >= 1, "must be >= 1"), ("workers", opts.workers >= 0, "must be >= 0"),
+              ("imgsz", opts.imgsz is None or opts.imgsz >= 0, "must be a positive multiple of 32, or 0 / null for "
+                                                               "the size the weights were trained at"),
+              ("conf", opts.conf is not None and 0 <= opts.conf <= 1, "must be in [0, 1]"),
+              ("iou", opts.iou is not None and 0 <= opts.iou <= 1, "must be in [0, 1]"),
+              ("max_det", opts.max_det >= 1, "must be >= 1")]
+    for key, ok, allowed in checks:
+        if not ok:
+            raise ConfigError(f"command line: {key}={args.show(opts[key])} {allowed}")
+
+
+def stride_multiple(imgsz: int) -> int:
+    """`imgsz` rounded up to a multiple of STRIDE, with a warning when that changes it (as the reference does)."""
+    rounded = max(STRIDE, math.ceil(imgsz / STRIDE) * STRIDE)
+    if rounded != imgsz:
+        print(f"yolojax val: warning: imgsz={imgsz} must be a multiple of {STRIDE}; using imgsz={rounded}",
+              file=sys.stderr)
+    return rounded
+
+
+def validate(opts) -> dict:
+    """Load the weights, build the dataset, print the table (and the pycocotools numbers with anno_json); returns
+    `yolojax.eval.val.evaluate`'s result."""
+    check_values(opts)
+    variables, meta = read_weights(opts.weights)
     task = task_from_weights_meta(meta)
-    imgsz = opts.imgsz or int(meta.get("imgsz") or 640)
+    imgsz = stride_multiple(opts.imgsz or int(meta.get("imgsz") or 640))
     cfg = dict(data=opts.data, imgsz=imgsz, batch=opts.batch, workers=opts.workers, rect=opts.rect)
     dataset = build_dataset(cfg, opts.split, 0)
     names = list(getattr(dataset, "names", None) or meta.get("names") or [])
@@ -69,12 +98,13 @@ def validate(opts) -> None:
         if len(class_to_category) != task.num_classes:
             raise ConfigError(f"anno_json={opts.anno_json} has {len(class_to_category)} categories, the model "
                               f"{task.num_classes} classes")
-    evaluate(task, variables, dataset, conf=opts.conf, iou=opts.iou, max_det=opts.max_det, mode=opts.mode,
-             names=names or None, save_dir=opts.save_dir, plots=opts.plots,
-             save_json=opts.save_json or bool(opts.anno_json), class_to_category=class_to_category, log=print)
+    result = evaluate(task, variables, dataset, conf=opts.conf, iou=opts.iou, max_det=opts.max_det, mode=opts.mode,
+                      names=names or None, save_dir=opts.save_dir, plots=opts.plots,
+                      save_json=opts.save_json or bool(opts.anno_json), class_to_category=class_to_category, log=print)
     if opts.anno_json:
         print(f"pycocotools rules on {opts.anno_json} (crowd regions and mask areas included):")
         print_coco(coco.coco_eval(opts.anno_json, Path(opts.save_dir) / "predictions.json"))
+    return result
 
 
 def _main(parsed: args.Parsed) -> int:

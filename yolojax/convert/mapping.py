@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from yolojax.convert.sources import WeightsFileError
 from yolojax.models.yolov8 import SCALES, scaled_channels
 
 IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -25,7 +26,7 @@ LEAF_NAMES = {
 }
 
 
-class WeightMismatchError(ValueError):
+class WeightMismatchError(WeightsFileError):
     """Source weights do not fit the model (scale, class count, missing or extra tensors)."""
 
 

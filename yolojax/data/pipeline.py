@@ -65,16 +65,21 @@ split the image folder), a name from yolojax/configs/data/ ("shapes", the defaul
 """
 from __future__ import annotations
 
+import atexit
 import functools
+import gc
 import importlib.util
 import math
 import os
+import sys
+import weakref
 from pathlib import Path
 
 import cv2
 import grain
 import numpy as np
 import yaml
+from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 
 from yolojax.configs import config_path
 from yolojax.data import augment as A
@@ -83,7 +88,16 @@ from yolojax.data.batching import BatchOf, EpochPlan, RunBatches, train_order
 from yolojax.data.device import options
 from yolojax.data.labels import warn
 from yolojax.data.shapes import ensure_shapes_dataset
-from yolojax.data.sources import CocoSource, TfdsSource, YoloSource, load_data_yaml, require_labels
+from yolojax.data.sources import (
+    CocoSource,
+    DataError,
+    DataNotFoundError,
+    TfdsSource,
+    YoloSource,
+    load_data_yaml,
+    require_labels,
+    require_split,
+)
 
 # What a cfg without a key gets: default.yaml's value, as `yolojax train` would, for the keys the pipeline reads;
 # a library default for the rest. hsv_on_device / warp_on_device are off here although default.yaml says auto: their
@@ -116,7 +130,9 @@ def resolve_data(data):
         path = CONFIG_DATA_DIR / f"{data}.yaml"
         if not path.is_file():
             known = sorted(p.stem for p in CONFIG_DATA_DIR.glob("*.yaml"))
-            raise FileNotFoundError(f"data={data!r}: no data yaml {path} (known names: {', '.join(known)})")
+            raise DataNotFoundError(f"data={data!r}: no data yaml {path} (known names: {', '.join(known)})")
+    if not path.is_file():
+        raise DataNotFoundError(f"data={data}: data yaml not found")
     with open(path) as f:
         raw = yaml.safe_load(f) or {}
     if raw.get("tfds"):
@@ -138,8 +154,10 @@ def make_source(data, split):
         raw = yaml.safe_load(f) or {}
     json_key = f"{split}_json"
     if json_key in raw:
+        require_split(spec, split)
         json_file = Path(raw[json_key])
-        return CocoSource(json_file if json_file.is_absolute() else Path(spec["root"]) / json_file, spec[split][0])
+        return CocoSource(json_file if json_file.is_absolute() else Path(spec["root"]) / json_file, spec[split][0],
+                          names=spec["names"])
     return YoloSource(value, split)
 
 
@@ -241,7 +259,7 @@ class DetectionDataset:
         self.store = A.ImageStore(self.source, bgra=not self.warp_on_device)  # device-rendered tiles stay BGR
         cache = self.cfg["cache"]
         if cache not in (True, False, "ram", "disk"):
-            raise ValueError(f"cache={cache!r}: use True or 'ram' (decoded images in memory), 'disk' (.npy files "
+            raise DataError(f"cache={cache!r}: use True or 'ram' (decoded images in memory), 'disk' (.npy files "
                              "beside the images) or False")
         if cache == "disk":
             if hasattr(self.source, "disk_cache"):
@@ -252,7 +270,8 @@ class DetectionDataset:
         if cache in (True, "ram"):
             self.store.preload(range(self.num_images), self.imgsz)
         if self.training and self.num_images < self.batch_size:
-            raise ValueError(f"{split}: {self.num_images} images is fewer than one batch of {self.batch_size}")
+            raise DataError(f"{split}: {self.num_images} images is fewer than one batch of {self.batch_size} "
+                            "(lower batch)")
 
     @property
     def summary(self) -> str:
@@ -334,7 +353,31 @@ class DetectionDataset:
             _mark_absl_flags_parsed()
             init = functools.partial(_init_worker, niceness=self.worker_niceness)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=init)
+            iterator = iter(ds)
+            _WORKER_ITERATORS.add(iterator)
+            return iterator
         return iter(ds)
+
+
+# Iterators with worker processes, closed at exit (Ctrl-C included) by `close_worker_iterators`.
+_WORKER_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def close_worker_iterators() -> None:
+    """Stop the worker processes of every iterator still open, then collect garbage: grain hands batches over in
+    shared memory that a batch's arrays unlink when they are freed, and arrays left in reference cycles (a closed
+    iterator's buffers) are freed only by a collection; left to interpreter shutdown, their finalizers fail and
+    Python's resource tracker reports them as leaked shared_memory objects. The frames of an uncaught exception
+    (kept for post-mortem debugging, of no use now) would keep their batches alive: they are let go first."""
+    for name in ("last_traceback", "last_value", "last_exc"):
+        if getattr(sys, name, None) is not None:
+            setattr(sys, name, None)
+    for iterator in list(_WORKER_ITERATORS):
+        iterator.close()
+    _WORKER_ITERATORS.clear()
+    SharedMemoryArray._disable_async_del()  # unlink in the collection itself: exit may have stopped grain's thread
+    gc.collect()
 
 
 def _init_worker(worker_index: int, worker_count: int, niceness: int = 0) -> None:

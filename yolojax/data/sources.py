@@ -32,11 +32,20 @@ from yolojax.data.labels import (
 )
 
 
-class NoImagesError(FileNotFoundError):
+class DataError(ValueError):
+    """A mistake in a dataset (a missing yaml, folder or split, no class names): its message is one line naming the
+    file and what is expected; `yolojax` prints it and exits with status 2."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A data yaml, split folder or annotation file that does not exist."""
+
+
+class NoImagesError(DataError, FileNotFoundError):
     """A dataset split has zero usable images."""
 
 
-class NoLabelsError(ValueError):
+class NoLabelsError(DataError):
     """A train split whose images have no labels at all (and the user did not say it is background-only)."""
 
 
@@ -58,22 +67,33 @@ def load_data_yaml(path):
 
     Args:
       path: yaml file with `path` (root; relative to the yaml's folder), `train` / `val` / `test` (a folder, a .txt
-        list of image paths, or a list of those, relative to `path`) and `names` (list or {id: name}).
+        list of image paths, or a list of those, relative to `path`) and `names` (list or {id: name}); `names` may
+        be left out when the splits are COCO instances files (`{split}_json`), whose categories name the classes.
     Returns:
-      dict with `names` (tuple), `nc`, and each present split as a list of absolute paths (str).
+      dict with `names` (tuple; empty when the COCO categories give them), `nc`, and each present split as a list of
+      absolute paths (str).
+    Raises DataError (one line naming the file) when the yaml is missing, not a mapping, or names no classes.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: data yaml not found")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        raise DataNotFoundError(f"data={path}: data yaml not found")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:
+        raise DataError(f"data={path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise DataError(f"data={path}: expected a mapping with path, train, val and names")
     names = data.get("names")
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names)]
     if not names:
-        if "nc" not in data:
-            raise ValueError(f"{path}: data yaml needs `names` (or `nc`)")
-        names = [f"class{i}" for i in range(int(data["nc"]))]
+        if "nc" in data:
+            names = [f"class{i}" for i in range(int(data["nc"]))]
+        elif not any(key.endswith("_json") for key in data):
+            raise DataError(f"data={path}: no `names` (a list, or a mapping id: name, of the class names; or `nc`, "
+                            "or COCO instances files as `train_json` / `val_json`)")
+        names = names or []
     root = Path(data.get("path") or path.parent)
     if not root.is_absolute():
         root = (path.parent / root).resolve()
@@ -84,6 +104,13 @@ def load_data_yaml(path):
             specs = spec if isinstance(spec, (list, tuple)) else [spec]
             out[split] = [str(p if Path(p).is_absolute() else root / p) for p in specs]
     return out
+
+
+def require_split(data: dict, split: str) -> None:
+    """DataError naming the yaml and the splits it has when `data` (of `load_data_yaml`) has no `split`."""
+    if split not in data:
+        present = [name for name in ("train", "val", "test") if name in data]
+        raise DataError(f"data={data['yaml']}: no `{split}` split (it has {', '.join(present) or 'none'})")
 
 
 def list_images(specs):
@@ -100,7 +127,8 @@ def list_images(specs):
                     f = Path(line)
                     files.append(str(f if f.is_absolute() else (p.parent / f).resolve()))
         else:
-            raise FileNotFoundError(f"{p}: split path does not exist (neither a folder nor a .txt list)")
+            raise DataNotFoundError(f"{p}: split path does not exist (a folder of images or a .txt list of image "
+                                    "paths, relative to the data yaml's `path`)")
     return sorted(files)
 
 
@@ -179,8 +207,7 @@ class YoloSource(_FileRecords):
 
     def __init__(self, data_yaml, split="train", *, use_cache_file=True):
         data = load_data_yaml(data_yaml)
-        if split not in data:
-            raise KeyError(f"{data_yaml}: no `{split}` split in the data yaml")
+        require_split(data, split)
         self.names = data["names"]
         self.split_paths = tuple(data[split])
         im_files = list_images(data[split])
@@ -204,11 +231,16 @@ class CocoSource(_FileRecords):
     """COCO instances JSON + image folder. Categories map to contiguous class ids in ascending category-id order;
     crowd and zero-area annotations are dropped; images without annotations are kept as backgrounds."""
 
-    def __init__(self, json_file, image_dir, *, check_images=True):
+    def __init__(self, json_file, image_dir, *, check_images=True, names=()):
+        if not Path(json_file).is_file():
+            raise DataNotFoundError(f"{json_file}: COCO instances file not found")
+        if not Path(image_dir).is_dir():
+            raise DataNotFoundError(f"{image_dir}: image folder of {json_file} not found")
         with open(json_file) as f:
             coco = json.load(f)
         cats = sorted(coco.get("categories", []), key=lambda c: c["id"])
         self.names = tuple(c["name"] for c in cats)
+        warn_if_names_differ(tuple(names), self.names, json_file)
         self.category_ids = tuple(c["id"] for c in cats)
         cat_to_cls = {c["id"]: i for i, c in enumerate(cats)}
         self.split_paths = (str(image_dir),)
@@ -251,6 +283,13 @@ class CocoSource(_FileRecords):
             boxes.append([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
         return {"im_file": im_file, "ori_shape": (int(h), int(w)), "cls": np.asarray(cls, np.int32),
                 "bboxes": np.asarray(boxes, np.float32).reshape(-1, 4), "image_id": img["id"]}
+
+
+def warn_if_names_differ(yaml_names: tuple, json_names: tuple, json_file) -> None:
+    """Warn, naming both lists, when a data yaml's `names` are not the COCO categories (which are used)."""
+    if yaml_names and tuple(map(str, yaml_names)) != tuple(json_names):
+        warn(f"{json_file}: its categories {list(json_names)} are used; the data yaml's names "
+             f"{list(map(str, yaml_names))} differ and are ignored")
 
 
 def tfds_example_to_record(example, index, name):

@@ -157,10 +157,14 @@ class FasterRCNNTask:
         targets = jnp.where((roi_labels > 0)[..., None], targets, 0.0)  # no inf / nan from empty boxes
         return jax.lax.stop_gradient(rois), roi_labels, targets, sampled
 
-    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=True):
+    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=True, classes=None,
+                agnostic=False):
         """Detections with fixed shapes. Per-class boxes make this multi-label by construction (torchvision's
-        postprocess_detections), so `multi_label` is accepted for the protocol and has no effect."""
+        postprocess_detections), so `multi_label` is accepted for the protocol and has no effect. classes: keep only
+        these class ids (before NMS). agnostic NMS is not defined for per-class boxes: ValueError."""
         del multi_label
+        if agnostic:
+            raise ValueError("agnostic_nms is not available for faster_rcnn (its boxes are per class)")
         x = images.astype(self.dtype) / 255.0
         b, h, w = x.shape[:3]
         model = self.model
@@ -169,16 +173,17 @@ class FasterRCNNTask:
         logits, box_deltas = model.apply({"params": variables["params"]}, self._pool(levels[0], proposals),
                                          method=FasterRCNN.box_head)
         return detections(logits, box_deltas, proposals, valid, (h, w), conf=max(conf, self.box_score_thresh),
-                          iou=iou, max_det=max_det)
+                          iou=iou, max_det=max_det, classes=classes)
 
 
-def detections(class_logits, box_deltas, proposals, proposal_valid, image_hw, *, conf, iou, max_det):
+def detections(class_logits, box_deltas, proposals, proposal_valid, image_hw, *, conf, iou, max_det, classes=None):
     """Box-head outputs -> final detections (torchvision's `postprocess_detections`, fixed shapes).
 
     Args:
       class_logits: (b, r, k + 1); box_deltas: (b, r, (k + 1) * 4); proposals: (b, r, 4) xyxy pixels;
       proposal_valid: (b, r) bool; image_hw: (height, width).
-      conf: keep scores > conf; iou: per-class NMS threshold; max_det: rows per image.
+      conf: keep scores > conf; iou: per-class NMS threshold; max_det: rows per image; classes: class ids to keep
+      (None: all).
     Returns:
       dict boxes (b, max_det, 4) xyxy pixels, scores (b, max_det), classes (b, max_det) int32 in [0, k),
       valid (b, max_det) bool.
@@ -188,12 +193,14 @@ def detections(class_logits, box_deltas, proposals, proposal_valid, image_hw, *,
     boxes = decode_boxes(box_deltas.reshape(b, r, k1, 4)[:, :, 1:], proposals[:, :, None, :], ROI_HEAD_WEIGHTS)
     boxes = clip_boxes_to_image(boxes, image_hw).reshape(b, -1, 4)
     scores = probs.reshape(b, -1)
-    classes = jnp.broadcast_to(jnp.arange(k1 - 1, dtype=jnp.int32), (b, r, k1 - 1)).reshape(b, -1)
+    classes_of = jnp.broadcast_to(jnp.arange(k1 - 1, dtype=jnp.int32), (b, r, k1 - 1)).reshape(b, -1)
     candidate = (scores > conf) & remove_small_boxes(boxes, 1e-2) & jnp.repeat(proposal_valid, k1 - 1, axis=1)
+    if classes is not None:
+        candidate &= jnp.isin(classes_of, jnp.asarray(classes, jnp.int32))
 
     def one_image(bx, sc, cl, m):
         keep, valid = batched_nms(bx, sc, cl, iou, max_det, candidate_mask=m)
         return {"boxes": jnp.where(valid[:, None], bx[keep], 0.0), "scores": jnp.where(valid, sc[keep], 0.0),
                 "classes": jnp.where(valid, cl[keep], 0), "valid": valid}
 
-    return jax.vmap(one_image)(boxes, scores, classes, candidate)
+    return jax.vmap(one_image)(boxes, scores, classes_of, candidate)

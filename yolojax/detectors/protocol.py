@@ -18,7 +18,7 @@ A task is a frozen dataclass per model family:
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import jax
 
@@ -42,4 +42,5 @@ class DetectionTask(Protocol):
     def loss_fn(self, params: Any, model_state: dict, batch: dict, key: jax.Array) -> tuple[jax.Array, dict]: ...
 
     def predict(self, variables: dict, images: jax.Array, *, conf: float = 0.001, iou: float = 0.7,
-                max_det: int = 300, multi_label: bool = False) -> dict: ...
+                max_det: int = 300, multi_label: bool = False, classes: Sequence[int] | None = None,
+                agnostic: bool = False) -> dict: ...

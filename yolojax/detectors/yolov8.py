@@ -48,8 +48,10 @@ class YOLOv8Task:
                                      dfl=self.dfl)
         return loss, {"items": items, "model_state": dict(updated)}
 
-    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False):
-        """multi_label: one row per (box, class) above conf, as the reference's validator does."""
+    def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False, classes=None,
+                agnostic=False):
+        """multi_label: one row per (box, class) above conf, as the reference's validator does; classes: keep only
+        these class ids (before NMS); agnostic: boxes of different classes suppress each other."""
         boxes_xywh, class_probs = self.model.apply(variables, images.astype(self.dtype) / 255.0, train=False)
         return non_max_suppression(boxes_xywh, class_probs, conf_thres=conf, iou_thres=iou, max_det=max_det,
-                                   multi_label=multi_label)
+                                   multi_label=multi_label, classes=classes, agnostic=agnostic)

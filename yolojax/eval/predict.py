@@ -1,176 +1,329 @@
-"""Detection on image files: `predict_folder(source, weights, ...)` (what `yolojax predict` runs,
-yolojax/cli/predict.py) and its parts.
+"""Detection on images and videos: `predict(source, detector, ...) -> list[Prediction]` (the Python entry point)
+and `stream_predict` (what `yolojax predict` runs, yolojax/cli/predict.py), one Prediction per image or frame.
 
-SOURCE is an image file or a folder of images. For every readable image it writes, under save_dir:
-  <name>                 the image with boxes and `class conf` labels drawn
-  labels/<stem>.txt      one line per detection: `class cx cy w h conf`, normalized by the image size
-  predictions.json       all results: image path, (h, w), and per detection class, name, confidence, xyxy pixels
-Preprocessing is the reference predictor's: centred letterbox to imgsz (with rect=True, the padding is reduced to
-the next multiple of 32 as the reference does for a single image), BGR -> RGB, / 255; boxes are mapped back to the
-original image. weights is a yolojax weights directory, or reference weights (.pt / .safetensors) imported on the
-fly (an ultralytics checkpoint also needs trust_pickle). Unreadable images are skipped with a warning.
+The model sits behind one boundary, the `Detector` protocol: a callable taking a batch of letterboxed images
+(b, h, w, 3) uint8 RGB and the NMS settings, returning fixed-size rows. `JaxDetector` wraps a task and its weights
+(one jitted forward + NMS per input shape); any other backend (e.g. ONNX Runtime) fits the same protocol.
+
+Inputs follow the reference predictor: a centred letterbox to imgsz (BGR -> RGB; the detector divides by 255) and
+boxes mapped back to original-image pixels. To keep compilations few, the whole source shares one input shape:
+with rect=True, the minimal (stride-multiple) rectangle when every image letterboxes to the same one (the
+reference's shape for a single image), else a square imgsz letterbox (the reference's shape for a batch of mixed
+sizes). Batches are padded to `batch` images, so a run compiles at most two shapes.
 """
 from __future__ import annotations
 
-import json
-import warnings
+import collections
+import dataclasses
+import time
 from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolojax.convert.mapping import infer_scale_and_classes, state_dict_to_variables
-from yolojax.convert.sources import load_source
-from yolojax.data.labels import IMG_FORMATS
+from yolojax.convert.cache import import_cached, is_reference_file
+from yolojax.convert.files import read_weights
+from yolojax.data.media import Frame, Source, list_media, media_hw, read_frames
+from yolojax.data.shapes import default_cache_dir
 from yolojax.data.transforms import letterbox
 from yolojax.detectors import YOLOv8Task, task_from_weights_meta
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
-from yolojax.models.weights import load_weights
-from yolojax.models.yolov8 import YOLOv8
+from yolojax.eval.predict_output import PredictionWriter, summary
+
+STRIDE = 32
 
 
-# ----------------------------------------------------------------------------------------------- computation
-def make_detector(task, *, conf: float, iou: float, max_det: int):
-    """Jitted `(variables, images (b, h, w, 3) uint8 RGB) -> detections dict` of the task protocol (any family)."""
-
-    @jax.jit
-    def detect(variables, images):
-        return task.predict(variables, images, conf=conf, iou=iou, max_det=max_det)
-
-    return detect
+class PredictInputError(ValueError):
+    """A bad option value given to predict (the message names the key)."""
 
 
-def preprocess(image_bgr: np.ndarray, imgsz: int, rect: bool) -> np.ndarray:
-    """(h0, w0, 3) uint8 BGR -> (1, h, w, 3) uint8 RGB, letterboxed (h, w multiples of 32)."""
+@dataclasses.dataclass(frozen=True)
+class NmsOptions:
+    """Post-processing settings: keep scores > conf, NMS at iou, at most max_det rows per image; classes: keep only
+    these class ids (None: all); agnostic: NMS across classes."""
 
-    boxed, _, _ = letterbox(image_bgr, (imgsz, imgsz), auto=rect, stride=32)
-    return np.ascontiguousarray(boxed[None, :, :, ::-1])
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
+    classes: tuple[int, ...] | None = None
+    agnostic: bool = False
 
 
-def detections_on_original(result: dict, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> dict:
-    """One image's fixed-size NMS rows -> its valid detections in original-image pixels.
+class Detector(Protocol):
+    """What predict needs from a model (JAX, ONNX Runtime, ...).
 
-    Returns: boxes (k, 4) xyxy pixels of the original image, scores (k,), classes (k,) int.
+    names: class names (index = class id). imgsz: the size it was trained / exported at, or None.
+    input_hw: the one (h, w) it accepts (a static export), or None for any multiple of 32.
+    __call__(images (b, h, w, 3) uint8 RGB letterboxed, nms) -> numpy dict, rows in descending score:
+      boxes (b, max_det, 4) xyxy pixels of the input, scores (b, max_det), classes (b, max_det) int,
+      valid (b, max_det) bool. Returning numpy means the device work is finished (predict's timings rely on it).
     """
 
-    valid = np.asarray(result["valid"])
-    gain, pad = letterbox_gain_pad(input_hw, orig_hw)
-    boxes = scale_boxes(np.asarray(result["boxes"], np.float32)[valid], orig_hw, gain, pad)
-    return {"boxes": boxes, "scores": np.asarray(result["scores"])[valid],
-            "classes": np.asarray(result["classes"])[valid].astype(int)}
+    names: Sequence[str]
+    imgsz: int | None
+    input_hw: tuple[int, int] | None
+
+    def __call__(self, images: np.ndarray, nms: NmsOptions) -> dict[str, np.ndarray]: ...
 
 
-def yolo_txt_lines(dets: dict, orig_hw: tuple[int, int]) -> list[str]:
-    """Detections -> `class cx cy w h conf` lines, box normalized by the original width / height."""
-    h0, w0 = orig_hw
-    lines = []
-    for (x1, y1, x2, y2), score, cls in zip(dets["boxes"], dets["scores"], dets["classes"]):
-        cx, cy, w, h = (x1 + x2) / 2 / w0, (y1 + y2) / 2 / h0, (x2 - x1) / w0, (y2 - y1) / h0
-        lines.append(f"{cls} {cx:.6g} {cy:.6g} {w:.6g} {h:.6g} {score:.6g}")
-    return lines
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """One image's (or video frame's) detections in original-image pixels.
+
+    path: the source file (`image<i>.jpg` for an in-memory image); frame: 1-based frame number in a video (None
+    for an image); orig_shape: (h, w); boxes: (n, 4) float32 xyxy pixels; scores: (n,) float32; classes: (n,) int;
+    names: class names; speed: milliseconds per image of each stage (preprocess, inference, postprocess).
+    """
+
+    path: str
+    frame: int | None
+    orig_shape: tuple[int, int]
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    names: tuple[str, ...]
+    speed: dict[str, float]
 
 
-# ------------------------------------------------------------------------------------------------------ I/O
-def load_model_and_weights(weights, *, trust_pickle: bool = False):
-    """weights directory (or reference .pt / .safetensors) -> (task, variables, class names, imgsz)."""
+# ------------------------------------------------------------------------------------------- the JAX detector
+def task_rows(task, variables, images, nms: NmsOptions) -> dict:
+    """The task's fixed-size detections (protocol `predict`) for `images` (b, h, w, 3) uint8, with the class filter
+    and agnostic NMS where asked (jit-able; see `Detector` for the outputs)."""
+    return task.predict(variables, images, conf=nms.conf, iou=nms.iou, max_det=nms.max_det, classes=nms.classes,
+                        agnostic=nms.agnostic)
 
-    path = Path(weights)
-    if path.is_file() and path.suffix in (".pt", ".pth", ".safetensors"):
+
+class JaxDetector:
+    """A task and its weights as a `Detector`: one jitted forward + NMS per (input shape, NMS settings).
+
+    `traces` counts how often the function was traced (once per new input shape or setting: the compile count).
+    """
+
+    input_hw = None
+
+    def __init__(self, task, variables: dict, names: Sequence[str], imgsz: int | None = None):
+        self.task, self.names, self.imgsz = task, tuple(names), imgsz
+        self.variables = jax.device_put(variables)
+        self.traces = 0
+        self._jitted: dict[NmsOptions, Callable] = {}
+
+    def supports(self, nms: NmsOptions) -> bool:
+        """False for agnostic NMS on a two-stage task (its boxes are per class)."""
+        return not nms.agnostic or isinstance(self.task, YOLOv8Task)
+
+    def _rows(self, variables, images, nms):
+        self.traces += 1
+        return task_rows(self.task, variables, images, nms)
+
+    def __call__(self, images: np.ndarray, nms: NmsOptions) -> dict[str, np.ndarray]:
+        if nms not in self._jitted:
+            def detect(variables, images):
+                return self._rows(variables, images, nms)
+
+            self._jitted[nms] = jax.jit(detect)
+        rows = self._jitted[nms](self.variables, jnp.asarray(images))
+        return {key: np.asarray(value) for key, value in rows.items()}  # waits for the device
 
 
-        state, info = load_source(path, trust_pickle=trust_pickle)
-        scale, num_classes = infer_scale_and_classes(state)
-        model = YOLOv8(scale, num_classes)
-        template = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 64, 64, 3))), jax.random.key(0))
-        meta = {"names": info.get("names"), "imgsz": None}
-        variables = state_dict_to_variables(state, template)
-        task = YOLOv8Task(scale=scale, num_classes=num_classes)
-    else:
-
-        variables, meta = load_weights(path)
-        task = task_from_weights_meta(meta)
+def load_jax_detector(weights, *, trust_pickle: bool = False) -> JaxDetector:
+    """A yolojax weights directory, or reference weights (.pt / .pth / .safetensors, imported once into the cache as
+    `train weights=` does; an ultralytics checkpoint also needs trust_pickle) -> JaxDetector. Raises a
+    WeightsFileError (yolojax.convert.sources) naming the file or folder."""
+    folder = (import_cached(weights, default_cache_dir() / "imported", trust_pickle=trust_pickle)
+              if is_reference_file(weights) else Path(weights))
+    variables, meta = read_weights(folder)
+    task = task_from_weights_meta(meta)
     names = list(meta.get("names") or [str(i) for i in range(task.num_classes)])
-    return task, variables, names, meta.get("imgsz")
+    return JaxDetector(task, variables, names, meta.get("imgsz"))
 
 
-def list_images(source) -> list[Path]:
-    """An image file, or the image files of a folder (sorted); a clear error if there are none."""
-    source = Path(source)
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix[1:].lower() in IMG_FORMATS)
-        if not files:
-            raise FileNotFoundError(f"predict: no images ({', '.join(sorted(IMG_FORMATS))}) in {source}")
-        return files
-    if source.is_file():
-        return [source]
-    raise FileNotFoundError(f"predict: source {source} does not exist")
+# ------------------------------------------------------------------------------------------------ input shapes
+def rect_hw(orig_hw: tuple[int, int], imgsz: int, stride: int = STRIDE) -> tuple[int, int]:
+    """(h, w) of the minimal-rectangle letterbox (`letterbox(image, imgsz, auto=True)`) of an (h0, w0) image."""
+    h0, w0 = orig_hw
+    r = min(imgsz / h0, imgsz / w0)
+    h, w = int(round(h0 * r)), int(round(w0 * r))
+    return h + (imgsz - h) % stride, w + (imgsz - w) % stride
 
 
-def read_image(path: Path):
-    """BGR uint8 image, or None with a warning naming the file when it cannot be decoded."""
+@dataclasses.dataclass(frozen=True)
+class InputPlan:
+    """How every image of a run is letterboxed: to `new_hw` (h, w); with `rect_hw` set, images whose minimal
+    rectangle is `rect_hw` get it instead (auto padding) and the others the full `new_hw`."""
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        warnings.warn(f"predict: skipping {path}: not a readable image", stacklevel=2)
-    return image
+    new_hw: tuple[int, int]
+    rect_hw: tuple[int, int] | None = None
 
-
-def draw_detections(image_bgr: np.ndarray, dets: dict, names: list[str]) -> np.ndarray:
-    """A copy of the image with each box and its `name conf` label drawn."""
-
-    canvas = image_bgr.copy()
-    thickness = max(round(sum(canvas.shape[:2]) / 2 * 0.003), 2)
-    for box, score, cls in zip(dets["boxes"], dets["scores"], dets["classes"]):
-        color = _class_color(int(cls))
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
-        label = f"{names[cls] if cls < len(names) else cls} {score:.2f}"
-        scale = thickness / 3
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, max(thickness - 1, 1))
-        top = y1 - th - 3 if y1 - th - 3 >= 0 else y1 + th + 3
-        cv2.rectangle(canvas, (x1, y1), (x1 + tw, top), color, -1, cv2.LINE_AA)
-        cv2.putText(canvas, label, (x1, y1 - 2 if top < y1 else top - 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), max(thickness - 1, 1), cv2.LINE_AA)
-    return canvas
+    def letterbox_args(self, orig_hw: tuple[int, int]) -> tuple[tuple[int, int], bool]:
+        """(new_shape, auto) for `yolojax.data.transforms.letterbox` of an (h0, w0) image."""
+        auto = self.rect_hw is not None and rect_hw(orig_hw, self.new_hw[0]) == self.rect_hw
+        return self.new_hw, auto
 
 
-def _class_color(cls: int) -> tuple[int, int, int]:
-    rng = np.random.default_rng(cls)
-    return tuple(int(c) for c in rng.integers(40, 230, 3))
+def plan_inputs(sizes: Sequence[tuple[int, int] | None], imgsz: int, rect: bool,
+                fixed_hw: tuple[int, int] | None = None) -> InputPlan:
+    """One input shape for a whole source: `fixed_hw` if the detector has one; the shared minimal rectangle if
+    `rect` and all known (h0, w0) sizes give the same; else a square imgsz letterbox."""
+    if fixed_hw is not None:
+        return InputPlan(tuple(fixed_hw))
+    shapes = {rect_hw(size, imgsz) for size in sizes if size}
+    return InputPlan((imgsz, imgsz), shapes.pop() if rect and len(shapes) == 1 else None)
 
 
-def predict_folder(source, weights, *, conf=0.25, iou=0.7, imgsz=None, max_det=300, rect=True,
-                   save_dir="runs/predict", trust_pickle=False, log=print) -> list[dict]:
-    """Run detection on every image of `source` and write drawings, YOLO txt labels and predictions.json."""
+def preprocess(frames: Sequence[Frame], plan: InputPlan, batch: int) -> np.ndarray:
+    """Frames sharing one input shape -> (batch, h, w, 3) uint8 RGB letterboxed, zero rows after the frames."""
+    boxed = []
+    for frame in frames:
+        new_shape, auto = plan.letterbox_args(frame.image.shape[:2])
+        boxed.append(letterbox(frame.image, new_shape, auto=auto, stride=STRIDE)[0][:, :, ::-1])
+    out = np.zeros((batch, *boxed[0].shape), np.uint8)
+    out[:len(boxed)] = boxed
+    return out
 
-    images = list_images(source)
-    task, variables, names, trained_imgsz = load_model_and_weights(weights, trust_pickle=trust_pickle)
-    imgsz = imgsz or trained_imgsz or 640  # default: the size the weights were trained at
-    if int(imgsz) % 32:
-        raise ValueError(f"predict: imgsz={imgsz} must be a multiple of 32")
-    detect = make_detector(task, conf=float(conf), iou=float(iou), max_det=int(max_det))
-    save_dir = Path(save_dir)
-    (save_dir / "labels").mkdir(parents=True, exist_ok=True)
-    results = []
-    for path in images:
-        image = read_image(path)
-        if image is None:
-            continue
-        batch = preprocess(image, int(imgsz), rect)
-        out = detect(variables, jnp.asarray(batch))
-        dets = detections_on_original({k: v[0] for k, v in out.items()}, batch.shape[1:3], image.shape[:2])
-        cv2.imwrite(str(save_dir / path.name), draw_detections(image, dets, names))
-        lines = yolo_txt_lines(dets, image.shape[:2])
-        (save_dir / "labels" / f"{path.stem}.txt").write_text("".join(f"{line}\n" for line in lines))
-        results.append({
-            "image": str(path), "shape": list(image.shape[:2]),
-            "detections": [{"class": int(c), "name": names[c] if c < len(names) else str(c),
-                            "confidence": float(s), "box_xyxy": [float(v) for v in b]}
-                           for b, s, c in zip(dets["boxes"], dets["scores"], dets["classes"])],
-        })
-        log(f"{path}: {len(lines)} detections")
-    (save_dir / "predictions.json").write_text(json.dumps(results, indent=1))
-    log(f"results saved to {save_dir}")
-    return results
+
+def input_hw_of(plan: InputPlan, orig_hw: tuple[int, int]) -> tuple[int, int]:
+    new_hw, auto = plan.letterbox_args(orig_hw)
+    return rect_hw(orig_hw, new_hw[0]) if auto else new_hw
+
+
+def batches(frames: Iterator[Frame], plan: InputPlan, size: int) -> Iterator[list[Frame]]:
+    """Consecutive frames grouped by input shape, at most `size` per group, in source order."""
+    group: list[Frame] = []
+    for frame in frames:
+        if group and (len(group) == size or input_hw_of(plan, frame.image.shape[:2])
+                      != input_hw_of(plan, group[0].image.shape[:2])):
+            yield group
+            group = []
+        group.append(frame)
+    if group:
+        yield group
+
+
+# --------------------------------------------------------------------------------------------------- the run
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    nms: NmsOptions
+    imgsz: int
+    batch: int = 1
+    rect: bool = True
+    vid_stride: int = 1
+
+
+def predict_options(detector: Detector, *, conf=0.25, iou=0.7, imgsz=None, max_det=300, classes=None,
+                    agnostic_nms=False, batch=1, rect=True, vid_stride=1) -> PredictOptions:
+    """Checked options (PredictInputError naming the key otherwise). imgsz None: the detector's size, else 640;
+    classes: an int or a list of class ids."""
+    imgsz = imgsz or detector.imgsz or 640
+    if not isinstance(imgsz, int) or imgsz <= 0 or imgsz % STRIDE:
+        raise PredictInputError(f"imgsz={imgsz} must be a positive multiple of {STRIDE}")
+    conf = 0.25 if conf is None else conf  # the reference's predict default
+    for key, value in (("conf", conf), ("iou", iou)):
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise PredictInputError(f"{key}={value} must be a number in [0, 1]")
+    for key, value in (("max_det", max_det), ("batch", batch), ("vid_stride", vid_stride)):
+        if not isinstance(value, int) or value < 1:
+            raise PredictInputError(f"{key}={value} must be a positive integer")
+    if classes is not None:
+        classes = (classes,) if isinstance(classes, int) else tuple(classes)
+        nc = len(detector.names)
+        if not classes or any(not isinstance(c, int) or isinstance(c, bool) or not 0 <= c < nc for c in classes):
+            raise PredictInputError(f"classes={list(classes)} must be class ids in [0, {nc})")
+    nms = NmsOptions(float(conf), float(iou), int(max_det), classes, bool(agnostic_nms))
+    if not getattr(detector, "supports", lambda _: True)(nms):
+        raise PredictInputError("agnostic_nms=True is not available for this model family")
+    return PredictOptions(nms, imgsz, int(batch), bool(rect), int(vid_stride))
+
+
+def on_original(rows: dict, i: int, input_hw: tuple[int, int], frame: Frame, names, speed) -> Prediction:
+    """Row i of the detector's output -> a Prediction in original-image pixels."""
+    valid = rows["valid"][i]
+    orig_hw = frame.image.shape[:2]
+    gain, pad = letterbox_gain_pad(input_hw, orig_hw)
+    boxes = scale_boxes(np.asarray(rows["boxes"][i], np.float32)[valid], orig_hw, gain, pad)
+    return Prediction(frame.path, frame.frame, tuple(orig_hw), boxes, np.asarray(rows["scores"][i])[valid],
+                      np.asarray(rows["classes"][i])[valid].astype(int), tuple(names), speed)
+
+
+def stream_predict(media: Sequence, detector: Detector, options: PredictOptions,
+                   writer: PredictionWriter | None = None, log: Callable[[str], None] | None = None
+                   ) -> Iterator[Prediction]:
+    """Predictions for `list_media`'s result, one per image / video frame, in order (see the module docstring).
+
+    writer: draws / writes each result (None: nothing written). log: receives one line per image and the speed
+    line (the reference's format) at the end.
+    """
+    try:
+        yield from _run(media, detector, options, writer, log)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _run(media, detector, options, writer, log) -> Iterator[Prediction]:
+    plan = plan_inputs(media_hw(media), options.imgsz, options.rect, detector.input_hw)
+    totals: collections.Counter = collections.Counter()
+    seen, warmed, shape = 0, set(), None
+    for group in batches(read_frames(media, options.vid_stride), plan, options.batch):
+        start = time.perf_counter()
+        images = preprocess(group, plan, options.batch)
+        loaded = time.perf_counter()
+        if images.shape not in warmed:  # compile (or load from the cache) outside the timings, as a warm-up
+            detector(np.zeros_like(images), options.nms)
+            warmed.add(images.shape)
+        ready = time.perf_counter()
+        rows = detector(images, options.nms)
+        inferred = time.perf_counter()
+        preds = [on_original(rows, i, images.shape[1:3], f, detector.names, {}) for i, f in enumerate(group)]
+        done = time.perf_counter()
+        speed = {"preprocess": (loaded - start) * 1e3, "inference": (inferred - ready) * 1e3,
+                 "postprocess": (done - inferred) * 1e3}
+        totals.update(speed)
+        seen, shape = seen + len(group), images.shape
+        for pred, frame in zip(preds, group):
+            pred.speed.update({k: v / len(group) for k, v in speed.items()})
+            if writer is not None:
+                writer.write(pred, frame)
+            if log is not None:
+                where = f"{pred.path} (frame {pred.frame})" if pred.frame else pred.path
+                log(f"{where}: {shape[1]}x{shape[2]} {summary(pred)}{pred.speed['inference']:.1f}ms")
+            yield pred
+    if log is not None and seen:
+        per_image = [totals[k] / seen for k in ("preprocess", "inference", "postprocess")]
+        log("Speed: {:.1f}ms preprocess, {:.1f}ms inference, {:.1f}ms postprocess per image at shape "
+            "({}, 3, {}, {})".format(*per_image, min(options.batch, seen), shape[1], shape[2]))
+
+
+def predict(source: Source, detector: Detector | str | Path, *, conf: float = 0.25, iou: float = 0.7,
+            imgsz: int | None = None, max_det: int = 300, classes: int | Sequence[int] | None = None,
+            agnostic_nms: bool = False, batch: int = 1, rect: bool = True, vid_stride: int = 1,
+            save_dir: str | Path | None = None, save: bool = False, save_txt: bool = False, save_conf: bool = False,
+            line_width: int | None = None, trust_pickle: bool = False,
+            log: Callable[[str], None] | None = None) -> list[Prediction]:
+    """Detections for every image / video frame of `source`, as plain arrays; files only when asked.
+
+    Args:
+      source: file, folder, glob, .txt list, list of those, or BGR image(s) (yolojax.data.media.list_media).
+      detector: a `Detector`, or weights (yolojax weights directory, .pt / .safetensors) for `load_jax_detector`.
+      conf, iou, max_det, classes, agnostic_nms: post-processing (the reference's predict keys and defaults).
+      imgsz: letterbox size (None: the detector's, else 640); batch: images per model call; rect: minimal
+        rectangle when the whole source shares one; vid_stride: every n-th video frame.
+      save_dir: where `save` (drawn images / videos, predictions.json) and `save_txt` (labels/*.txt, with
+        `save_conf` the confidence too) write; used as given (no numbering). line_width: box lines, pixels.
+      log: receives per-image lines and the speed line (None: silent).
+    Returns:
+      one `Prediction` per image / frame, boxes in original-image pixels.
+    """
+    if isinstance(detector, (str, Path)):
+        detector = load_jax_detector(detector, trust_pickle=trust_pickle)
+    media = list_media(source)
+    options = predict_options(detector, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, classes=classes,
+                              agnostic_nms=agnostic_nms, batch=batch, rect=rect, vid_stride=vid_stride)
+    writer = None
+    if save or save_txt:
+        if save_dir is None:
+            raise PredictInputError("save / save_txt need save_dir")
+        writer = PredictionWriter(save_dir, save=save, save_txt=save_txt, save_conf=save_conf,
+                                  line_width=line_width)
+    return list(stream_predict(media, detector, options, writer, log))

@@ -20,6 +20,7 @@ from yolojax.detectors import DetectionTask
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
 from yolojax.eval import coco, confusion, metrics
 from yolojax.eval import plots as plotting
+from yolojax.eval.report import format_table, summary_lines
 from yolojax.ops.padding import padded_size
 
 MODES = ("coco", "ultralytics")
@@ -249,13 +250,13 @@ def evaluate(task, variables, dataset, *, conf=0.001, iou=0.7, max_det=300, mode
 
 def evaluate_ema(task: DetectionTask, ema_variables: dict, data: Any, cfg: Any) -> dict:
     """The train loop's `evaluate`: mAP of the EMA weights on the val split of the run's TrainData ->
-    results.csv columns (reference names) + fitness."""
+    results.csv columns (reference names) + fitness, and "table": the header and `all` row to print."""
     batches = data.val_batches()
     result = evaluate(task, ema_variables, batches, conf=cfg.conf if cfg.conf is not None else 0.001,
                       iou=cfg.iou, max_det=cfg.max_det, names=list(data.names))
     return {"metrics/precision(B)": float(result["precision"]), "metrics/recall(B)": float(result["recall"]),
             "metrics/mAP50(B)": float(result["map50"]), "metrics/mAP50-95(B)": float(result["map50_95"]),
-            "fitness": float(result["fitness"])}
+            "fitness": float(result["fitness"]), "table": summary_lines(result)}
 
 
 def _write_outputs(result, curves, records, names, save_dir, plots):
@@ -266,26 +267,7 @@ def _write_outputs(result, curves, records, names, save_dir, plots):
 
     files = []
     if plots:
-        files += plotting.save_all_plots(curves, result["confusion_matrix"], names, save_dir)
+        files += plotting.save_all_plots(curves, result["confusion_matrix"], names, save_dir, table=result)
     if records is not None:
         files.append(coco.save_json(records, Path(save_dir) / "predictions.json"))
     return [str(f) for f in files]
-
-
-# -------------------------------------------------------------------------------------------------------- table
-def format_table(result, names=None) -> str:
-    """The per-class table as text: Class, Images, Instances, P, R, mAP50, mAP50-95 (first line names the mode)."""
-    del names
-    rule = "pycocotools COCOeval rules" if result["mode"] == "coco" else "the reference's ap_per_class rules"
-    head = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
-    row = "%22s" + "%11i" * 2 + "%11.3g" * 4
-    lines = [f"mAP mode: {result['mode']} ({rule}); P and R at the max-F1 confidence", head,
-             row % ("all", result["images"], result["instances"], result["precision"], result["recall"],
-                    result["map50"], result["map50_95"])]
-    lines += [row % (r["name"][:22], r["images"], r["instances"], r["precision"], r["recall"], r["map50"],
-                     r["map50_95"]) for r in result["per_class"]]
-    if result["mode"] == "coco":
-        c = result["coco"]
-        lines.append("COCO: AP75 %.3f  AP_small %.3f  AP_medium %.3f  AP_large %.3f  AR100 %.3f"
-                     % (c["map75"], c["map_small"], c["map_medium"], c["map_large"], c["ar100"]))
-    return "\n".join(lines)

@@ -6,15 +6,68 @@ mechanical rename: a PyTorch key `a.b.0.conv.weight` lives at flax path `a_b_0/c
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 # PyTorch's default Conv2d weight init (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.97  # flax keeps `momentum` of the old value; the reference's BatchNorm momentum is 0.03
+
+
+def batch_moments(x, axis_name: str | None = None):
+    """Per-channel mean and biased variance of x (..., c) over every other axis, in float32 (at least), and the
+    element count n per channel. axis_name: pool the moments over that mapped axis (n then counts all devices).
+    Returns (mean (c,), var (c,), n int)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    axes = tuple(range(x.ndim - 1))
+    moments = jnp.stack([x.mean(axes), jnp.square(x).mean(axes)])
+    count = math.prod(x.shape[:-1])
+    if axis_name is not None:
+        moments = lax.pmean(moments, axis_name)
+        count *= lax.axis_size(axis_name)
+    mean, mean_sq = moments[0], moments[1]
+    return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0), count
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over every axis but the last, as the reference's nn.BatchNorm2d. (..., c) -> (..., c) in `dtype`.
+
+    train=True normalizes with the batch mean and biased variance and updates the running statistics as torch does:
+      mean <- momentum * mean + (1 - momentum) * batch mean
+      var  <- momentum * var + (1 - momentum) * batch variance * n / (n - 1)      (unbiased; n elements per channel)
+    train=False normalizes with the running statistics. `momentum` keeps the old value's share (flax's convention:
+    the reference's 0.03 is 0.97). axis_name: pool the batch statistics over that mapped axis (SyncBatchNorm).
+    Variables (flax BatchNorm's names): params scale, bias (c,); batch_stats mean, var (c,), float32.
+    """
+
+    momentum: float = BN_MOMENTUM
+    epsilon: float = BN_EPSILON
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        c = x.shape[-1]
+        running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        if not train:
+            mean, var = running_mean.value, running_var.value
+        elif self.is_initializing():
+            mean, var, _ = batch_moments(x)
+        else:
+            mean, var, count = batch_moments(x, self.axis_name)
+            keep = self.momentum
+            running_mean.value = keep * running_mean.value + (1 - keep) * mean
+            running_var.value = keep * running_var.value + (1 - keep) * var * (count / max(count - 1, 1))
+        y = (x - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
+        return y.astype(self.dtype)
 
 
 class ConvBNAct(nn.Module):
@@ -31,8 +84,7 @@ class ConvBNAct(nn.Module):
         x = nn.Conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
                     padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype, param_dtype=jnp.float32,
                     kernel_init=torch_conv_init, name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype,
-                         param_dtype=jnp.float32, name="bn")(x)
+        x = BatchNorm(dtype=self.dtype, name="bn")(x, train)
         return nn.silu(x)
 
 

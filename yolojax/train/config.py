@@ -26,6 +26,7 @@ NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
     "time": (float, int),
     "conf": (float, int),
     "weights": (str,),
+    "device": (str, int),
 }
 # Keys that accept several types.
 UNION_TYPES: dict[str, tuple[type, ...]] = {
@@ -196,10 +197,26 @@ def validate(cfg: Config) -> None:
          "must be true, false or auto"),
         ("warp_on_device", isinstance(cfg.warp_on_device, bool) or cfg.warp_on_device == "auto",
          "must be true, false or auto"),
+        ("device", parse_device(cfg.get("device")) != (), "must be cpu, gpu, tpu or device ids such as 0 or 0,1"),
     ]
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"config: {key}={cfg[key]!r} {why}")
+
+
+DEVICE_PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "tpu": "tpu"}
+
+
+def parse_device(spec: Any) -> str | tuple[int, ...] | None:
+    """The `device` key: None or "" (every device), a platform ("cpu", "gpu" (or "cuda", "rocm"), "tpu") or device
+    ids (`0`, `"0,1"`: positions among each process's devices) -> None, the platform, or the ids; () if malformed."""
+    if spec is None or spec == "":
+        return None
+    text = str(spec).strip().lower()
+    if text in DEVICE_PLATFORMS:
+        return DEVICE_PLATFORMS[text]
+    parts = text.split(",")
+    return tuple(int(p) for p in parts) if all(p.strip().isdigit() for p in parts) else ()
 
 
 def load_model_config(name: str) -> dict[str, Any]:

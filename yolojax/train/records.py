@@ -10,6 +10,29 @@ from typing import Any, Mapping
 
 import yaml
 
+from yolojax.train.optim import GROUP_BIAS, GROUP_DECAY, GROUP_NORM
+
+# results.csv has the reference trainer's columns, in its order (ultralytics engine/trainer.py `save_metrics`):
+# epoch, train losses, the validator's four metrics, val losses, then the lr of each optimizer param group in the
+# reference's group order (pg0 biases, pg1 decayed weights, pg2 norm weights); columns of ours alone come after.
+REFERENCE_METRICS = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)")
+LR_GROUPS = (GROUP_BIAS, GROUP_DECAY, GROUP_NORM)  # our group of the reference's pg0, pg1, pg2
+
+
+def lr_columns(lr) -> dict[str, float]:
+    """Per-group learning rates in our group order (yolojax.train.optim: decay, norm, bias) -> {"lr/pg0": ...}
+    named as the reference's param groups."""
+    return {f"lr/pg{j}": float(lr[group]) for j, group in enumerate(LR_GROUPS)}
+
+
+def results_columns(row: Mapping[str, Any]) -> list[str]:
+    """The results.csv header for a row: the reference's columns (those it lacks included, for the row's loss
+    names), then the row's other columns in their order."""
+    losses = [k[len("train/"):] for k in row if k.startswith("train/") and k.endswith("_loss")]
+    reference = ["epoch", *[f"train/{n}" for n in losses], *REFERENCE_METRICS, *[f"val/{n}" for n in losses],
+                 "lr/pg0", "lr/pg1", "lr/pg2"]
+    return reference + [k for k in row if k not in reference]
+
 
 def new_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
     """project/name, or project/name2, name3, ... when it exists (unless exist_ok). Created."""
@@ -41,13 +64,20 @@ def load_args(run_dir: Path) -> dict:
 
 
 def append_results(path: Path, row: Mapping[str, Any]) -> None:
-    """Append one epoch's row to results.csv (header written with the first row)."""
+    """Append one epoch's row to results.csv. The first row fixes the header (`results_columns`); a later row is
+    written under it, its absent columns as nan (keys the header lacks are dropped)."""
     new = not path.exists()
+    if new:
+        columns = results_columns(row)
+    else:
+        with path.open(newline="") as f:
+            columns = next(csv.reader(f))
+    cells = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
+        writer = csv.DictWriter(f, fieldnames=columns, restval="nan", extrasaction="ignore")
         if new:
             writer.writeheader()
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        writer.writerow(cells)
 
 
 def read_results(path: Path) -> list[dict[str, float]]:
@@ -64,7 +94,7 @@ def plot_results(csv_path: Path, out_path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in rows[0] if k != "epoch"]
+    keys = [k for k in rows[0] if k != "epoch" and not all(math.isnan(r[k]) for r in rows)]
     cols = min(5, len(keys))
     nrows = math.ceil(len(keys) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows), squeeze=False)

@@ -12,6 +12,7 @@ from yolojax.detectors import DetectionTask
 from yolojax.train.optim import OptimizerPlan, build_optimizer
 from yolojax.train.state import TrainState, create_state
 from yolojax.train.step import build_train_step, make_mesh, replicate
+from yolojax.train.transfer import initial_variables
 
 
 @dataclasses.dataclass
@@ -28,10 +29,11 @@ class Training:
 def initial_state(task: DetectionTask, plan: OptimizerPlan, image_hw: tuple[int, int], *, seed: int = 0,
                   variables: dict | None = None) -> tuple[TrainState, Any]:
     """(TrainState at iteration 0 on the default device, optimizer). The model is initialised from `seed` (the
-    first half of its split; the second seeds the state's PRNG key) unless `variables` are given."""
+    first half of its split; the second seeds the state's PRNG key); given `variables` (pretrained weights), every
+    tensor of them whose path and shape fit replaces the fresh one, and the count is printed
+    (yolojax.train.transfer)."""
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-    if variables is None:
-        variables = jax.jit(task.init, static_argnums=1)(init_key, (int(image_hw[0]), int(image_hw[1])))
+    variables = initial_variables(task, init_key, image_hw, variables)
     optimizer = build_optimizer(plan, variables["params"])
     return jax.jit(create_state, static_argnums=1)(variables, optimizer, state_key), optimizer
 

@@ -16,9 +16,12 @@ Per iteration (the reference's inner loop body, as one pure function):
      implicit broadcast), and summing them again would scale them by the device count. `exchange="autodiff"` lets
      autodiff sum the gradients (per leaf, free to overlap the backward pass) and sums the rest in one buffer;
   3. BatchNorm normalizes with each device's own batch statistics (as the reference's DDP, which does not use
-     SyncBatchNorm); the updated running statistics are averaged over devices (`lax.pmean`) so every replica
-     keeps identical state (cheaper and more faithful than DDP's broadcast of device 0's buffers). A model that
-     wants cross-device batch statistics can name the mesh axis (`axis_name="data"`) in its BatchNorm;
+     SyncBatchNorm); the updated running statistics are averaged over devices (they travel in the one sum) so
+     every replica keeps identical state (cheaper and more faithful than DDP's broadcast of device 0's buffers).
+     Each device's running variance takes the unbiased variance of its own share (n = its elements per channel),
+     as each DDP rank's BatchNorm does: the average of those is unbiased too. A model that wants cross-device batch
+     statistics can name the mesh axis (`axis_name="data"`) in its BatchNorm (yolojax.models.layers.BatchNorm then
+     counts n over all devices, as SyncBatchNorm does);
   4. a non-finite loss or gradient leaves params, BN statistics and the accumulated gradient untouched and is
      counted; otherwise the gradient is added to the accumulator;
   5. when `iteration - last_opt_step >= accumulate`, the optimizer (clip + grouped SGD/Adam) applies the summed

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +32,7 @@ from yolojax.train.config import (
 )
 from yolojax.train.devices import local_devices, restrict_platform, select_devices
 from yolojax.train.feed import Prefetch, TrainData, build_train_data, resize_batch
+from yolojax.train.interrupt import StopFlag
 from yolojax.train.optim import hyper_at, plan_optimizer
 from yolojax.train.setup import initial_state
 from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
@@ -84,32 +83,6 @@ def resolve_run(cfg: Config) -> tuple[Config, Path, bool]:
     saved = Config(ckpt.resumed_config(cfg, saved, baseline, run_dir))
     ckpt.check_unfinished(run_dir, saved.epochs)
     return saved, run_dir, True
-
-
-class _StopFlag:
-    """Turns the first Ctrl-C into a request to stop after the current step (a second one aborts)."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        if sys.platform != "win32":
-            try:
-                self._previous = signal.signal(signal.SIGINT, self._handle)
-            except ValueError:  # not the main thread
-                self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 # Batches on their way to the device while a step runs, and the threads copying them there: copying a large batch
@@ -287,7 +260,7 @@ def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
 def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Callable[[], bool]) -> bool:
     """Train from run.meta's epoch to the last (or an early stop). Returns whether it was interrupted."""
     cfg, nb, interrupted = run.cfg, run.data.batches_per_epoch, False
-    with _StopFlag() as flag:
+    with StopFlag() as flag:
         def should_stop(iterations: int) -> str | None:  # the same answer on every process
             if stop_at_iteration is not None and iterations >= stop_at_iteration:
                 return "interrupted"

@@ -9,8 +9,10 @@ import pytest
 
 from yolojax.cli.export import cli_main
 from yolojax.detectors import FasterRCNNTask, YOLOv8Task
+from yolojax.detectors.postprocess import non_max_suppression
 from yolojax.eval.predict import NmsOptions, load_jax_detector
 from yolojax.export import export_model, load_onnx_detector, load_stablehlo
+from yolojax.export.graph import NMS_TILE, num_anchors
 from yolojax.models.weights import save_weights
 
 pytest.importorskip("jax2onnx")
@@ -98,6 +100,26 @@ def test_nms_in_the_graph_keeps_our_detections(root, nms_onnx):
     assert stricter["scores"][stricter["valid"]].min() > 0.3
 
 
+def test_nms_in_the_graph_with_more_anchors_than_one_nms_tile(root):
+    imgsz = 160
+    assert num_anchors((imgsz, imgsz)) > NMS_TILE  # 525 anchors: the scanned rows differ from a tile's
+    path = export_model(root / "weights", imgsz=imgsz, nms=True, out=root / "nms160.onnx")
+    detector = load_onnx_detector(path, providers=["CPUExecutionProvider"])
+    batch = np.random.default_rng(5).integers(0, 256, (1, imgsz, imgsz, 3), dtype=np.uint8)
+    boxes_xywh, class_probs = TASK.model.apply(variables_of(root), batch / 255.0, train=False)
+    assert (np.asarray(class_probs).max(-1) > 0.05).sum() > NMS_TILE  # candidates over two tiles
+    ours = {k: np.asarray(v) for k, v in non_max_suppression(boxes_xywh, class_probs, conf_thres=0.05,
+                                                               iou_thres=0.6, max_det=300).items()}
+    theirs = detector.run(batch, conf=0.05, iou=0.6)
+    assert 0 < ours["valid"].sum() < ours["valid"].size
+    np.testing.assert_array_equal(theirs["valid"], ours["valid"])
+    np.testing.assert_array_equal(theirs["classes"], ours["classes"])
+    np.testing.assert_allclose(theirs["boxes"], ours["boxes"], rtol=1e-5, atol=2e-3)
+    np.testing.assert_allclose(theirs["scores"], ours["scores"], atol=1e-5)
+    declared = [o.shape for o in detector.session.get_outputs()]
+    assert declared == [list(theirs[name].shape) for name in ("boxes", "scores", "classes", "valid")]
+
+
 @pytest.fixture(scope="module")
 def jax_rows(root):
     """Our predict's detector on the batch of the detector test."""
@@ -114,6 +136,7 @@ def test_onnx_detector_fits_predict_and_carries_metadata(raw_onnx, nms_onnx, jax
     meta = detector.metadata
     assert meta["opset"] == 17 and meta["batch"] == "dynamic" and meta["stride"] == 32
     assert meta["model"] == {"family": "yolov8", "scale": "n"} and meta["letterbox"]["color"] == [114] * 3
+    assert all(output.shape[0] == "batch" for output in detector.session.get_outputs())
     theirs, ours = detector(images(2, seed=3), PREDICT_NMS), jax_rows
     assert theirs["boxes"].shape == (2, 50, 4) and ours["valid"].any()
     assert set(ours["classes"][ours["valid"]]) <= {0, 2}

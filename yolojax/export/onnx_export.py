@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 
+from yolojax.export.graph_passes import lean_graph
 from yolojax.export.metadata import to_props
 
 DEFAULT_OPSET = 17
@@ -91,6 +92,7 @@ def export_onnx(fn: Callable, input_specs: Sequence[jax.ShapeDtypeStruct], input
                                  input_names=list(input_names), output_names=list(output_names))
     # jax2onnx stamps some intermediate shapes in NHWC where the value is NCHW; the runtime infers its own
     del model.graph.value_info[:]
+    lean_graph(model)
     _stamp_output_shapes(model, fn, input_specs)
     onnx.helper.set_model_props(model, to_props(meta))
     out.parent.mkdir(parents=True, exist_ok=True)

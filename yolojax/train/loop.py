@@ -384,7 +384,7 @@ def _results_row(epoch, task, losses, metrics, hyper, seconds) -> dict:
     if losses is not None:
         row.update({f"train/{n}_loss": float(v) for n, v in zip(names, losses)})
     row.update({k: float(v) for k, v in metrics.items() if np.isscalar(v) or np.ndim(v) == 0})
-    row.update({f"lr/pg{j}": float(v) for j, v in enumerate(hyper.lr)})
+    row.update(records.lr_columns(hyper.lr))
     row["time/epoch_s"] = float(seconds)
     return row
 

@@ -155,7 +155,7 @@ class _Layout:
             if name in self.twin:
                 inputs.append(self.twin[name])
                 twinned = True
-            elif not name or (value is not None and value.size == 1):
+            elif not name or (value is not None and value.size == 1 and value.ndim <= 4):
                 inputs.append(name)
             elif value is not None and (moved := _nchw_constant(value)) is not None:
                 inputs.append(self.constants.add(moved, name))
@@ -184,23 +184,36 @@ class _Layout:
         return self._emit(node, "Slice", [self.twin[data], starts, ends, self.constants.add(moved, "axes"),
                                           *rest[1:]])
 
+    def dims(self, name: str) -> tuple | None:
+        """A shape tensor's values, None for the batch entry when it is computed (dynamic batch)."""
+        value = self.const(name)
+        if value is not None:
+            return tuple(int(v) for v in value)
+        source = self.producer.get(name)
+        if source is None or source.op_type != "Concat":
+            return None
+        tail = [self.const(part) for part in source.input[1:]]
+        if any(v is None or v.size != 1 for v in tail):
+            return None
+        return (None, *(int(v.reshape(())) for v in tail))
+
     def _upsample(self, node):
         """Reshape [N, H, 1, W, 1, C] -> Expand to [N, H, a, W, b, C] -> Reshape [N, aH, bW, C] (jax's nearest
         repeat) on a twinned input: a nearest Resize of the twin by (a, b)."""
-        shape = self.const(node.input[1])
+        shape = self.dims(node.input[1])
         source = self.producer.get(node.input[0])
         expanded = None
-        while source is not None and source.op_type == "Expand" and self.const(source.input[1]) is not None:
-            expanded = self.const(source.input[1]) if expanded is None else expanded
+        while source is not None and source.op_type == "Expand" and self.dims(source.input[1]) is not None:
+            expanded = self.dims(source.input[1]) if expanded is None else expanded
             source = self.producer.get(source.input[0])
         if (shape is None or expanded is None or source is None or source.op_type != "Reshape"
                 or source.input[0] not in self.twin):
             return None
-        split = self.const(source.input[1])
+        split = self.dims(source.input[1])
         if split is None or len(split) != 6 or len(expanded) != 6 or split[2] != 1 or split[4] != 1:
             return None
-        n, h, a, w, b, c = (int(v) for v in expanded)
-        if tuple(int(v) for v in split[[0, 1, 3, 5]]) != (n, h, w, c) or tuple(shape) != (n, h * a, w * b, c):
+        _, h, a, w, b, c = expanded
+        if split[1::2] != (h, w, c) or shape[1:] != (h * a, w * b, c):
             return None
         scales = self.constants.add(np.array([1, 1, a, b], dtype=np.float32), "scales")
         return self._emit(node, "Resize", [self.twin[source.input[0]], "", scales], mode="nearest",

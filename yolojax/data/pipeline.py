@@ -376,7 +376,11 @@ def close_worker_iterators() -> None:
     for iterator in list(_WORKER_ITERATORS):
         iterator.close()
     _WORKER_ITERATORS.clear()
-    SharedMemoryArray._disable_async_del()  # unlink in the collection itself: exit may have stopped grain's thread
+    deleting = SharedMemoryArray._del_thread_pool  # grain's thread that unlinks freed batches: let it finish its
+    if deleting is not None:                       # queue and stop now (left to shutdown, its queue is lost)
+        deleting.close()
+        deleting.join()
+    SharedMemoryArray._disable_async_del()  # then unlink in the collection itself
     gc.collect()
 
 

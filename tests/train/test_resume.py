@@ -1,6 +1,7 @@
 """Resume and run-folder reuse: the newest checkpoint that reads back whole, across runs and inside a run; exist_ok;
 settings that may not change on resume; finished runs; a SIGKILL plus a truncated checkpoint."""
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from toy import ToyData, ToyTask, toy_evaluate
 
+from yolojax.models.weights import save_weights
 from yolojax.train import checkpoints as ckpt
 from yolojax.train.config import load_config
 from yolojax.train.loop import train
@@ -116,7 +118,8 @@ def test_exist_ok_reuses_the_folder_for_a_new_run_and_a_finished_run_refuses_res
 _KILL_AFTER_SAVE = textwrap.dedent("""
     import os, signal, sys
     sys.path[:0] = [{repo!r}, {repo!r} + "/tests"]
-    from yolojax.train import checkpoints as ckpt
+    from yolojax.models.weights import save_weights
+from yolojax.train import checkpoints as ckpt
     import toy
     save = ckpt.save_checkpoint
     def save_then_die(manager, state, meta, step=None):
@@ -160,3 +163,14 @@ def test_sigkill_then_a_truncated_checkpoint_resumes_from_the_previous_step_to_t
     _assert_same_state(final[0][0], final[1][0])
     epochs = [row.split(",")[0] for row in (tmp_path / "fault" / "results.csv").read_text().splitlines()[1:]]
     assert epochs == ["1", "2", "3"]
+
+
+def test_a_resumed_run_does_not_read_its_initial_weights_again(tmp_path):
+    start = ToyTask().init(jax.random.key(1), (32, 32))
+    weights = save_weights(tmp_path / "start", start, {"imgsz": 32, "scale": "toy", "num_classes": 1})
+    cfg = _cfg(tmp_path, "epochs=2", f"weights={weights}")
+    stopped = train(cfg, task=ToyTask(), data=ToyData(batches_per_epoch=2), evaluate=toy_evaluate, progress=False,
+                    stop_at_iteration=1)
+    shutil.rmtree(weights)  # the checkpoint holds every tensor: the run resumes without them
+    resumed = _toy_train(_cfg(tmp_path, "epochs=2", f"weights={weights}", f"resume={stopped.run_dir}"))
+    assert resumed.run_dir == stopped.run_dir and resumed.iterations == 4

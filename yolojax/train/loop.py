@@ -139,7 +139,8 @@ def _setup(cfg: Config, task: DetectionTask | None, data: TrainData | None, eval
     nb = data.batches_per_epoch
     plan = plan_optimizer(cfg, num_classes=data.num_classes, dataset_size=data.train_size, batches_per_epoch=nb)
 
-    variables = load_weights(cfg.weights)[0] if cfg.weights else None
+    # a resumed run takes every tensor from its checkpoint: its initial weights are not read (they may be gone)
+    variables = load_weights(cfg.weights)[0] if cfg.weights and not resuming else None
     state, optimizer = initial_state(task, plan, (cfg.imgsz, cfg.imgsz), seed=cfg.seed, variables=variables)
     last = ckpt.open_manager(run_dir / "weights" / "ckpt_last", max_to_keep=2)
     best = ckpt.open_manager(run_dir / "weights" / "ckpt_best", max_to_keep=1)

@@ -152,8 +152,6 @@ def plain_values(values: Mapping[str, Any]) -> dict[str, Any]:
 def command_options(command: args.Command, given: Mapping[str, Any], source: str) -> Config:
     """A command's defaults overlaid with `given` (Python values), checked as its command line is."""
     opts = merge(command.defaults, plain_values(given), source, command.types)
-    for name, key in command.keys.items():
-        if key.choices and opts[name] is not None and opts[name] not in key.choices:
-            raise ConfigError(f"{source}: {name}={opts[name]!r} must be one of {', '.join(map(str, key.choices))}")
+    args.check_choices(command, opts, source)
     return opts
 

@@ -137,14 +137,18 @@ def key_values(argv: Sequence[str], types: Mapping[str, tuple[type, ...]]) -> tu
     return assignments, positional
 
 
+def check_choices(command: Command, opts: Config, source: str) -> None:
+    """ConfigError naming `source` and the key when an option is not one of its key's allowed values."""
+    for name, key in command.keys.items():
+        if key.choices and opts[name] is not None and opts[name] not in key.choices:
+            raise ConfigError(f"{source}: {name}={opts[name]!r} must be one of {', '.join(map(str, key.choices))}")
+
+
 def parse(command: Command, argv: Sequence[str]) -> Parsed:
     """The command line of `command` -> its options and positional arguments; ConfigError on any mistake."""
     assignments, positional = key_values(argv, command.types)
     opts = merge(command.defaults, parse_overrides(assignments, command.types), "command line", command.types)
-    for name, key in command.keys.items():
-        if key.choices and opts[name] is not None and opts[name] not in key.choices:
-            raise ConfigError(f"command line: {name}={opts[name]!r} must be one of "
-                              f"{', '.join(map(str, key.choices))}")
+    check_choices(command, opts, "command line")
     low, high = len(command.positional), len(command.positional) + len(command.optional)
     if len(positional) > high:
         extra = positional[high]

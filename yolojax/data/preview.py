@@ -51,7 +51,7 @@ def draw_batch_grid(batch, names=None, max_images=16):
     rows = math.ceil(n / cols)
     grid = np.full((rows * h, cols * w, 3), 114, np.uint8)
     for i in range(n):
-        tile = np.ascontiguousarray(images[i])
+        tile = images[i].copy()  # drawn on: never the caller's pixels
         for (cx, cy, bw, bh), c in zip(batch["bboxes"][i][batch["mask"][i]], batch["cls"][i][batch["mask"][i]]):
             p1 = (int((cx - bw / 2) * w), int((cy - bh / 2) * h))
             p2 = (int((cx + bw / 2) * w), int((cy + bh / 2) * h))

@@ -30,7 +30,7 @@ def plot_first_val_batch(task: Any, variables: dict, batch: dict, names: Any, sa
     same settings (no second compilation)."""
     arrays, _ = val.val_inputs(batch)
     nc = int(task.num_classes)
-    step = val._jitted_step(task, float(conf), float(iou), int(max_det), nc, confusion.matrix_conf(conf))
+    step = val.jitted_step(task, float(conf), float(iou), int(max_det), nc, confusion.matrix_conf(conf))
     return plot_val_batch(arrays, jax.device_get(step(variables, arrays)), names, save_dir)
 
 

@@ -180,12 +180,12 @@ def plot_val_batch(arrays, out, names, save_dir):
         det_valid (b, d). names: class names. save_dir: folder.
     Returns:
       the two written paths.
-    """  # each grid draws on its own copy of the images (draw_batch_grid draws in place)
+    """
     hw = arrays["images"].shape[1:3]
     gain, pad = arrays["gain"], arrays["pad"]
-    labels = dict(images=arrays["images"].copy(), bboxes=to_input_xywh(arrays["gt_boxes"], gain, pad, hw),
+    labels = dict(images=arrays["images"], bboxes=to_input_xywh(arrays["gt_boxes"], gain, pad, hw),
                   cls=arrays["gt_cls"], mask=np.asarray(arrays["gt_mask"], bool))
-    preds = dict(images=arrays["images"].copy(), bboxes=to_input_xywh(out["det_boxes"], gain, pad, hw),
+    preds = dict(images=arrays["images"], bboxes=to_input_xywh(out["det_boxes"], gain, pad, hw),
                  cls=out["det_classes"], mask=np.asarray(out["det_valid"], bool) & (out["det_scores"] > PLOT_CONF))
     paths = []
     for batch, file in ((labels, "val_batch0_labels.jpg"), (preds, "val_batch0_pred.jpg")):

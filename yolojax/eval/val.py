@@ -71,7 +71,7 @@ def _build_step(task, conf, iou, max_det, num_classes, matrix_conf):
 _cached_step = functools.lru_cache(maxsize=16)(_build_step)
 
 
-def _jitted_step(task, *settings):
+def jitted_step(task, *settings):
     """The compiled step, reused across calls (every epoch's val) when the task is hashable (frozen dataclass)."""
     try:
         hash(task)
@@ -223,7 +223,7 @@ def evaluate(task, variables, dataset, *, conf=0.001, iou=0.7, max_det=300, mode
         raise ValueError(f"evaluate: mode must be one of {MODES}, got {mode!r}")
     num_classes = int(task.num_classes)
     names = list(names if names is not None else getattr(dataset, "names", None) or map(str, range(num_classes)))
-    step = _jitted_step(task, float(conf), float(iou), int(max_det), num_classes, confusion.matrix_conf(conf))
+    step = jitted_step(task, float(conf), float(iou), int(max_det), num_classes, confusion.matrix_conf(conf))
     acc = _Accumulator(num_classes)
     batches = _iterate(dataset)
     pending = None  # one batch in flight: the device computes batch k + 1 while the host files batch k

@@ -44,14 +44,6 @@ def new_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
     return path.absolute()
 
 
-def latest_run_dir(project: str | Path) -> Path:
-    """The most recently written run directory under `project` that holds a checkpoint."""
-    candidates = [p.parent.parent for p in Path(project).glob("*/weights/ckpt_last")]
-    if not candidates:
-        raise FileNotFoundError(f"resume=True: no run with a checkpoint under {Path(project).absolute()}")
-    return max(candidates, key=lambda p: (p / "weights" / "ckpt_last").stat().st_mtime).absolute()
-
-
 def save_args(run_dir: Path, cfg: Mapping[str, Any]) -> None:
     (run_dir / "args.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
 

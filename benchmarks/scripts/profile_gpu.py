@@ -14,8 +14,10 @@ import argparse
 import collections
 import glob
 import gzip
+import importlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -27,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from yolojax.bench.timing import median_ms  # noqa: E402
+from yolojax.bench.timing import median_ms, queued_ms  # noqa: E402
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 
@@ -81,6 +83,105 @@ def summarise(events: list[dict], calls: int, wall_ms: float, top: int = 25) -> 
     }
 
 
+SHAPE = re.compile(r"\b(pred|[su](?:8|16|32|64)|f16|bf16|f32|f64)\[([\d,]*)\]")
+ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
+              "s64": 8, "u64": 8, "f64": 8}
+INSTRUCTION = re.compile(r"^\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
+# peak HBM bandwidth, bytes/s, of the cards the lent machines have (the memory-traffic floor's denominator)
+PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}
+
+
+def hlo_instructions(text: str) -> dict[str, dict]:
+    """The optimized HLO's instructions outside fused computations, by kernel-style name (dots -> underscores):
+    opcode, bytes read + written (every shape in the operands and the result) and the op_name of its metadata."""
+    out, skip, computation, root_names = {}, False, "", {}
+    for line in text.splitlines():
+        if line and not line[0].isspace():  # a computation header
+            computation = line.split()[0].lstrip("%")
+            skip = computation.startswith(("fused", "region", "wrapped"))
+            continue
+        if skip and line.lstrip().startswith("ROOT") and 'op_name="' in line:
+            root_names[computation] = re.search(r'op_name="([^"]+)"', line).group(1)
+        m = INSTRUCTION.match(line)
+        if skip or not m:
+            continue
+        body = re.split(r", (?:metadata|backend_config|calls|kind|custom_call_target)=", m.group(2))[0]
+        opcode = re.search(r"\s([a-z][\w\-]*)\(", body)
+        nbytes = sum(ITEM_BYTES[t] * (int(np.prod([int(d) for d in dims.split(",") if d])) if dims else 1)
+                     for t, dims in SHAPE.findall(body))
+        op_name = re.search(r'op_name="([^"]+)"', m.group(2))
+        target = re.search(r'custom_call_target="([^"]+)"', m.group(2))
+        called = re.search(r"calls=%?([\w.\-]+)", m.group(2))
+        out[m.group(1).replace(".", "_")] = {
+            "opcode": (opcode.group(1) if opcode else "?") + (f":{target.group(1)}" if target else ""),
+            "bytes": nbytes, "op_name": op_name.group(1)[-120:] if op_name else "",
+            "calls": called.group(1) if called else ""}
+    for info in out.values():  # a fusion's metadata often sits on its fused computation's root only
+        info["op_name"] = info["op_name"] or root_names.get(info.pop("calls"), "")[-120:]
+        info.pop("calls", None)
+    return out
+
+
+def category(name: str, hlo: dict | None) -> str:
+    low = name.lower()
+    if "nccl" in low:
+        return "collective"
+    if any(k in low for k in ("xmma", "cudnn", "cutlass", "convolve", "nhwc", "implicit_gemm", "conv2d")):
+        return "convolution (cuDNN)"
+    if any(k in low for k in ("nvjet", "gemm", "cublas", "sm90_", "sm80_")):
+        return "matmul (cuBLAS)"
+    if "scatter" in low:
+        return "scatter"
+    if "reduce" in low:
+        return "reduction fusion"
+    if low.startswith(("loop_", "wrapped_", "input_")):
+        return "elementwise fusion"
+    if "transpose" in low or low.startswith("copy"):
+        return "copy / transpose"
+    if "memcpy" in low or "memset" in low:
+        return "memcpy / memset"
+    if hlo and "triton" in hlo.get("opcode", ""):
+        return "triton"
+    return "other"
+
+
+def attribute(events: list[dict], calls: int, hlo: dict[str, dict], peak: float | None, top: int = 40) -> dict:
+    """Kernel time by category, and the top kernels with their HLO instruction's bytes, achieved bandwidth and
+    op_name. The memory-traffic floor sums the bytes of every HLO instruction that ran (once per launch)."""
+    by_cat = collections.defaultdict(float)
+    per_name = collections.defaultdict(lambda: [0, 0.0])
+    floor_bytes = 0.0
+    for e in events:
+        op = (e.get("args") or {}).get("hlo_op") or e["name"]
+        if op.startswith("command_buffer"):  # kernels inside a CUDA graph: the kernel is named after its fusion
+            op = e["name"]
+        key = op.replace(".", "_")
+        by_cat[category(e["name"], hlo.get(key))] += e["dur"]
+        per_name[(e["name"], key)][0] += 1
+        per_name[(e["name"], key)][1] += e["dur"]
+    for (_, key), (n, _) in per_name.items():
+        floor_bytes += hlo.get(key, {}).get("bytes", 0) * n
+    ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])
+    rows = []
+    for (name, key), (n, us) in ranked[:top]:
+        info = hlo.get(key, {})
+        gbps = info.get("bytes", 0) * n / (us * 1e-6) / 1e9 if us else 0.0
+        rows.append({"kernel": name[:90], "hlo": key, "ms_per_call": us / calls / 1e3, "count_per_call": n / calls,
+                     "mb_per_call": info.get("bytes", 0) * n / calls / 1e6, "gb_per_s": gbps,
+                     "opcode": info.get("opcode", ""), "op_name": info.get("op_name", "")})
+    floor = {"traffic_mb_per_call": floor_bytes / calls / 1e6}
+    if peak:
+        floor["memory_floor_ms_per_call"] = floor_bytes / calls / peak * 1e3
+    return {"by_category_ms": {k: v / calls / 1e3 for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+            "attributed": rows, **floor,
+            "event_arg_keys": sorted({k for e in events[:200] for k in (e.get("args") or {})})}
+
+
+def peak_bandwidth() -> float | None:
+    kind = jax.devices()[0].device_kind
+    return next((v for k, v in PEAK_BANDWIDTH.items() if k in kind), None)
+
+
 def trace(fn, sync, calls: int) -> tuple[list[dict], float]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -117,7 +218,8 @@ def profile_infer(args) -> dict:
            "forward_ms": median_ms(lambda: forward(variables, x), jax.block_until_ready, 200, 20),
            "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20)}
     events, wall = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
-    return {**out, **summarise(events, args.calls, wall)}
+    hlo = hlo_instructions(detect.lower(variables, x).compile().as_text())
+    return {**out, **summarise(events, args.calls, wall), **attribute(events, args.calls, hlo, peak_bandwidth())}
 
 
 def profile_train(args) -> dict:
@@ -140,9 +242,16 @@ def profile_train(args) -> dict:
     one, compile_s = stepped.one, stepped.compile_s
 
     ms = median_ms(one, jax.block_until_ready, 20, 5)
+    queued = queued_ms(one, jax.block_until_ready, 30, rounds=1, warmup=3)
     events, wall = trace(one, jax.block_until_ready, args.calls)
+    cost = stepped.compiled.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list) else cost
+    hlo = hlo_instructions(stepped.compiled.as_text())
     return {"what": "train", "scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s,
-            "ms_per_step": ms, **summarise(events, args.calls, wall, top=40)}
+            "ms_per_step": ms, "queued_ms_per_step": queued,
+            "xla_bytes_accessed_mb": cost.get("bytes accessed", 0) / 1e6, "xla_gflops": cost.get("flops", 0) / 1e9,
+            **summarise(events, args.calls, wall, top=40),
+            **attribute(events, args.calls, hlo, peak_bandwidth())}
 
 
 def main(argv=None) -> int:
@@ -155,15 +264,30 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--print-top", type=int, default=15, help="kernels printed (all top 40 go to --out)")
+    parser.add_argument("--patch", action="append", default=[],
+                        help="module.attr=value set before building (A/B of a module constant), repeatable")
     args = parser.parse_args(argv)
     apply_default_xla_flags(job=args.what)  # JAX's backends start at the first computation, after this
     args.batch = args.batch or (1 if args.what == "infer" else 64)
+    for item in args.patch:
+        target, value = item.split("=", 1)
+        module, attr = target.rsplit(".", 1)
+        setattr(importlib.import_module(module), attr, json.loads(value))
     result = profile_infer(args) if args.what == "infer" else profile_train(args)
     result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind)
-    brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items() if k != "top"}
+    skip = ("top", "attributed", "event_arg_keys", "by_category_ms")
+    brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items() if k not in skip}
     print(json.dumps(brief))
-    for row in result["top"][:15]:
-        print(f"  {row['ms_per_call']:8.3f} ms  x{row['count_per_call']:6.1f}  {row['name'][:110]}")
+    for k in skip[3:]:
+        if k in result:
+            print(k, {c: round(v, 3) for c, v in result[k].items()})
+    for row in result.get("attributed", [])[:args.print_top]:
+        print(f"  {row['ms_per_call']:7.3f} ms x{row['count_per_call']:5.1f} {row['mb_per_call']:8.1f} MB "
+              f"{row['gb_per_s']:6.0f} GB/s {row['kernel'][:48]:48s} {row['opcode'][:24]:24s} {row['op_name'][-70:]}")
+    if "attributed" not in result:
+        for row in result["top"][:15]:
+            print(f"  {row['ms_per_call']:8.3f} ms  x{row['count_per_call']:6.1f}  {row['name'][:110]}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))

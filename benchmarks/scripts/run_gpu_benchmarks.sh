@@ -20,6 +20,8 @@
 #   peers    the train step and inference, ours against ultralytics 8.2.103 eager
 #   peers84  the newest reference (8.4.190, carried in .whl84/): its train step eager and under torch.compile, and
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
+#   speed    the train step's profile by kernel category with bytes and the memory floor, compile-time variants
+#            (cold caches), inference b1 / b32; BASE=<tree> profiles another tree's code first in the same call
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
@@ -73,6 +75,28 @@ if [ "$part" = profile ]; then  # variants name their XLA flags themselves: "def
   XLA_FLAGS="--xla_gpu_autotune_level=1 --xla_gpu_exclude_nondeterministic_ops=true" T=150 \
     p train_l1_det train --calls 2
   XLA_FLAGS="$CB --xla_gpu_dump_autotune_logs_to=$out/autotune_logs" T=170 p train_cmdbuf train --calls 3
+fi
+if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwidth, memory floor) and compile variants
+  # BASE=<folder holding another tree's yolojax/ and benchmarks/scripts/> profiles that code first, in the same call;
+  # SCALE (default n); PEERS=1 then times ultralytics 8.4 eager and under torch.compile on the same card
+  export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+  DET="--xla_gpu_exclude_nondeterministic_ops=true"
+  sc=(--scale "${SCALE:-n}")
+  p() { local tag=$1 dir=$2; shift 2; (cd "$dir" && N=${N:-34} run python3 benchmarks/scripts/profile_gpu.py "$@" \
+    --print-top 30 --tag "$tag" --out "$out/$tag.json"); }
+  cache() { export JAX_COMPILATION_CACHE_DIR=/tmp/jc_$1; }  # a new name = an empty cache = a cold compile
+  [ -n "${BASE:-}" ] && cache main && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
+  cache main; T=200 p train . train --calls 3 "${sc[@]}"
+  cache det; XLA_FLAGS="$DET" T=150 p cold_train_det . train --calls 3 "${sc[@]}"
+  cache al0; XLA_FLAGS="--xla_gpu_autotune_level=0" N=12 T=150 p cold_train_autotune0 . train --calls 3 "${sc[@]}"
+  cache main; [ -n "${BASE:-}" ] && N=8 T=100 p base_infer "$BASE" infer --calls 5 --conf 0.25
+  N=8 T=100 p infer . infer --calls 5 --conf 0.25
+  N=8 T=100 p infer_b32 . infer --calls 5 --conf 0.25 --batch 32
+  if [ "${PEERS:-0}" = 1 ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
+    T=400 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales="${SCALE:-n}" ours=false \
+      reference_compile=true out="$out/peers_84"
+  fi
 fi
 if [ "$part" = hsv ]; then
   T=90 run python3 $S/check_device_hsv.py

@@ -143,3 +143,50 @@ def test_train_mode_raw_maps_and_bn_update_match_reference():
     np.testing.assert_allclose(np.asarray(new_stats["mean"]), ref_bn.running_mean.numpy(), rtol=1e-4, atol=1e-5)
     # the reference updates the variance with the unbiased estimate (factor n / (n - 1), n = 2 * 64 * 80)
     np.testing.assert_allclose(np.asarray(new_stats["var"]), ref_bn.running_var.numpy(), rtol=1e-3)
+
+
+def test_widened_half_precision_stem_gives_the_same_convolution_and_gradient():
+    from yolojax.models.layers import conv2d_same
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 16)), jnp.float32)
+    for stride in (1, 2):
+        def loss(k, widen):
+            return jnp.sum(jnp.sin(conv2d_same(x, k, stride, widen)))
+        np.testing.assert_allclose(conv2d_same(x, kernel, stride, 8), conv2d_same(x, kernel, stride, 1),
+                                   rtol=1e-6, atol=1e-5)
+        widened, plain = jax.grad(loss)(kernel, 8), jax.grad(loss)(kernel, 1)
+        assert widened.shape == kernel.shape
+        np.testing.assert_allclose(widened, plain, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stem_by_pixel_blocks_gives_the_same_convolution_and_gradients(seed):
+    from yolojax.models.layers import conv2d_same, conv3x3_stride2_by_blocks
+
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(2, 12, 10, 3)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 16)), jnp.float32)
+
+    def loss(fn):
+        return lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
+    blocks = lambda x, k: conv3x3_stride2_by_blocks(x, k, 8)  # noqa: E731
+    plain = lambda x, k: conv2d_same(x, k, 2)  # noqa: E731
+    assert blocks(x, kernel).shape == (2, 6, 5, 16)
+    np.testing.assert_allclose(blocks(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
+    for got, want in zip(jax.grad(loss(blocks), (0, 1))(x, kernel), jax.grad(loss(plain), (0, 1))(x, kernel)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("stride, size", [(2, 16), (2, 15), (1, 16)])
+def test_half_precision_stem_paths_give_the_float32_convolution(stride, size):
+    from yolojax.models.layers import Conv
+
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(2, size, size, 3)), jnp.float32)
+    conv32 = Conv(16, 3, stride, dtype=jnp.float32)
+    variables = conv32.init(jax.random.PRNGKey(0), x)
+    want = conv32.apply(variables, x)
+    got = Conv(16, 3, stride, dtype=jnp.bfloat16).apply(variables, x)
+    assert got.dtype == jnp.bfloat16 and got.shape == want.shape
+    np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=3e-2, atol=3e-2)

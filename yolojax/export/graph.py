@@ -60,13 +60,14 @@ def fold_batchnorm(variables: dict) -> tuple[dict, frozenset]:
 
 
 def folded_batchnorm(folded_paths: frozenset):
-    """Context (flax method interceptor): each BatchNorm under a folded pair adds its bias and nothing else."""
+    """Context (flax method interceptor): each BatchNorm under a folded pair adds its bias (then its SiLU, if any)."""
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
         if isinstance(module, BatchNorm) and context.method_name == "__call__" and module.path[:-1] in folded_paths:
             x = args[0]
-            return (x + module.get_variable("params", "bias").astype(x.dtype)).astype(module.dtype)
+            y = (x + module.get_variable("params", "bias").astype(x.dtype)).astype(module.dtype)
+            return nn.silu(y) if module.silu else y
         return next_fun(*args, **kwargs)
 
     return nn.intercept_methods(intercept)

@@ -22,8 +22,8 @@ Per iteration (the reference's inner loop body, as one pure function):
      as each DDP rank's BatchNorm does: the average of those is unbiased too. A model that wants cross-device batch
      statistics can name the mesh axis (`axis_name="data"`) in its BatchNorm (yolojax.models.layers.BatchNorm then
      counts n over all devices, as SyncBatchNorm does);
-  4. a non-finite loss or gradient leaves params, BN statistics and the accumulated gradient untouched and is
-     counted; otherwise the gradient is added to the accumulator;
+  4. a non-finite loss or gradient (or any other exchanged value) leaves params, BN statistics and the accumulated
+     gradient untouched and is counted; otherwise the gradient is added to the accumulator;
   5. when `iteration - last_opt_step >= accumulate`, the optimizer (clip + grouped SGD/Adam) applies the summed
      gradient and the EMA is updated. Both outcomes are computed and selected with `where` (no host round trip).
 The state is replicated; its buffers are donated. Hyper-parameters arrive as device scalars, so new values never
@@ -97,9 +97,10 @@ def _varying(tree: Any, axis: str, exchange: str) -> Any:
     return tree if exchange == "none" else lax.pcast(tree, axis, to="varying")
 
 
-def psum_flat(tree: Any, axis: str) -> Any:
+def psum_flat(tree: Any, axis: str, *, with_finite: bool = False) -> Any:
     """`lax.psum(tree, axis)` as one all-reduce: the leaves laid end to end in one fp32 buffer, summed, split back
-    (each leaf keeps its shape and dtype; integer leaves are exact below 2**24)."""
+    (each leaf keeps its shape and dtype; integer leaves are exact below 2**24). with_finite: also return whether
+    every summed value is finite (one reduction over the buffer, no second copy of the leaves)."""
     leaves, treedef = jax.tree.flatten(tree)
     flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
     summed = lax.psum(flat, axis)
@@ -107,7 +108,8 @@ def psum_flat(tree: Any, axis: str) -> Any:
     for x in leaves:
         out.append(summed[offset:offset + x.size].reshape(x.shape).astype(x.dtype))
         offset += x.size
-    return jax.tree.unflatten(treedef, out)
+    result = jax.tree.unflatten(treedef, out)
+    return (result, jnp.all(jnp.isfinite(summed))) if with_finite else result
 
 
 EXCHANGES = ("flat", "autodiff", "none")
@@ -132,13 +134,20 @@ def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9
                  "model_state": aux["model_state"], "instances": jnp.sum(batch["mask"]).astype(jnp.int32)}
         if exchange == "flat":
             local["grads"] = grads
-        summed = psum_flat(local, axis) if exchange != "none" else local
         devices = lax.psum(1, axis) if exchange != "none" else 1  # a compile-time constant
+        if exchange == "none":
+            summed, finite = local, jnp.isfinite(loss) & _all_finite(grads)
+        elif devices == 1:  # per-leaf sums over one device are no-ops XLA drops; no copy into a flat buffer
+            summed = lax.psum(local, axis)
+            finite = jnp.isfinite(summed["loss"]) & _all_finite(summed.get("grads", grads))
+        else:  # the exchanged buffer holds the gradients: its check needs no copy of its own
+            summed, finite = psum_flat(local, axis, with_finite=True)
+            if exchange == "autodiff":
+                finite = finite & _all_finite(grads)
         grads, loss = summed.get("grads", grads), summed["loss"]
         items = summed["items"] / devices
         new_model_state = jax.tree.map(lambda x: x / devices, summed["model_state"])
 
-        finite = jnp.isfinite(loss) & _all_finite(grads)
         grad_accum = _select(finite, jax.tree.map(jnp.add, state.grad_accum, grads), state.grad_accum)
         model_state = _select(finite, new_model_state, state.model_state)
         due = finite & (state.iteration - state.last_opt_step >= hyper.accumulate)

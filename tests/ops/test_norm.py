@@ -1,0 +1,58 @@
+"""batch_norm_silu: values and the hand-written gradient against autodiff of the plain formula."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolojax.ops.norm import batch_norm_silu
+
+EPS = 1e-3
+
+
+def plain(x, scale, bias):
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axes)
+    var = jnp.maximum(jnp.square(x).mean(axes) - jnp.square(mean), 0.0)
+    y = (x - mean) * (jax.lax.rsqrt(var + EPS) * scale) + bias
+    return jax.nn.silu(y), mean, var
+
+
+def _inputs(seed, shape=(4, 6, 5, 7)):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(1.5, 2.0, size=shape), jnp.float32)
+    scale = jnp.asarray(rng.uniform(0.5, 1.5, size=shape[-1]), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=shape[-1]), jnp.float32)
+    weights = [jnp.asarray(rng.normal(size=s), jnp.float32) for s in (shape, shape[-1:], shape[-1:])]
+    return x, scale, bias, weights
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_values_and_gradients_match_autodiff(seed):
+    x, scale, bias, weights = _inputs(seed)
+
+    def loss(fn, with_stats):
+        def f(x, scale, bias):
+            y, mean, var = fn(x, scale, bias)
+            total = jnp.sum(y * weights[0])
+            return total + (jnp.sum(mean * weights[1]) + jnp.sum(var * weights[2]) if with_stats else 0.0)
+        return f
+
+    ours = lambda x, s, b: batch_norm_silu(x, s, b, EPS)  # noqa: E731
+    for got, want in zip(ours(x, scale, bias), plain(x, scale, bias)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for with_stats in (False, True):
+        got = jax.grad(loss(ours, with_stats), argnums=(0, 1, 2))(x, scale, bias)
+        want = jax.grad(loss(plain, with_stats), argnums=(0, 1, 2))(x, scale, bias)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_half_precision_input_gives_half_output_and_float32_statistics():
+    x, scale, bias, _ = _inputs(3)
+    y, mean, var = batch_norm_silu(x.astype(jnp.bfloat16), scale, bias, EPS)
+    assert y.dtype == jnp.bfloat16 and mean.dtype == jnp.float32 and var.dtype == jnp.float32
+    want = plain(x.astype(jnp.bfloat16).astype(jnp.float32), scale, bias)[0]
+    np.testing.assert_allclose(np.asarray(y, np.float32), want, rtol=2**-8, atol=1e-6)
+    dx = jax.grad(lambda v: jnp.sum(batch_norm_silu(v, scale, bias, EPS)[0].astype(jnp.float32)))(
+        x.astype(jnp.bfloat16))
+    assert dx.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dx.astype(jnp.float32))))

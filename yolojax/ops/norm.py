@@ -1,0 +1,64 @@
+"""Training-mode BatchNorm followed by SiLU as one function with a hand-written gradient.
+
+Autodiff of the plain formula (batch moments, normalize, SiLU) gives XLA several reductions and elementwise passes
+over each activation, some through float32 intermediates in memory. The gradient written out needs two passes: one
+multi-output reduction (sum of g and of g * x_hat, with g = dL/dy recomputed from the saved input) and one
+elementwise pass for dx. For YOLOv8 most of the step's non-convolution time is these layers.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _moments(x32):
+    axes = tuple(range(x32.ndim - 1))
+    mean = x32.mean(axes)
+    return mean, jnp.maximum(jnp.square(x32).mean(axes) - jnp.square(mean), 0.0)
+
+
+def _normalized(x32, mean, inv_std, scale, bias):
+    return (x32 - mean) * (inv_std * scale) + bias
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_silu(x, scale, bias, epsilon: float):
+    """SiLU(BatchNorm(x)) with the batch's statistics (training mode).
+
+    x: (..., c) any float dtype; scale, bias: (c,) float32; epsilon: added to the variance.
+    Returns (y (..., c) in x's dtype, mean (c,) float32, var (c,) float32 biased batch variance). Computes in
+    float32 and rounds once. The gradient (custom) equals autodiff's of the same formula up to rounding.
+    """
+    return _forward(x, scale, bias, epsilon)[0]
+
+
+def _forward(x, scale, bias, epsilon):
+    x32 = x.astype(jnp.float32)
+    mean, var = _moments(x32)
+    inv_std = lax.rsqrt(var + epsilon)
+    y = _normalized(x32, mean, inv_std, scale, bias)
+    return (jax.nn.silu(y).astype(x.dtype), mean, var), (x, mean, inv_std, scale, bias)
+
+
+def _backward(epsilon, residuals, cotangents):
+    x, mean, inv_std, scale, bias = residuals
+    d_out, d_mean, d_var = cotangents
+    axes = tuple(range(x.ndim - 1))
+    n = math.prod(x.shape[:-1])
+    x32 = x.astype(jnp.float32)
+    x_hat = (x32 - mean) * inv_std
+    y = x_hat * scale + bias
+    sig = jax.nn.sigmoid(y)
+    g = d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))  # dL/dy through SiLU
+    sum_g, sum_g_xhat = g.sum(axes), (g * x_hat).sum(axes)
+    dx = (scale * inv_std) * (g - sum_g / n - x_hat * (sum_g_xhat / n))
+    # the statistics' own cotangents (zero when they only feed the running averages)
+    dx = dx + d_mean / n + d_var * (2.0 / n) * (x32 - mean)
+    return dx.astype(x.dtype), sum_g_xhat, sum_g
+
+
+batch_norm_silu.defvjp(_forward, _backward)

@@ -85,13 +85,14 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
   p() { local tag=$1 dir=$2; shift 2; (cd "$dir" && N=${N:-34} run python3 benchmarks/scripts/profile_gpu.py "$@" \
     --print-top 30 --tag "$tag" --out "$out/$tag.json"); }
   cache() { export JAX_COMPILATION_CACHE_DIR=/tmp/jc_$1; }  # a new name = an empty cache = a cold compile
-  [ -n "${BASE:-}" ] && cache main && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
   cache main; T=200 p train . train --calls 3 "${sc[@]}"
-  cache det; XLA_FLAGS="$DET" T=150 p cold_train_det . train --calls 3 "${sc[@]}"
-  cache al0; XLA_FLAGS="--xla_gpu_autotune_level=0" N=12 T=150 p cold_train_autotune0 . train --calls 3 "${sc[@]}"
-  cache main; [ -n "${BASE:-}" ] && N=8 T=100 p base_infer "$BASE" infer --calls 5 --conf 0.25
-  N=8 T=100 p infer . infer --calls 5 --conf 0.25
-  N=8 T=100 p infer_b32 . infer --calls 5 --conf 0.25 --batch 32
+  [ -n "${BASE:-}" ] && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
+  if [ "${STEP_ONLY:-0}" != 1 ]; then  # STEP_ONLY=1: the step (and the peers) only
+    cache det; XLA_FLAGS="$DET" T=150 p cold_train_det . train --calls 3 "${sc[@]}"
+    cache main; [ -n "${BASE:-}" ] && N=8 T=100 p base_infer "$BASE" infer --calls 5 --conf 0.25
+    N=8 T=100 p infer . infer --calls 5 --conf 0.25
+    N=8 T=100 p infer_b32 . infer --calls 5 --conf 0.25 --batch 32
+  fi
   if [ "${PEERS:-0}" = 1 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
     T=400 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales="${SCALE:-n}" ours=false \

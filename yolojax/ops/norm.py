@@ -44,28 +44,20 @@ def _forward(x, scale, bias, epsilon):
     return (jax.nn.silu(y).astype(x.dtype), mean, var), (x, mean, inv_std, scale, bias)
 
 
-def _grad_before_norm(x, d_out, mean, inv_std, scale, bias):
-    """x_hat and g = dL/dy (through SiLU), float32, from the saved input and the output's cotangent."""
-    x_hat = (x.astype(jnp.float32) - mean) * inv_std
-    y = x_hat * scale + bias
-    sig = jax.nn.sigmoid(y)
-    return x_hat, d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))
-
-
 def _backward(epsilon, residuals, cotangents):
     x, mean, inv_std, scale, bias = residuals
     d_out, d_mean, d_var = cotangents
     axes = tuple(range(x.ndim - 1))
     n = math.prod(x.shape[:-1])
-    x_hat, g = _grad_before_norm(x, d_out, mean, inv_std, scale, bias)
+    x32 = x.astype(jnp.float32)
+    x_hat = (x32 - mean) * inv_std
+    y = x_hat * scale + bias
+    sig = jax.nn.sigmoid(y)
+    g = d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))  # dL/dy through SiLU
     sum_g, sum_g_xhat = g.sum(axes), (g * x_hat).sum(axes)
-    # The dx pass recomputes x_hat and g from the half-precision inputs: behind the barrier XLA cannot merge the two
-    # computations, which would store g in float32 for both passes (more bytes than reading the inputs twice).
-    x, d_out = lax.optimization_barrier((x, d_out))
-    x_hat, g = _grad_before_norm(x, d_out, mean, inv_std, scale, bias)
     dx = (scale * inv_std) * (g - sum_g / n - x_hat * (sum_g_xhat / n))
     # the statistics' own cotangents (zero when they only feed the running averages)
-    dx = dx + d_mean / n + d_var * (2.0 / n) * x_hat / inv_std
+    dx = dx + d_mean / n + d_var * (2.0 / n) * (x32 - mean)
     return dx.astype(x.dtype), sum_g_xhat, sum_g
 
 

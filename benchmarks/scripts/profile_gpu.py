@@ -91,13 +91,17 @@ INSTRUCTION = re.compile(r"^\s+(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*)$")
 PEAK_BANDWIDTH = {"H100": 3.35e12, "H200": 4.8e12}
 
 
-def hlo_instructions(text: str) -> dict[str, dict]:
-    """The optimized HLO's instructions outside fused computations, by kernel-style name (dots -> underscores):
-    opcode, bytes read + written (every shape in the operands and the result) and the op_name of its metadata."""
-    out, skip, computation, root_names = {}, False, "", {}
+def hlo_instructions(text: str) -> dict:
+    """The optimized HLO's instructions outside fused computations: opcode, bytes read + written (every shape in the
+    operands and the result) and the op_name of its metadata. Returns {"by_name": kernel-style name (dots ->
+    underscores) -> info, "by_site": (computation, name) -> info, "callee": calling instruction -> computation}:
+    fusions inside different command buffers (CUDA graphs) may share a name, the calling site tells them apart."""
+    by_name, by_site, callee, skip, computation, root_names = {}, {}, {}, False, "", {}
     for line in text.splitlines():
         if line and not line[0].isspace():  # a computation header
             computation = line.split()[0].lstrip("%")
+            if computation == "ENTRY":
+                computation = line.split()[1].lstrip("%")
             skip = computation.startswith(("fused", "region", "wrapped"))
             continue
         if skip and line.lstrip().startswith("ROOT") and 'op_name="' in line:
@@ -105,21 +109,59 @@ def hlo_instructions(text: str) -> dict[str, dict]:
         m = INSTRUCTION.match(line)
         if skip or not m:
             continue
-        body = re.split(r", (?:metadata|backend_config|calls|kind|custom_call_target)=", m.group(2))[0]
+        body = re.split(r", (?:metadata|backend_config|calls|kind|custom_call_target|to_apply)=", m.group(2))[0]
         opcode = re.search(r"\s([a-z][\w\-]*)\(", body)
         nbytes = sum(ITEM_BYTES[t] * (int(np.prod([int(d) for d in dims.split(",") if d])) if dims else 1)
                      for t, dims in SHAPE.findall(body))
         op_name = re.search(r'op_name="([^"]+)"', m.group(2))
         target = re.search(r'custom_call_target="([^"]+)"', m.group(2))
-        called = re.search(r"calls=%?([\w.\-]+)", m.group(2))
-        out[m.group(1).replace(".", "_")] = {
-            "opcode": (opcode.group(1) if opcode else "?") + (f":{target.group(1)}" if target else ""),
-            "bytes": nbytes, "op_name": op_name.group(1)[-120:] if op_name else "",
-            "calls": called.group(1) if called else ""}
-    for info in out.values():  # a fusion's metadata often sits on its fused computation's root only
-        info["op_name"] = info["op_name"] or root_names.get(info.pop("calls"), "")[-120:]
-        info.pop("calls", None)
-    return out
+        called = re.search(r"(?:calls|to_apply)=%?([\w.\-]+)", m.group(2))
+        name = m.group(1).replace(".", "_")
+        info = {"opcode": (opcode.group(1) if opcode else "?") + (f":{target.group(1)}" if target else ""),
+                "bytes": nbytes, "op_name": op_name.group(1)[-120:] if op_name else "",
+                "calls": called.group(1) if called else ""}
+        by_name[name] = by_site[(computation, name)] = info
+        if called:
+            callee[name] = called.group(1)
+    for info in by_site.values():  # a fusion's metadata often sits on its fused computation's root only
+        info["op_name"] = info["op_name"] or root_names.get(info["calls"], "")[-120:]
+    return {"by_name": by_name, "by_site": by_site, "callee": callee}
+
+
+def resolve(event: dict, hlo: dict) -> tuple[str, dict]:
+    """The HLO instruction a trace event ran: (key, info). Kernels inside a command buffer are named after their
+    fusion; the command buffer's own instruction names the computation that holds it."""
+    op = ((event.get("args") or {}).get("hlo_op") or event["name"]).replace(".", "_")
+    if op.startswith("command_buffer"):
+        kernel = event["name"].replace(".", "_")
+        info = hlo["by_site"].get((hlo["callee"].get(op, ""), kernel)) or hlo["by_name"].get(kernel, {})
+        return f"{op}/{kernel}", info
+    return op, hlo["by_name"].get(op, {})
+
+
+def layer_kind(kernel: str, info: dict) -> str:
+    """Coarse class of a kernel's work from its HLO op_name: which part of the step it belongs to."""
+    op_name, low = info.get("op_name", ""), kernel.lower()
+    backward = "transpose(" in op_name
+    side = " (backward)" if backward else " (forward)"
+    if "cudnn" in info.get("opcode", "") or any(k in low for k in ("xmma", "cutlass", "convolve", "nhwc")):
+        kind = "wgrad" if ("wgrad" in low or "bw-filter" in op_name) else "dgrad" if "dgrad" in low else "fprop"
+        return f"convolution {kind}"
+    if "YOLOv8" in op_name:
+        if "/bn/" in op_name:
+            return "BatchNorm + SiLU" + side
+        if any(k in op_name for k in ("concatenate", "slice", "/pad", "dynamic")):
+            return "concat / split / pad" + side
+        if "add_any" in op_name or op_name.endswith("/add"):
+            return "residual and branch sums" + side
+        if "/conv/" in op_name:
+            return "convolution glue (cast, pad, layout)" + side
+        return "model, other" + side
+    if op_name.startswith(("jit(local_step)/jvp(", "jit(local_step)/transpose(")):
+        return "loss + assigner" + side
+    if not op_name:
+        return "unattributed (" + category(kernel, info) + ")"
+    return "update: optimizer, EMA, exchange, checks"
 
 
 def category(name: str, hlo: dict | None) -> str:
@@ -145,26 +187,23 @@ def category(name: str, hlo: dict | None) -> str:
     return "other"
 
 
-def attribute(events: list[dict], calls: int, hlo: dict[str, dict], peak: float | None, top: int = 40) -> dict:
-    """Kernel time by category, and the top kernels with their HLO instruction's bytes, achieved bandwidth and
-    op_name. The memory-traffic floor sums the bytes of every HLO instruction that ran (once per launch)."""
-    by_cat = collections.defaultdict(float)
-    per_name = collections.defaultdict(lambda: [0, 0.0])
-    floor_bytes = 0.0
+def attribute(events: list[dict], calls: int, hlo: dict, peak: float | None, top: int = 60) -> dict:
+    """Kernel time by category and by layer kind, and the top kernels with their HLO instruction's bytes, achieved
+    bandwidth and op_name. The memory-traffic floor sums the bytes of every HLO instruction that ran (per launch)."""
+    by_cat, by_kind = collections.defaultdict(float), collections.defaultdict(float)
+    per_site = collections.defaultdict(lambda: [0, 0.0, None, {}])
     for e in events:
-        op = (e.get("args") or {}).get("hlo_op") or e["name"]
-        if op.startswith("command_buffer"):  # kernels inside a CUDA graph: the kernel is named after its fusion
-            op = e["name"]
-        key = op.replace(".", "_")
-        by_cat[category(e["name"], hlo.get(key))] += e["dur"]
-        per_name[(e["name"], key)][0] += 1
-        per_name[(e["name"], key)][1] += e["dur"]
-    for (_, key), (n, _) in per_name.items():
-        floor_bytes += hlo.get(key, {}).get("bytes", 0) * n
-    ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])
+        key, info = resolve(e, hlo)
+        by_cat[category(e["name"], info)] += e["dur"]
+        by_kind[layer_kind(e["name"], info)] += e["dur"]
+        row = per_site[(e["name"], key)]
+        row[0] += 1
+        row[1] += e["dur"]
+        row[3] = info
+    floor_bytes = sum(info.get("bytes", 0) * n for n, _, _, info in per_site.values())
+    ranked = sorted(per_site.items(), key=lambda kv: -kv[1][1])
     rows = []
-    for (name, key), (n, us) in ranked[:top]:
-        info = hlo.get(key, {})
+    for (name, key), (n, us, _, info) in ranked[:top]:
         gbps = info.get("bytes", 0) * n / (us * 1e-6) / 1e9 if us else 0.0
         rows.append({"kernel": name[:90], "hlo": key, "ms_per_call": us / calls / 1e3, "count_per_call": n / calls,
                      "mb_per_call": info.get("bytes", 0) * n / calls / 1e6, "gb_per_s": gbps,
@@ -172,8 +211,8 @@ def attribute(events: list[dict], calls: int, hlo: dict[str, dict], peak: float 
     floor = {"traffic_mb_per_call": floor_bytes / calls / 1e6}
     if peak:
         floor["memory_floor_ms_per_call"] = floor_bytes / calls / peak * 1e3
-    return {"by_category_ms": {k: v / calls / 1e3 for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
-            "attributed": rows, **floor,
+    ms = lambda table: {k: v / calls / 1e3 for k, v in sorted(table.items(), key=lambda kv: -kv[1])}  # noqa: E731
+    return {"by_category_ms": ms(by_cat), "by_layer_kind_ms": ms(by_kind), "attributed": rows, **floor,
             "event_arg_keys": sorted({k for e in events[:200] for k in (e.get("args") or {})})}
 
 
@@ -276,7 +315,7 @@ def main(argv=None) -> int:
         setattr(importlib.import_module(module), attr, json.loads(value))
     result = profile_infer(args) if args.what == "infer" else profile_train(args)
     result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind)
-    skip = ("top", "attributed", "event_arg_keys", "by_category_ms")
+    skip = ("top", "attributed", "event_arg_keys", "by_category_ms", "by_layer_kind_ms")
     brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items() if k not in skip}
     print(json.dumps(brief))
     for k in skip[3:]:

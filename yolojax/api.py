@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from yolojax.cli import args
 from yolojax.cli import val as val_command
-from yolojax.cli.train import enable_compilation_cache, run_training
+from yolojax.cli.train import run_training
 from yolojax.cli.weights import model_of_weights, resolve_weights, with_pretrained
 from yolojax.convert.cache import REFERENCE_SUFFIXES, is_reference_file
 from yolojax.eval.predict import Prediction, predict
@@ -31,6 +31,7 @@ from yolojax.train.config import Config, ConfigError, default_values, load_confi
 from yolojax.train.devices import restrict_platform
 from yolojax.train.loop import TrainResult
 from yolojax.train.records import load_args
+from yolojax.xla_flags import enable_compilation_cache
 
 
 @dataclasses.dataclass(frozen=True)

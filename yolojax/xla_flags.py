@@ -19,11 +19,17 @@ cuDNN candidates are autotuned, at the cost of a slower step (benchmarks/2026-11
 The CLI and the benchmark scripts call `apply_default_xla_flags(job=...)` first thing. From Python, call it before
 the first JAX computation (or set the flags yourself). A flag already present in `XLA_FLAGS` is left as the user set
 it, and `YOLOJAX_XLA_FLAGS=0` turns the defaults off.
+
+`enable_compilation_cache()` (also called by the CLI first thing) keeps compiled programs and autotuning results on
+disk, so a second run skips most of the compile.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import MutableMapping
+
+import jax
 
 COMMAND_BUFFER_FLAGS = (
     "--xla_gpu_enable_command_buffer=+CONVOLUTION,+WHILE,+CONDITIONAL",
@@ -56,3 +62,12 @@ def apply_default_xla_flags(environ: MutableMapping[str, str] = os.environ, *, j
         return environ.get("XLA_FLAGS", "")
     environ["XLA_FLAGS"] = with_default_flags(environ.get("XLA_FLAGS", ""), flags)
     return environ["XLA_FLAGS"]
+
+
+def enable_compilation_cache() -> None:
+    """Keep compiled steps on disk ($YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax) so repeated runs start at once."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+        return
+    root = Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
+    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

@@ -173,6 +173,28 @@ def test_val_on_saved_weights_writes_the_table_and_predictions(shapes_dataset, t
     assert (tmp_path / "val" / "predictions.json").is_file()
 
 
+def test_val_takes_reference_weights_through_the_import_cache(shapes_dataset, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("safetensors")
+    from safetensors.numpy import save_file
+
+    from yolojax.convert.mapping import variables_to_state_dict
+
+    monkeypatch.setenv("YOLOJAX_CACHE", str(tmp_path / "cache"))
+    data_yaml = shapes_dataset(4, 4, 64)
+    task = build_task({"family": "yolov8", "scale": "n"}, 3)
+    variables = jax.tree.map(np.asarray, task.init(jax.random.PRNGKey(0), (64, 64)))
+    save_weights(tmp_path / "w", variables, {"model": "yolov8", "scale": "n", "num_classes": 3, "imgsz": 64})
+    save_file({k: np.ascontiguousarray(v) for k, v in variables_to_state_dict(variables).items()},
+              str(tmp_path / "w.safetensors"))
+    common = [f"data={data_yaml}", "batch=4", "workers=0", "plots=false", "imgsz=64", "conf=0.0"]
+    tables = []
+    for weights in (tmp_path / "w", tmp_path / "w.safetensors"):
+        assert val.cli_main([f"weights={weights}", *common, f"save_dir={tmp_path / weights.name}"]) == 0
+        tables.append([line for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["all"]])
+    assert tables[0] and tables[0] == tables[1]
+    assert any((tmp_path / "cache" / "imported").iterdir())
+
+
 def test_train_on_a_dataset_without_labels_is_one_line_and_exit_2(shapes_dataset, tmp_path, monkeypatch, capsys):
     root = tmp_path / "nolabels"
     shutil.copytree(shapes_dataset(8, 4, 64).parent, root)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from yolojax.cli import args
-from yolojax.cli.train import enable_compilation_cache
+from yolojax.cli.weights import TRAIN_KEYS
 from yolojax.data.media import list_media
 from yolojax.eval.predict import PredictInputError, load_jax_detector, predict_options, stream_predict
 from yolojax.eval.predict_output import PredictionWriter
 from yolojax.export import load_onnx_detector
 from yolojax.train.config import ConfigError
 from yolojax.train.records import new_run_dir
+from yolojax.xla_flags import enable_compilation_cache
 
 COMMAND = args.Command(
     name="predict",
@@ -46,8 +47,7 @@ COMMAND = args.Command(
         "exist_ok": args.config_key("exist_ok", help="(bool) write into project/name even if it exists"),
         "save_dir": args.own_key(None, "(str) output folder instead of project/name (numbered likewise)",
                                  types=(str,)),
-        "trust_pickle": args.own_key(False, "(bool) allow unpickling an ultralytics .pt checkpoint (runs code from "
-                                            "the file: only for files you trust)"),
+        "trust_pickle": TRAIN_KEYS["trust_pickle"],
     },
     positional=("SOURCE",),
 )

@@ -1,11 +1,7 @@
 """`yolojax train [key=value ...]`: the training run of `yolojax.train.loop`, validated by `yolojax.eval`."""
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
-
-import jax
 
 from yolojax.cli import args
 from yolojax.cli.weights import TRAIN_KEYS, assigns, split_trust_pickle, with_pretrained
@@ -15,7 +11,7 @@ from yolojax.eval.val import evaluate_ema
 from yolojax.train.config import Config, ConfigError, default_values, load_config, read_yaml, recipe_path
 from yolojax.train.devices import restrict_platform
 from yolojax.train.loop import NonFiniteLossError, TrainResult, train
-from yolojax.xla_flags import apply_default_xla_flags
+from yolojax.xla_flags import apply_default_xla_flags, enable_compilation_cache
 
 
 def recipe_note(recipe) -> str:
@@ -35,15 +31,6 @@ COMMAND = args.Command(
     keys={**args.config_keys(), **TRAIN_KEYS},
     notes=recipe_note(default_values().cfg),
 )
-
-
-def enable_compilation_cache() -> None:
-    """Keep compiled steps on disk ($YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax) so repeated runs start at once."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
-        return
-    root = Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def run_training(cfg: Config) -> TrainResult:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from yolojax.cli import args
+from yolojax.cli.weights import TRAIN_KEYS, resolve_weights
+from yolojax.convert.cache import is_reference_file
 from yolojax.convert.files import read_weights
 from yolojax.data import build_dataset
 from yolojax.detectors import task_from_weights_meta
@@ -19,7 +21,10 @@ COMMAND = args.Command(
     summary="Validate weights on a dataset (mAP, both matching rules computed, `mode` picks the headline), or score "
             "a COCO results file against COCO ground truth.",
     keys={
-        "weights": args.config_key("weights", help="(str) yolojax weights folder to validate (required)"),
+        "weights": args.config_key("weights", help="(str) yolojax weights folder to validate, or reference weights "
+                                                   "(.pt / .pth / .safetensors, imported once into the cache) "
+                                                   "(required)"),
+        "trust_pickle": TRAIN_KEYS["trust_pickle"],
         "data": args.config_key("data", help=args.DATA_HELP),
         "split": args.own_key("val", "(str) split of the data yaml to validate on"),
         "imgsz": args.config_key("imgsz", None, "(int) image size; null or 0: the size the weights were trained at "
@@ -84,7 +89,9 @@ def validate(opts) -> dict:
     """Load the weights, build the dataset, print the table (and the pycocotools numbers with anno_json); returns
     `yolojax.eval.val.evaluate`'s result."""
     check_values(opts)
-    variables, meta = read_weights(opts.weights)
+    folder = (resolve_weights(opts.weights, trust_pickle=opts.trust_pickle)[0] if is_reference_file(opts.weights)
+              else opts.weights)
+    variables, meta = read_weights(folder)
     task = task_from_weights_meta(meta)
     imgsz = stride_multiple(opts.imgsz or int(meta.get("imgsz") or 640))
     cfg = dict(data=opts.data, imgsz=imgsz, batch=opts.batch, workers=opts.workers, rect=opts.rect)

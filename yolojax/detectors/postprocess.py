@@ -46,8 +46,11 @@ def _candidates(class_probs, conf_thres, multi_label, classes, max_nms):
     return anchor, class_id, score, mask
 
 
-def _nms_one_image(boxes_xyxy, class_probs, conf_thres, iou_thres, max_det, multi_label, agnostic, max_nms,
-                   classes, tile_size):
+def nms_one_image(boxes_xyxy, class_probs, conf_thres, iou_thres, max_det, multi_label, agnostic, max_nms,
+                  classes, tile_size):
+    """`non_max_suppression` of one image (no batch axis): boxes_xyxy (a, 4) pixels, class_probs (a, nc) float32,
+    the settings positional (thresholds may be traced, as the ONNX export's are). Returns its dict without the batch
+    axis: boxes (max_det, 4), scores, classes, valid (max_det,)."""
     anchor, class_id, score, mask = _candidates(class_probs, conf_thres, multi_label, classes, max_nms)
     boxes = boxes_xyxy[anchor]
     offset = 0.0 if agnostic else class_id.astype(boxes.dtype)[:, None] * MAX_WH
@@ -87,8 +90,8 @@ def non_max_suppression(boxes_xywh, class_probs, *, conf_thres: float = 0.25, io
                          "must be (b, a, 4) and (b, a, nc)")
     multi_label = multi_label and class_probs.shape[-1] > 1
     boxes_xyxy = xywh2xyxy(boxes_xywh.astype(jnp.float32))
-    run = lambda b, p: _nms_one_image(b, p.astype(jnp.float32), conf_thres, iou_thres, max_det, multi_label,
-                                      agnostic, max_nms, None if classes is None else tuple(classes), tile_size)
+    run = lambda b, p: nms_one_image(b, p.astype(jnp.float32), conf_thres, iou_thres, max_det, multi_label,
+                                     agnostic, max_nms, None if classes is None else tuple(classes), tile_size)
     return jax.vmap(run)(boxes_xyxy, class_probs)
 
 

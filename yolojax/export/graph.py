@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolojax.detectors.postprocess import _nms_one_image
+from yolojax.detectors.postprocess import nms_one_image
 from yolojax.models.layers import BN_EPSILON, BatchNorm
 from yolojax.ops.boxes import xywh2xyxy
 
@@ -85,13 +85,13 @@ def yolo_forward(task, variables: dict) -> Callable:
     return forward
 
 
-def nms_one_image(max_det: int) -> Callable:
+def image_nms(max_det: int) -> Callable:
     """`(boxes_xywh (a, 4), class_probs (a, nc), conf (), iou ()) -> (boxes, scores, classes, valid)` of one image:
     `non_max_suppression`'s rows (best class per anchor, class-aware) with the thresholds as arrays."""
 
     def run(boxes_xywh, class_probs, conf, iou):
-        rows = _nms_one_image(xywh2xyxy(boxes_xywh.astype(jnp.float32)), class_probs.astype(jnp.float32), conf, iou,
-                              max_det, False, False, MAX_NMS, None, NMS_TILE)
+        rows = nms_one_image(xywh2xyxy(boxes_xywh.astype(jnp.float32)), class_probs.astype(jnp.float32), conf, iou,
+                             max_det, False, False, MAX_NMS, None, NMS_TILE)
         return tuple(rows[k] for k in NMS_OUTPUTS)
 
     return run
@@ -119,7 +119,7 @@ def detector_function(task, variables: dict, image_hw: tuple[int, int], *, nms: 
     forward = yolo_forward(task, variables)
     if not nms:
         return forward
-    one = nms_one_image(max_det)
+    one = image_nms(max_det)
     if loop_images:
         one = traced_per_image(one, num_anchors(image_hw), task.num_classes)
 

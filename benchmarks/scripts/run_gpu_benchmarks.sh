@@ -16,7 +16,8 @@
 # the reference under DDP; multi_s = v8n and v8s scaling; multi_proc = v8n on one process per GPU
 # (jax.distributed); multi_proc_cli = `yolojax train` with one process per GPU; multi_cli = `yolojax train` on 1 and on all GPUs (a generated 640 px dataset, validation,
 # checkpoints, an interrupted and resumed run); multi_feed = the 2-GPU feed alone (copy variants, no step) and v8s
-# against the reference under DDP on the same machine; multi_loop = the loop's busy share, 4 vs 8 copy threads.
+# against the reference under DDP on the same machine; multi_loop = the loop's busy share, 4 vs 8 copy threads;
+# multi_peer84 = ultralytics 8.4.190 under torch.compile + DDP (carry .whl84/) against our scaling, same machine.
 #   peers    the train step and inference, ours against ultralytics 8.2.103 eager
 #   peers84  the newest reference (8.4.190, carried in .whl84/): its train step eager and under torch.compile, and
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
@@ -184,6 +185,13 @@ if [ "$part" = multi_feed ]; then
   T=240 run python3 $S/bench_scaling.py --scales s --exchanges flat --calls 3 --out "$out/scaling_s.json"
   T=150 run python3 -m torch.distributed.run --nproc_per_node "$ngpu" $S/bench_ddp_reference.py --scales n,s \
     --out "$out/ddp_reference.json"
+fi
+if [ "$part" = multi_peer84 ]; then  # the strongest peer on all GPUs: 8.4.190 under torch.compile + DDP, and ours
+  ngpu=$(nvidia-smi -L | wc -l)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
+  T=420 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m torch.distributed.run --nproc_per_node "$ngpu" \
+    $S/bench_ddp_reference.py --scales n --compile --out "$out/ddp_reference_84_compiled.json"
+  T=150 run python3 $S/bench_scaling.py --scales n --exchanges flat --calls 0 --out "$out/scaling_n.json"
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

@@ -65,21 +65,13 @@ split the image folder), a name from yolojax/configs/data/ ("shapes", the defaul
 """
 from __future__ import annotations
 
-import atexit
-import functools
-import gc
 import importlib.util
 import math
-import os
-import sys
-import weakref
 from pathlib import Path
 
-import cv2
 import grain
 import numpy as np
 import yaml
-from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
 
 from yolojax.configs import config_path
 from yolojax.data import augment as A
@@ -98,6 +90,8 @@ from yolojax.data.sources import (
     require_labels,
     require_split,
 )
+from yolojax.data.store import ImageStore
+from yolojax.data.workers import worker_iterator
 
 # What a cfg without a key gets: default.yaml's value, as `yolojax train` would, for the keys the pipeline reads;
 # a library default for the rest. hsv_on_device / warp_on_device are off here although default.yaml says auto: their
@@ -256,7 +250,7 @@ class DetectionDataset:
         self.max_boxes = int(self.cfg["max_boxes"])
         self.worker_niceness = WORKER_NICENESS
         self.augment = augment_config(self.cfg)
-        self.store = A.ImageStore(self.source, bgra=not self.warp_on_device)  # device-rendered tiles stay BGR
+        self.store = ImageStore(self.source, bgra=not self.warp_on_device)  # device-rendered tiles stay BGR
         cache = self.cfg["cache"]
         if cache not in (True, False, "ram", "disk"):
             raise DataError(f"cache={cache!r}: use True or 'ram' (decoded images in memory), 'disk' (.npy files "
@@ -350,55 +344,8 @@ class DetectionDataset:
         ds = self.dataset(epoch, imgsz=imgsz, mosaic=mosaic, start_batch=start_batch, epochs=epochs, rows=rows)
         ds = ds.to_iter_dataset(read)
         if workers > 0:
-            _mark_absl_flags_parsed()
-            init = functools.partial(_init_worker, niceness=self.worker_niceness)
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=init)
-            iterator = iter(ds)
-            _WORKER_ITERATORS.add(iterator)
-            return iterator
+            return worker_iterator(ds, workers, self.worker_niceness)
         return iter(ds)
-
-
-# Iterators with worker processes, closed at exit (Ctrl-C included) by `close_worker_iterators`.
-_WORKER_ITERATORS: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def close_worker_iterators() -> None:
-    """Stop the worker processes of every iterator still open, then collect garbage: grain hands batches over in
-    shared memory that a batch's arrays unlink when they are freed, and arrays left in reference cycles (a closed
-    iterator's buffers) are freed only by a collection; left to interpreter shutdown, their finalizers fail and
-    Python's resource tracker reports them as leaked shared_memory objects. The frames of an uncaught exception
-    (kept for post-mortem debugging, of no use now) would keep their batches alive: they are let go first."""
-    for name in ("last_traceback", "last_value", "last_exc"):
-        if getattr(sys, name, None) is not None:
-            setattr(sys, name, None)
-    for iterator in list(_WORKER_ITERATORS):
-        iterator.close()
-    _WORKER_ITERATORS.clear()
-    deleting = SharedMemoryArray._del_thread_pool  # grain's thread that unlinks freed batches: let it finish its
-    if deleting is not None:                       # queue and stop now (left to shutdown, its queue is lost)
-        deleting.close()
-        deleting.join()
-    SharedMemoryArray._disable_async_del()  # then unlink in the collection itself
-    gc.collect()
-
-
-def _init_worker(worker_index: int, worker_count: int, niceness: int = 0) -> None:
-    """In each grain worker process: one OpenCV thread (the workers are the parallelism; oversubscribing the cores
-    with OpenCV's own pool per worker only adds contention), and `niceness` added to the process's nice value."""
-
-    cv2.setNumThreads(1)
-    if niceness:
-        os.nice(niceness)
-
-
-def _mark_absl_flags_parsed():
-    """grain's worker processes read absl flags; outside an absl app they were never parsed (defaults are used)."""
-    from absl import flags
-
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
 
 
 def build_dataset(cfg, split, seed=0, *, source=None) -> DetectionDataset:

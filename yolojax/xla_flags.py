@@ -66,7 +66,7 @@ def apply_default_xla_flags(environ: MutableMapping[str, str] = os.environ, *, j
 
 def enable_compilation_cache() -> None:
     """Keep compiled steps on disk ($YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax) so repeated runs start at once."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(jax.config, "jax_compilation_cache_dir", None):
         return
     root = Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
     jax.config.update("jax_compilation_cache_dir", str(root / "jax"))

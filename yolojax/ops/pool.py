@@ -31,12 +31,9 @@ def window_winner(x, window: int):
     pad = window // 2
     _, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
-    best, winner = None, None
-    for t, (dy, dx) in enumerate(_offsets(window)):
+    best, winner = padded[:, :h, :w], jnp.zeros(x.shape, jnp.int32)  # offset 0 first
+    for t, (dy, dx) in enumerate(_offsets(window)[1:], start=1):
         value = padded[:, dy:dy + h, dx:dx + w]
-        if best is None:
-            best, winner = value, jnp.zeros(x.shape, jnp.int32)
-            continue
         better = value > best
         best, winner = jnp.where(better, value, best), jnp.where(better, t, winner)
     return winner

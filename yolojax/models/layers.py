@@ -52,13 +52,15 @@ class BatchNorm(nn.Module):
     train=False normalizes with the running statistics. `momentum` keeps the old value's share (flax's convention:
     the reference's 0.03 is 0.97). axis_name: pool the batch statistics over that mapped axis (SyncBatchNorm).
     Variables (flax BatchNorm's names): params scale, bias (c,); batch_stats mean, var (c,), float32.
+    silu=True applies SiLU to the result; in training without axis_name both run as one function with a written-out
+    gradient (`yolojax.ops.norm.batch_norm_silu`, computed in float32 and rounded once).
     """
 
     momentum: float = BN_MOMENTUM
     epsilon: float = BN_EPSILON
     dtype: Any = jnp.float32
     axis_name: str | None = None
-    silu: bool = False  # apply SiLU after (in training, one fused function with its own gradient)
+    silu: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -123,7 +125,7 @@ def conv3x3_stride2_by_blocks(x, kernel, min_input_channels: int = 1):
 
 class Conv(nn.Module):
     """Square convolution, 'same' padding, no bias, computed in `dtype` (params float32): nn.Conv's variables
-    (`kernel` (k, k, c_in, features)) and result, with half-precision stems widened (HALF_MIN_INPUT_CHANNELS)."""
+    (`kernel` (k, k, c_in, features)) and result; half-precision stems reshaped for cuDNN (HALF_MIN_INPUT_CHANNELS)."""
 
     features: int
     kernel: int = 1

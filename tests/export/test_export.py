@@ -74,6 +74,17 @@ def variables_of(root):
     return load_jax_detector(root / "weights").variables
 
 
+def test_half_export_runs_and_tracks_the_float32_export(root, raw_onnx):
+    """half=True computes in float16 (the stem reshaped for cuDNN, as in training); outputs stay float32."""
+    half = export_model(root / "weights", imgsz=IMGSZ, batch=1, half=True, out=root / "half.onnx")
+    batch = images(1)
+    runs = [load_onnx_detector(path, providers=["CPUExecutionProvider"]).session for path in (raw_onnx, half)]
+    full, low = ([np.asarray(o) for o in run.run(None, {run.get_inputs()[0].name: batch})] for run in runs)
+    for a, b in zip(full, low):
+        assert b.dtype == np.float32
+        assert float(np.abs(a - b).max() / np.abs(a).max()) < 1e-2  # seen 3e-4 (boxes), 2e-3 (probabilities)
+
+
 def test_onnx_runtime_gives_our_forward(root, raw_onnx):
     detector = load_onnx_detector(raw_onnx, providers=["CPUExecutionProvider"])
     batch = images(3)

@@ -1,9 +1,9 @@
 """Training-mode BatchNorm followed by SiLU as one function with a hand-written gradient.
 
 Autodiff of the plain formula (batch moments, normalize, SiLU) gives XLA several reductions and elementwise passes
-over each activation, some through float32 intermediates in memory. The gradient written out needs two passes: one
-multi-output reduction (sum of g and of g * x_hat, with g = dL/dy recomputed from the saved input) and one
-elementwise pass for dx. For YOLOv8 most of the step's non-convolution time is these layers.
+over each activation, some through float32 intermediates in memory. The gradient written out is one multi-output
+reduction (sum of g and of g * x_hat, with g = dL/dy recomputed from the saved input) and one elementwise pass for
+dx (XLA may keep g in memory between the two). For YOLOv8 most of the step's non-convolution time is these layers.
 """
 from __future__ import annotations
 

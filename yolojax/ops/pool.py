@@ -1,10 +1,10 @@
 """Max pooling with 'same' padding and stride 1 (SPPF's pools in training), with a gradient that avoids scatters.
 
-Autodiff of `lax.reduce_window(max)` gives a select-and-scatter, which XLA's GPU backend runs as a scatter: slow for
-what it does (SPPF's three pools cost more in the backward pass than the whole forward). The gradient here is the
-same function written as gathers of shifted views: each window's winner is the FIRST maximum in row-major order
-(as torch's max_pool2d and XLA's select-and-scatter choose), and each input position sums the output gradients of
-the windows it won. Everything is elementwise over shifted slices, so XLA fuses it into one loop.
+Autodiff of `lax.reduce_window(max)` gives a select-and-scatter, which XLA's GPU backend runs as a scatter, slow for
+the few values it moves. The gradient here is the same function written as gathers of shifted views: each window's
+winner is the FIRST maximum in row-major order (as torch's max_pool2d and XLA's select-and-scatter choose), and
+each input position sums the output gradients of the windows it won. Everything is elementwise over shifted slices,
+so XLA fuses it into one loop.
 """
 from __future__ import annotations
 

@@ -33,8 +33,8 @@ from yolojax.bench.timing import median_ms, queued_ms  # noqa: E402
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 
-def device_events_by_device(trace_dir: str) -> dict[str, list[dict]]:
-    """Complete ('X') events of each device (GPU) process in the Perfetto trace under `trace_dir`, by device name."""
+def events_by_process(trace_dir: str) -> dict[str, list[dict]]:
+    """Complete ('X') events of every process (devices and the host) in the Perfetto trace under `trace_dir`."""
     path = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True))[-1]
     with gzip.open(path) as f:
         data = json.load(f)
@@ -42,10 +42,32 @@ def device_events_by_device(trace_dir: str) -> dict[str, list[dict]]:
     names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
     out: dict[str, list[dict]] = collections.defaultdict(list)
     for e in events:
-        name = names.get(e.get("pid"), "")
-        if e.get("ph") == "X" and e.get("dur") is not None and "/device:" in name and "CPU" not in name:
-            out[name].append(e)
+        if e.get("ph") == "X" and e.get("dur") is not None:
+            out[names.get(e.get("pid"), "")].append(e)
     return dict(out)
+
+
+def is_device(process: str) -> bool:
+    return "/device:" in process and "CPU" not in process
+
+
+def device_events_by_device(trace_dir: str) -> dict[str, list[dict]]:
+    """Complete ('X') events of each device (GPU) process in the Perfetto trace under `trace_dir`, by device name."""
+    return {name: events for name, events in events_by_process(trace_dir).items() if is_device(name)}
+
+
+def host_summary(trace_dir: str, calls: int, top: int = 25) -> list[dict]:
+    """The host's side of the traced calls: its longest event names by total time per call (dispatch, thunk
+    launches, waits), with counts, so a dispatch-bound step shows where the host time goes."""
+    per_name = collections.defaultdict(lambda: [0, 0.0])
+    for process, events in events_by_process(trace_dir).items():
+        if is_device(process):
+            continue
+        for e in events:
+            per_name[e["name"][:100]][0] += 1
+            per_name[e["name"][:100]][1] += e["dur"]
+    ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
+    return [{"name": name, "count_per_call": n / calls, "ms_per_call": us / calls / 1e3} for name, (n, us) in ranked]
 
 
 def device_events(trace_dir: str) -> list[dict]:
@@ -221,6 +243,9 @@ def peak_bandwidth() -> float | None:
     return next((v for k, v in PEAK_BANDWIDTH.items() if k in kind), None)
 
 
+HOST: dict[str, list[dict]] = {}  # the last trace's host summary (`host_summary`), under "top"
+
+
 def trace(fn, sync, calls: int) -> tuple[list[dict], float]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -228,6 +253,7 @@ def trace(fn, sync, calls: int) -> tuple[list[dict], float]:
             for _ in range(calls):
                 sync(fn())
         wall_ms = (time.perf_counter() - start) / calls * 1e3
+        HOST["top"] = host_summary(tmp, calls)
         return device_events(tmp), wall_ms
 
 
@@ -314,11 +340,12 @@ def main(argv=None) -> int:
         module, attr = target.rsplit(".", 1)
         setattr(importlib.import_module(module), attr, json.loads(value))
     result = profile_infer(args) if args.what == "infer" else profile_train(args)
-    result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind)
-    skip = ("top", "attributed", "event_arg_keys", "by_category_ms", "by_layer_kind_ms")
+    result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind,
+                  host_top=HOST.get("top", []))
+    skip = ("top", "attributed", "event_arg_keys", "host_top", "by_category_ms", "by_layer_kind_ms")
     brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items() if k not in skip}
     print(json.dumps(brief))
-    for k in skip[3:]:
+    for k in skip[4:]:
         if k in result:
             print(k, {c: round(v, 3) for c, v in result[k].items()})
     for row in result.get("attributed", [])[:args.print_top]:

@@ -56,3 +56,24 @@ def test_half_precision_input_gives_half_output_and_float32_statistics():
     dx = jax.grad(lambda v: jnp.sum(batch_norm_silu(v, scale, bias, EPS)[0].astype(jnp.float32)))(
         x.astype(jnp.bfloat16))
     assert dx.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dx.astype(jnp.float32))))
+
+
+def test_replicated_scale_and_bias_under_shard_map_get_the_summed_gradient():
+    """Under shard_map with parameters left replicated (the step's exchange="autodiff"), the gradient of scale and
+    bias is the sum over devices, as autodiff gives for the plain formula."""
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    x, scale, bias, _ = _inputs(4)
+    mesh = Mesh(np.asarray(jax.devices()[:1]), ("data",))
+
+    def loss(fn):
+        def per_device(x, scale, bias):
+            return jax.lax.psum(jnp.sum(fn(x, scale, bias)[0] ** 2), "data")
+        mapped = jax.shard_map(per_device, mesh=mesh, in_specs=(P("data"), P(), P()), out_specs=P())
+        return jax.jit(jax.grad(mapped, argnums=(0, 1, 2)))
+
+    got = loss(lambda x, s, b: batch_norm_silu(x, s, b, EPS))(x, scale, bias)
+    want = loss(plain)(x, scale, bias)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)

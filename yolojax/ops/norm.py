@@ -25,14 +25,31 @@ def _normalized(x32, mean, inv_std, scale, bias):
     return (x32 - mean) * (inv_std * scale) + bias
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
 def batch_norm_silu(x, scale, bias, epsilon: float):
     """SiLU(BatchNorm(x)) with the batch's statistics (training mode).
 
     x: (..., c) any float dtype; scale, bias: (c,) float32; epsilon: added to the variance.
     Returns (y (..., c) in x's dtype, mean (c,) float32, var (c,) float32 biased batch variance). Computes in
     float32 and rounds once. The gradient (custom) equals autodiff's of the same formula up to rounding.
+    Under shard_map, scale and bias may be replicated while x varies over a mesh axis (parameters left to autodiff's
+    own cross-device sum): they are cast to varying first, so their gradient is summed over that axis as autodiff
+    does for any replicated input.
     """
+    missing = _varying_axes(x) - _varying_axes(scale)
+    if missing:
+        scale, bias = lax.pcast((scale, bias), tuple(sorted(missing)), to="varying")
+    return _batch_norm_silu(x, scale, bias, epsilon)
+
+
+def _varying_axes(x) -> frozenset:
+    """The mesh axes over which x varies inside shard_map (empty outside)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; earlier releases call it `vma`
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _batch_norm_silu(x, scale, bias, epsilon: float):
     return _forward(x, scale, bias, epsilon)[0]
 
 
@@ -61,4 +78,4 @@ def _backward(epsilon, residuals, cotangents):
     return dx.astype(x.dtype), sum_g_xhat, sum_g
 
 
-batch_norm_silu.defvjp(_forward, _backward)
+_batch_norm_silu.defvjp(_forward, _backward)

@@ -243,18 +243,15 @@ def peak_bandwidth() -> float | None:
     return next((v for k, v in PEAK_BANDWIDTH.items() if k in kind), None)
 
 
-HOST: dict[str, list[dict]] = {}  # the last trace's host summary (`host_summary`), under "top"
-
-
-def trace(fn, sync, calls: int) -> tuple[list[dict], float]:
+def trace(fn, sync, calls: int) -> tuple[list[dict], float, list[dict]]:
+    """`calls` synced calls of fn under the profiler: (device events, wall ms per call, `host_summary`)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         with jax.profiler.trace(tmp, create_perfetto_trace=True):
             for _ in range(calls):
                 sync(fn())
         wall_ms = (time.perf_counter() - start) / calls * 1e3
-        HOST["top"] = host_summary(tmp, calls)
-        return device_events(tmp), wall_ms
+        return device_events(tmp), wall_ms, host_summary(tmp, calls)
 
 
 def profile_infer(args) -> dict:
@@ -282,9 +279,10 @@ def profile_infer(args) -> dict:
     out = {"what": "infer", "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s,
            "forward_ms": median_ms(lambda: forward(variables, x), jax.block_until_ready, 200, 20),
            "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20)}
-    events, wall = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
+    events, wall, host = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
     hlo = hlo_instructions(detect.lower(variables, x).compile().as_text())
-    return {**out, **summarise(events, args.calls, wall), **attribute(events, args.calls, hlo, peak_bandwidth())}
+    return {**out, **summarise(events, args.calls, wall), **attribute(events, args.calls, hlo, peak_bandwidth()),
+            "host_top": host}
 
 
 def profile_train(args) -> dict:
@@ -308,7 +306,7 @@ def profile_train(args) -> dict:
 
     ms = median_ms(one, jax.block_until_ready, 20, 5)
     queued = queued_ms(one, jax.block_until_ready, 30, rounds=1, warmup=3)
-    events, wall = trace(one, jax.block_until_ready, args.calls)
+    events, wall, host = trace(one, jax.block_until_ready, args.calls)
     cost = stepped.compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
     hlo = hlo_instructions(stepped.compiled.as_text())
@@ -316,7 +314,7 @@ def profile_train(args) -> dict:
             "ms_per_step": ms, "queued_ms_per_step": queued,
             "xla_bytes_accessed_mb": cost.get("bytes accessed", 0) / 1e6, "xla_gflops": cost.get("flops", 0) / 1e9,
             **summarise(events, args.calls, wall, top=40),
-            **attribute(events, args.calls, hlo, peak_bandwidth())}
+            **attribute(events, args.calls, hlo, peak_bandwidth()), "host_top": host}
 
 
 def main(argv=None) -> int:
@@ -340,8 +338,7 @@ def main(argv=None) -> int:
         module, attr = target.rsplit(".", 1)
         setattr(importlib.import_module(module), attr, json.loads(value))
     result = profile_infer(args) if args.what == "infer" else profile_train(args)
-    result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind,
-                  host_top=HOST.get("top", []))
+    result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind)
     skip = ("top", "attributed", "event_arg_keys", "host_top", "by_category_ms", "by_layer_kind_ms")
     brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items() if k not in skip}
     print(json.dumps(brief))

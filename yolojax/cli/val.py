@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 from yolojax.cli import args
-from yolojax.cli.weights import TRAIN_KEYS, resolve_weights
-from yolojax.convert.cache import is_reference_file
+from yolojax.cli.weights import TRAIN_KEYS
+from yolojax.convert.cache import weights_folder
 from yolojax.convert.files import read_weights
 from yolojax.data import build_dataset
+from yolojax.data.shapes import default_cache_dir
 from yolojax.detectors import task_from_weights_meta
 from yolojax.eval import coco
 from yolojax.eval.val import MODES, evaluate
@@ -89,9 +90,8 @@ def validate(opts) -> dict:
     """Load the weights, build the dataset, print the table (and the pycocotools numbers with anno_json); returns
     `yolojax.eval.val.evaluate`'s result."""
     check_values(opts)
-    folder = (resolve_weights(opts.weights, trust_pickle=opts.trust_pickle)[0] if is_reference_file(opts.weights)
-              else opts.weights)
-    variables, meta = read_weights(folder)
+    variables, meta = read_weights(weights_folder(opts.weights, default_cache_dir() / "imported",
+                                                  trust_pickle=opts.trust_pickle))
     task = task_from_weights_meta(meta)
     imgsz = stride_multiple(opts.imgsz or int(meta.get("imgsz") or 640))
     cfg = dict(data=opts.data, imgsz=imgsz, batch=opts.batch, workers=opts.workers, rect=opts.rect)

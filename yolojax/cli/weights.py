@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from yolojax.cli import args
-from yolojax.convert.cache import REFERENCE_SUFFIXES, import_cached, is_reference_file
+from yolojax.convert.cache import REFERENCE_SUFFIXES, weights_folder
 from yolojax.convert.files import read_weights
 from yolojax.convert.sources import WeightsFileError
 from yolojax.data.shapes import default_cache_dir
@@ -28,8 +28,7 @@ def resolve_weights(weights, *, trust_pickle: bool = False) -> tuple[Path, dict]
     """weights (a yolojax weights folder, or reference weights imported into `<cache>/imported`) -> (the folder,
     its meta). ConfigError naming `weights` when it is neither or cannot be read."""
     try:
-        folder = (import_cached(weights, default_cache_dir() / "imported", trust_pickle=trust_pickle)
-                  if is_reference_file(weights) else Path(weights))
+        folder = weights_folder(weights, default_cache_dir() / "imported", trust_pickle=trust_pickle)
     except WeightsFileError as err:
         raise ConfigError(f"weights={weights}: {str(err).removeprefix('convert: ')}") from None
     if not (folder / "meta.json").is_file():

@@ -53,3 +53,11 @@ def import_cached(src, cache_dir, *, trust_pickle: bool = False) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def weights_folder(weights, cache_dir, *, trust_pickle: bool = False) -> Path:
+    """The yolojax weights folder `weights` names: reference weights are imported into `cache_dir` first
+    (`import_cached`, same errors); anything else is taken as a yolojax weights folder (not checked here)."""
+    if is_reference_file(weights):
+        return import_cached(weights, cache_dir, trust_pickle=trust_pickle)
+    return Path(weights)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolojax.convert.cache import import_cached, is_reference_file
+from yolojax.convert.cache import weights_folder
 from yolojax.convert.files import read_weights
 from yolojax.data.media import Frame, Source, list_media, media_hw, read_frames
 from yolojax.data.shapes import default_cache_dir
@@ -131,9 +131,7 @@ def load_jax_detector(weights, *, trust_pickle: bool = False) -> JaxDetector:
     """A yolojax weights directory, or reference weights (.pt / .pth / .safetensors, imported once into the cache as
     `train weights=` does; an ultralytics checkpoint also needs trust_pickle) -> JaxDetector. Raises a
     WeightsFileError (yolojax.convert.sources) naming the file or folder."""
-    folder = (import_cached(weights, default_cache_dir() / "imported", trust_pickle=trust_pickle)
-              if is_reference_file(weights) else Path(weights))
-    variables, meta = read_weights(folder)
+    variables, meta = read_weights(weights_folder(weights, default_cache_dir() / "imported", trust_pickle=trust_pickle))
     task = task_from_weights_meta(meta)
     names = list(meta.get("names") or [str(i) for i in range(task.num_classes)])
     return JaxDetector(task, variables, names, meta.get("imgsz"))

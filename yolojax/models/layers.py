@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from yolojax.ops.norm import batch_norm_silu
+from yolojax.ops.norm import batch_moments, batch_norm_silu
 from yolojax.ops.pool import max_pool_same
 
 # PyTorch's default Conv2d weight init (kaiming_uniform with a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -26,21 +26,6 @@ BN_MOMENTUM = 0.97  # flax keeps `momentum` of the old value; the reference's Ba
 # convolution over 2x2 pixel blocks (12 channels, half the padded bytes of 8 channels at full size); any other
 # gets zero channels. Both give the same sums (zeros add exact zeros).
 HALF_MIN_INPUT_CHANNELS = 8
-
-
-def batch_moments(x, axis_name: str | None = None):
-    """Per-channel mean and biased variance of x (..., c) over every other axis, in float32 (at least), and the
-    element count n per channel. axis_name: pool the moments over that mapped axis (n then counts all devices).
-    Returns (mean (c,), var (c,), n int)."""
-    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    axes = tuple(range(x.ndim - 1))
-    moments = jnp.stack([x.mean(axes), jnp.square(x).mean(axes)])
-    count = math.prod(x.shape[:-1])
-    if axis_name is not None:
-        moments = lax.pmean(moments, axis_name)
-        count *= lax.axis_size(axis_name)
-    mean, mean_sq = moments[0], moments[1]
-    return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0), count
 
 
 class BatchNorm(nn.Module):

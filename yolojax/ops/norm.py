@@ -15,10 +15,19 @@ import jax.numpy as jnp
 from jax import lax
 
 
-def _moments(x32):
-    axes = tuple(range(x32.ndim - 1))
-    mean = x32.mean(axes)
-    return mean, jnp.maximum(jnp.square(x32).mean(axes) - jnp.square(mean), 0.0)
+def batch_moments(x, axis_name: str | None = None):
+    """Per-channel mean and biased variance of x (..., c) over every other axis, in float32 (at least), and the
+    element count n per channel. axis_name: pool the moments over that mapped axis (n then counts all devices).
+    Returns (mean (c,), var (c,), n int)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    axes = tuple(range(x.ndim - 1))
+    moments = jnp.stack([x.mean(axes), jnp.square(x).mean(axes)])
+    count = math.prod(x.shape[:-1])
+    if axis_name is not None:
+        moments = lax.pmean(moments, axis_name)
+        count *= lax.axis_size(axis_name)
+    mean, mean_sq = moments[0], moments[1]
+    return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0), count
 
 
 def _normalized(x32, mean, inv_std, scale, bias):
@@ -55,7 +64,7 @@ def _batch_norm_silu(x, scale, bias, epsilon: float):
 
 def _forward(x, scale, bias, epsilon):
     x32 = x.astype(jnp.float32)
-    mean, var = _moments(x32)
+    mean, var, _ = batch_moments(x32)
     inv_std = lax.rsqrt(var + epsilon)
     y = _normalized(x32, mean, inv_std, scale, bias)
     return (jax.nn.silu(y).astype(x.dtype), mean, var), (x, mean, inv_std, scale, bias)

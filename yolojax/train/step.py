@@ -99,8 +99,12 @@ def _varying(tree: Any, axis: str, exchange: str) -> Any:
 
 def psum_flat(tree: Any, axis: str, *, with_finite: bool = False) -> Any:
     """`lax.psum(tree, axis)` as one all-reduce: the leaves laid end to end in one fp32 buffer, summed, split back
-    (each leaf keeps its shape and dtype; integer leaves are exact below 2**24). with_finite: also return whether
-    every summed value is finite (one reduction over the buffer, no second copy of the leaves)."""
+    (each leaf keeps its shape and dtype; integer leaves are exact below 2**24). Over one device the leaves are
+    summed as they are (no-ops XLA drops) with no copy into a buffer. with_finite: also return whether every summed
+    value is finite (over several devices one reduction over the buffer, no second copy of the leaves)."""
+    if lax.axis_size(axis) == 1:
+        result = lax.psum(tree, axis)
+        return (result, _all_finite(result)) if with_finite else result
     leaves, treedef = jax.tree.flatten(tree)
     flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
     summed = lax.psum(flat, axis)
@@ -137,12 +141,9 @@ def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9
         devices = lax.psum(1, axis) if exchange != "none" else 1  # a compile-time constant
         if exchange == "none":
             summed, finite = local, jnp.isfinite(loss) & _all_finite(grads)
-        elif devices == 1:  # per-leaf sums over one device are no-ops XLA drops; no copy into a flat buffer
-            summed = lax.psum(local, axis)
-            finite = jnp.isfinite(summed["loss"]) & _all_finite(summed.get("grads", grads))
-        else:  # the exchanged buffer holds the gradients: its check needs no copy of its own
+        else:
             summed, finite = psum_flat(local, axis, with_finite=True)
-            if exchange == "autodiff":
+            if exchange == "autodiff":  # autodiff summed the gradients itself: they are not in the buffer
                 finite = finite & _all_finite(grads)
         grads, loss = summed.get("grads", grads), summed["loss"]
         items = summed["items"] / devices

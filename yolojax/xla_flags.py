@@ -8,7 +8,8 @@ about twice as fast (benchmarks/2026-11-25_profiles_flags/README.md).
 
 Training (`job="train"`: train, the train-step benchmarks) adds none of them: they did not speed up the 1-GPU train
 step or its compile, and with them the 2-GPU train step never finished (`cuda_command_buffer.cc: Failed to destroy
-CUDA graph: CUDA_ERROR_INVALID_VALUE`; benchmarks/2026-11-26_multi_gpu/README.md).
+CUDA graph: CUDA_ERROR_INVALID_VALUE`). `+CONVOLUTION` alone breaks it the same way, then aborts in XLA's rendezvous
+(benchmarks/2026-11-26_multi_gpu/README.md).
 Validation inside a training run therefore runs without them too.
 
 With `deterministic` (the train config's `deterministic`, True by default as in the reference):

@@ -7,10 +7,11 @@ results between devices (`yolojax.train.step`'s `exchange`), with a device trace
       python3 benchmarks/scripts/bench_scaling.py ...                  # one process per GPU (i = 0, 1), all GPUs
 
 Per variant: ms/step (steps queued back to back, as the train loop runs them; also the median with a wait after
-each step), img/s, compile s, the all-reduce ops in the compiled program, and from a trace of
-`--calls` steps, per device: the time its GPU was busy, the time in NCCL kernels, and the idle time inside the
-step (span minus busy). Efficiency = img/s on N devices / (N x img/s on one). The "none" exchange (no all-reduce at
-all, wrong for training) bounds what the exchange costs: all-reduce share = 1 - ms(none) / ms(flat).
+each step), the host time to dispatch one step into idle devices, img/s, compile s, the all-reduce ops in the
+compiled program, and from a trace of `--calls` steps, per device: the time its GPU was busy, the time in NCCL
+kernels, and the idle time inside the step (span minus busy); the host's longest events. Efficiency = img/s on N
+devices / (N x img/s on one). The "none" exchange (no all-reduce at all, wrong for training) bounds what the
+exchange costs: all-reduce share = 1 - ms(none) / ms(flat).
 GPU-resident random data as in `yolojax bench`; the XLA flags are the train job's (yolojax.xla_flags).
 """
 from __future__ import annotations
@@ -37,9 +38,9 @@ apply_default_xla_flags(job="train", deterministic="--deterministic" in sys.argv
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from profile_gpu import busy_us, device_events_by_device  # noqa: E402
+from profile_gpu import busy_us, device_events_by_device, host_summary  # noqa: E402
 
-from yolojax.bench.timing import median_ms, queued_ms  # noqa: E402
+from yolojax.bench.timing import dispatch_ms, median_ms, queued_ms  # noqa: E402
 from yolojax.bench.train_step import SteppedState, padded_targets, sgd_plan  # noqa: E402
 from yolojax.detectors import YOLOv8Task  # noqa: E402
 from yolojax.train.distributed import maybe_initialize_distributed  # noqa: E402
@@ -86,9 +87,11 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
 
     synced = median_ms(one, jax.block_until_ready, args.steps, 5)
     ms = queued_ms(one, jax.block_until_ready, args.steps)
+    dispatch = dispatch_ms(one, jax.block_until_ready)
     row = {"scale": scale, "devices": len(devices), "processes": jax.process_count(), "exchange": exchange,
            "batch": batch, "imgsz": args.imgsz,
-           "ms_per_step": ms, "img_per_s": batch / ms * 1e3, "ms_per_step_synced": synced, "compile_s": compile_s,
+           "ms_per_step": ms, "img_per_s": batch / ms * 1e3, "ms_per_step_synced": synced,
+           "dispatch_ms": dispatch, "compile_s": compile_s,
            "all_reduce_ops": all_reduce_ops(compiled.as_text()),
            "loss_finite": bool(one()["finite"]), "device_kind": devices[0].device_kind}
     if args.calls and jax.default_backend() == "gpu":
@@ -97,6 +100,7 @@ def measure(scale: str, devices: list, exchange: str, args) -> dict:
                 for _ in range(args.calls):
                     jax.block_until_ready(one())
             row["trace"] = per_device_trace(tmp, args.calls)
+            row["host_top"] = host_summary(tmp, args.calls, top=8)
     stepped.state = None  # the state's device buffers go before the next variant allocates its own
     gc.collect()
     return row
@@ -143,9 +147,11 @@ def main(argv=None) -> int:
             rows.append(row)
             if not main:
                 continue
-            print(json.dumps({k: v for k, v in row.items() if k not in ("trace", "xla_flags")}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("trace", "xla_flags", "host_top")}), flush=True)
             for device in row.get("trace", []):
                 print("   ", json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in device.items()}))
+            for event in row.get("host_top", [])[:5]:
+                print("    host", json.dumps(event))
     if args.out and main:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(rows, indent=1))

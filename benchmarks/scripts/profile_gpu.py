@@ -59,15 +59,18 @@ def device_events_by_device(trace_dir: str) -> dict[str, list[dict]]:
 def host_summary(trace_dir: str, calls: int, top: int = 25) -> list[dict]:
     """The host's side of the traced calls: its longest event names by total time per call (dispatch, thunk
     launches, waits), with counts, so a dispatch-bound step shows where the host time goes."""
-    per_name = collections.defaultdict(lambda: [0, 0.0])
+    per_name = collections.defaultdict(lambda: [0, 0.0, set()])
     for process, events in events_by_process(trace_dir).items():
         if is_device(process):
             continue
         for e in events:
-            per_name[e["name"][:100]][0] += 1
-            per_name[e["name"][:100]][1] += e["dur"]
+            entry = per_name[e["name"][:100]]
+            entry[0] += 1
+            entry[1] += e["dur"]
+            entry[2].add(e.get("tid"))
     ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
-    return [{"name": name, "count_per_call": n / calls, "ms_per_call": us / calls / 1e3} for name, (n, us) in ranked]
+    return [{"name": name, "count_per_call": n / calls, "ms_per_call": us / calls / 1e3, "threads": len(tids)}
+            for name, (n, us, tids) in ranked]
 
 
 def device_events(trace_dir: str) -> list[dict]:

@@ -17,7 +17,9 @@
 # (jax.distributed); multi_proc_cli = `yolojax train` with one process per GPU; multi_cli = `yolojax train` on 1 and on all GPUs (a generated 640 px dataset, validation,
 # checkpoints, an interrupted and resumed run); multi_feed = the 2-GPU feed alone (copy variants, no step) and v8s
 # against the reference under DDP on the same machine; multi_loop = the loop's busy share, 4 vs 8 copy threads;
-# multi_peer84 = ultralytics 8.4.190 under torch.compile + DDP (carry .whl84/) against our scaling, same machine.
+# multi_peer84 = ultralytics 8.4.190 under torch.compile + DDP (carry .whl84/) against our scaling, same machine;
+# multi_dispatch = the deterministic step on 1 and all GPUs with host dispatch times, with and without CUDA graphs of
+# the convolutions, and as one process per GPU.
 #   peers    the train step and inference, ours against ultralytics 8.2.103 eager
 #   peers84  the newest reference (8.4.190, carried in .whl84/): its train step eager and under torch.compile, and
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
@@ -192,6 +194,21 @@ if [ "$part" = multi_peer84 ]; then  # the strongest peer on all GPUs: 8.4.190 u
   T=420 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m torch.distributed.run --nproc_per_node "$ngpu" \
     $S/bench_ddp_reference.py --scales n --compile --out "$out/ddp_reference_84_compiled.json"
   T=150 run python3 $S/bench_scaling.py --scales n --exchanges flat --calls 0 --out "$out/scaling_n.json"
+fi
+if [ "$part" = multi_dispatch ]; then  # the deterministic v8n step on 1 and all GPUs: host dispatch, CUDA-graph flags
+  ngpu=$(nvidia-smi -L | wc -l)
+  sc=(--scales n --exchanges flat --calls 3 --deterministic)
+  T=170 run python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det.json"
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=+CONVOLUTION" T=170 run python3 $S/bench_scaling.py "${sc[@]}" \
+    --out "$out/scaling_det_graph_conv.json"
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=+CONVOLUTION --xla_gpu_graph_min_graph_size=1" T=170 \
+    run python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_graph_conv_min1.json"
+  for i in $(seq 0 $((ngpu - 1))); do
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12357 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
+      timeout 120 python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_processes.json" \
+      > "/tmp/dproc$i.log" 2>&1 &
+  done
+  wait; grep -v cuda_timer /tmp/dproc0.log | tail -n 12
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

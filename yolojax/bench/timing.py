@@ -37,6 +37,20 @@ def queued_ms(fn: Callable[[], Any], sync: Callable[[Any], Any], steps: int, *, 
     return best
 
 
+def dispatch_ms(fn: Callable[[], Any], sync: Callable[[Any], Any], iters: int = 7) -> float:
+    """Median host time in milliseconds for `fn()` to return while the device is idle (synced before each call):
+    what launching one call costs the host. A step whose dispatch takes longer than its device time is host-bound,
+    whatever the queue depth."""
+    times = []
+    for _ in range(iters):
+        sync(fn())
+        start = time.perf_counter()
+        result = fn()
+        times.append((time.perf_counter() - start) * 1e3)
+        sync(result)
+    return statistics.median(times)
+
+
 def share_process_with_reference(environ: MutableMapping[str, str] = os.environ) -> None:
     """Environment for a benchmark that runs the PyTorch reference in the same process: JAX allocates GPU memory on
     demand (torch shares the card) and ultralytics stays quiet and offline. Call before the first JAX computation

@@ -9,6 +9,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from toy import ToyTask, toy_batch
 
 from yolojax.train.config import load_config
@@ -169,9 +170,10 @@ def test_four_cpu_devices_match_one_device_on_the_same_global_batch():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_psum_flat_equals_leafwise_psum_and_keeps_dtypes():
+@pytest.mark.parametrize("devices", [1, None], ids=["one_device", "all_devices"])
+def test_psum_flat_equals_leafwise_psum_and_keeps_dtypes(devices):
     tree = {"a": jnp.arange(6, dtype=jnp.float32).reshape(2, 3), "b": {"c": jnp.int32(7), "d": jnp.ones((4,))}}
-    mesh = make_mesh()
+    mesh = make_mesh(jax.devices()[:devices])
     spec = jax.sharding.PartitionSpec()
 
     def both(t):

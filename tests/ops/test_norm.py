@@ -58,6 +58,21 @@ def test_half_precision_input_gives_half_output_and_float32_statistics():
     assert dx.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(dx.astype(jnp.float32))))
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_half_precision_gradients_stay_close_to_float32_autodiff(seed):
+    """bf16 input and cotangent: the gradient (g kept in bf16 between its two passes) against float32 autodiff of
+    the plain formula on the same rounded values, within bf16 rounding."""
+    x, scale, bias, weights = _inputs(seed, shape=(8, 16, 16, 16))
+    x16, w16 = x.astype(jnp.bfloat16), weights[0].astype(jnp.bfloat16)
+    got = jax.grad(lambda v, s, b: jnp.sum(batch_norm_silu(v, s, b, EPS)[0].astype(jnp.float32) * w16),
+                   argnums=(0, 1, 2))(x16, scale, bias)
+    want = jax.grad(lambda v, s, b: jnp.sum(plain(v, s, b)[0] * w16.astype(jnp.float32)),
+                    argnums=(0, 1, 2))(x16.astype(jnp.float32), scale, bias)
+    for g, w in zip(got, want):
+        g, w = np.asarray(g, np.float32), np.asarray(w)
+        assert np.linalg.norm(g - w) <= 2**-7 * np.linalg.norm(w)
+
+
 def test_replicated_scale_and_bias_under_shard_map_get_the_summed_gradient():
     """Under shard_map with parameters left replicated (the step's exchange="autodiff"), the gradient of scale and
     bias is the sum over devices, as autodiff gives for the plain formula."""

@@ -3,7 +3,10 @@
 Autodiff of the plain formula (batch moments, normalize, SiLU) gives XLA several reductions and elementwise passes
 over each activation, some through float32 intermediates in memory. The gradient written out is one multi-output
 reduction (sum of g and of g * x_hat, with g = dL/dy recomputed from the saved input) and one elementwise pass for
-dx (XLA may keep g in memory between the two). For YOLOv8 most of the step's non-convolution time is these layers.
+dx. XLA keeps g in memory between the two; it is stored in x's dtype (bf16 in mixed precision: one rounding, as
+d_out itself has), which took the YOLOv8n step from 20.1 to 19.1 ms on an H200. Recomputing g in the dx pass
+instead was slower (benchmarks/2026-11-26_speed/README.md). For YOLOv8 most of the step's non-convolution time is
+these layers.
 """
 from __future__ import annotations
 
@@ -80,6 +83,9 @@ def _backward(epsilon, residuals, cotangents):
     y = x_hat * scale + bias
     sig = jax.nn.sigmoid(y)
     g = d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))  # dL/dy through SiLU
+    # XLA writes g out between the reduction and the dx pass; stored in x's dtype it costs half the bytes. The
+    # barrier keeps that rounding, which XLA would otherwise drop along with the halved traffic.
+    g = lax.optimization_barrier(g.astype(x.dtype)).astype(jnp.float32)
     sum_g, sum_g_xhat = g.sum(axes), (g * x_hat).sum(axes)
     dx = (scale * inv_std) * (g - sum_g / n - x_hat * (sum_g_xhat / n))
     # the statistics' own cotangents (zero when they only feed the running averages)

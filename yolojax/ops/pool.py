@@ -1,10 +1,11 @@
 """Max pooling with 'same' padding and stride 1 (SPPF's pools in training), with a gradient that avoids scatters.
 
 Autodiff of `lax.reduce_window(max)` gives a select-and-scatter, which XLA's GPU backend runs as a scatter, slow for
-the few values it moves. The gradient here is the same function written as gathers of shifted views: each window's
-winner is the FIRST maximum in row-major order (as torch's max_pool2d and XLA's select-and-scatter choose), and
-each input position sums the output gradients of the windows it won. Everything is elementwise over shifted slices,
-so XLA fuses it into one loop.
+the few values it moves. The gradient here is the same function written as shifted views: each window's winner is
+the FIRST maximum in row-major order (as torch's max_pool2d and XLA's select-and-scatter choose), and each input
+position sums the output gradients of the windows it won. The square window is taken as a pass along the columns,
+then one along the rows, so each pass compares `window` shifted views, not window**2; everything is elementwise
+over shifted slices, which XLA fuses.
 """
 from __future__ import annotations
 
@@ -21,38 +22,37 @@ def _pool(x, window: int):
                              ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
 
-def _offsets(window: int):
-    return [(dy, dx) for dy in range(window) for dx in range(window)]
-
-
-def window_winner(x, window: int):
-    """Index (row-major, 0 .. window**2 - 1) of the first maximum of each stride-1 'same' window.
-    x (b, h, w, c) -> (b, h, w, c) int32; padding never wins (the centre is always inside)."""
-    pad = window // 2
-    _, h, w, _ = x.shape
-    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-jnp.inf)
-    best, winner = padded[:, :h, :w], jnp.zeros(x.shape, jnp.int32)  # offset 0 first
-    for t, (dy, dx) in enumerate(_offsets(window)[1:], start=1):
-        value = padded[:, dy:dy + h, dx:dx + w]
+def first_max_along(x, window: int, axis: int):
+    """Stride-1 'same' max over `window` positions along `axis` (1: rows, 2: columns) and the index (0 .. window-1)
+    of its FIRST maximum. x (b, h, w, c) -> (max (b, h, w, c) in x's dtype, index (b, h, w, c) int32). Padding
+    never wins: the centre is always inside."""
+    pad, size = window // 2, x.shape[axis]
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (pad, pad)
+    padded = jnp.pad(x, widths, constant_values=-jnp.inf)
+    best, winner = lax.slice_in_dim(padded, 0, size, axis=axis), jnp.zeros(x.shape, jnp.int32)
+    for t in range(1, window):
+        value = lax.slice_in_dim(padded, t, t + size, axis=axis)
         better = value > best
         best, winner = jnp.where(better, value, best), jnp.where(better, t, winner)
-    return winner
+    return best, winner
 
 
-def route_gradient(winner, g, window: int):
-    """Input gradient of the pool: each input position sums the output gradients `g` of the windows whose winner
-    it is. winner, g (b, h, w, c) -> (b, h, w, c) in g's dtype (summed in float32)."""
-    pad = window // 2
-    _, h, w, _ = g.shape
-    spread = 2 * pad
-    winner_p = jnp.pad(winner, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-1)
-    g_p = jnp.pad(g.astype(jnp.float32), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+def route_along(winner, g, window: int, axis: int):
+    """Gradient of `first_max_along`: each input position sums the output gradients `g` of the windows (along
+    `axis`) whose winner it is. winner (b, h, w, c) int32, g (b, h, w, c) float32 -> (b, h, w, c) float32."""
+    pad, size = window // 2, g.shape[axis]
+    widths = [(0, 0)] * g.ndim
+    widths[axis] = (pad, pad)
+    winner_p = jnp.pad(winner, widths, constant_values=-1)
+    g_p = jnp.pad(g, widths)
     total = jnp.zeros(g.shape, jnp.float32)
-    for t, (dy, dx) in enumerate(_offsets(window)):
-        # input (i, j) sits at offset (dy, dx) of the window centred at (i + pad - dy, j + pad - dx)
-        rows, cols = slice(spread - dy, spread - dy + h), slice(spread - dx, spread - dx + w)
-        total = total + jnp.where(winner_p[:, rows, cols] == t, g_p[:, rows, cols], 0.0)
-    return total.astype(g.dtype)
+    for t in range(window):
+        # input i sits at offset t of the window centred at i + pad - t
+        start = 2 * pad - t
+        total = total + jnp.where(lax.slice_in_dim(winner_p, start, start + size, axis=axis) == t,
+                                  lax.slice_in_dim(g_p, start, start + size, axis=axis), 0.0)
+    return total
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -67,7 +67,13 @@ def _pool_fwd(x, window):
 
 
 def _pool_bwd(window, x, g):
-    return (route_gradient(window_winner(x, window), g, window),)
+    # The square window as columns, then rows: the first maximum of each row's window, then the first row holding
+    # the window's maximum, is the first maximum in row-major order. Two 1-D passes of `window` steps each instead
+    # of one of window**2; routed in float32 and rounded once.
+    row_max, in_row = first_max_along(x, window, axis=2)
+    _, row = first_max_along(row_max, window, axis=1)
+    d_row_max = route_along(row, g.astype(jnp.float32), window, axis=1)
+    return (route_along(in_row, d_row_max, window, axis=2).astype(g.dtype),)
 
 
 max_pool_same.defvjp(_pool_fwd, _pool_bwd)

@@ -3,9 +3,9 @@
 Autodiff of `lax.reduce_window(max)` gives a select-and-scatter, which XLA's GPU backend runs as a scatter, slow for
 the few values it moves. The gradient here is the same function written as shifted views: each window's winner is
 the FIRST maximum in row-major order (as torch's max_pool2d and XLA's select-and-scatter choose), and each input
-position sums the output gradients of the windows it won. The square window is taken as a pass along the columns,
-then one along the rows, so each pass compares `window` shifted views, not window**2; everything is elementwise
-over shifted slices, which XLA fuses.
+position sums the output gradients of the windows it won. The square window is taken as a pass along the width
+(within each row), then one along the height (across rows), so each pass compares `window` shifted views, not
+window**2; everything is elementwise over shifted slices, which XLA fuses.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _pool(x, window: int):
 
 
 def first_max_along(x, window: int, axis: int):
-    """Stride-1 'same' max over `window` positions along `axis` (1: rows, 2: columns) and the index (0 .. window-1)
+    """Stride-1 'same' max over `window` positions along `axis` (1: height, 2: width) and the index (0 .. window-1)
     of its FIRST maximum. x (b, h, w, c) -> (max (b, h, w, c) in x's dtype, index (b, h, w, c) int32). Padding
     never wins: the centre is always inside."""
     pad, size = window // 2, x.shape[axis]
@@ -67,9 +67,9 @@ def _pool_fwd(x, window):
 
 
 def _pool_bwd(window, x, g):
-    # The square window as columns, then rows: the first maximum of each row's window, then the first row holding
-    # the window's maximum, is the first maximum in row-major order. Two 1-D passes of `window` steps each instead
-    # of one of window**2; routed in float32 and rounded once.
+    # The square window along the width, then the height: the first maximum within each row, then the first row
+    # holding the window's maximum, is the first maximum in row-major order. Two 1-D passes of `window` steps each
+    # instead of one of window**2; routed in float32 and rounded once.
     row_max, in_row = first_max_along(x, window, axis=2)
     _, row = first_max_along(row_max, window, axis=1)
     d_row_max = route_along(row, g.astype(jnp.float32), window, axis=1)

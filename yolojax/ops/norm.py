@@ -4,9 +4,9 @@ Autodiff of the plain formula (batch moments, normalize, SiLU) gives XLA several
 over each activation, some through float32 intermediates in memory. The gradient written out is one multi-output
 reduction (sum of g and of g * x_hat, with g = dL/dy recomputed from the saved input) and one elementwise pass for
 dx. XLA keeps g in memory between the two; it is stored in x's dtype (bf16 in mixed precision: one rounding, as
-d_out itself has), which took the YOLOv8n step from 20.1 to 19.1 ms on an H200. Recomputing g in the dx pass
-instead was slower (benchmarks/2026-11-26_speed/README.md). For YOLOv8 most of the step's non-convolution time is
-these layers.
+d_out itself has), which halves the bytes of the backward's largest intermediate. Recomputing g in the dx pass
+instead measured slower (benchmarks/2026-11-26_speed/README.md). For YOLOv8 most of the step's non-convolution
+time is these layers.
 """
 from __future__ import annotations
 

@@ -104,8 +104,8 @@ def psum_flat(tree: Any, axis: str, *, with_finite: bool = False) -> Any:
 
     Over one device the psum is a no-op; an optimization barrier then keeps the buffer, which XLA would otherwise
     dissolve back into the leaves. The buffer is worth keeping on its own: the update that reads slices of it
-    compiles to about 360 fewer kernels for YOLOv8n, without the per-leaf copies (0.6 ms of a 20.7 ms step on an
-    H200, benchmarks/2026-11-26_speed/README.md)."""
+    compiles to a few hundred fewer kernels for YOLOv8n, without per-leaf copies
+    (benchmarks/2026-11-26_speed/README.md)."""
     leaves, treedef = jax.tree.flatten(tree)
     flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
     summed = lax.psum(flat, axis)

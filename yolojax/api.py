@@ -141,6 +141,9 @@ class YOLO:
         given = {"model": self.model, "weights": str(self.weights) if self.weights else None, **overrides}
         cfg = merge(base, given, "YOLO.train")
         validate(cfg)
+        if cfg.processes not in (1, "auto"):
+            raise ConfigError(f"YOLO.train(processes={cfg.processes}): one process per GPU is `yolojax train "
+                              "processes=...` on the command line; from Python this process trains on every device")
         model_given = "model" in overrides or "weights" not in overrides
         return with_pretrained(cfg, trust_pickle=self.trust_pickle, model_given=model_given)
 

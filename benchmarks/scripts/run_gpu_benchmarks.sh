@@ -19,7 +19,8 @@
 # against the reference under DDP on the same machine; multi_loop = the loop's busy share, 4 vs 8 copy threads;
 # multi_peer84 = ultralytics 8.4.190 under torch.compile + DDP (carry .whl84/) against our scaling, same machine;
 # multi_dispatch = the deterministic step on 1 and all GPUs with host dispatch times, with and without CUDA graphs of
-# the convolutions, and as one process per GPU.
+# the convolutions, and as one process per GPU; multi_proc_graphs = one process per GPU with CUDA graphs of the
+# convolutions.
 #   peers    the train step and inference, ours against ultralytics 8.2.103 eager
 #   peers84  the newest reference (8.4.190, carried in .whl84/): its train step eager and under torch.compile, and
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
@@ -209,6 +210,17 @@ if [ "$part" = multi_dispatch ]; then  # the deterministic v8n step on 1 and all
       > "/tmp/dproc$i.log" 2>&1 &
   done
   wait; grep -v cuda_timer /tmp/dproc0.log | tail -n 12
+fi
+if [ "$part" = multi_proc_graphs ]; then  # one process per GPU with CUDA graphs of the convolutions: host dispatch
+  ngpu=$(nvidia-smi -L | wc -l)
+  sc=(--scales n --exchanges flat --calls 3 --deterministic)
+  for i in $(seq 0 $((ngpu - 1))); do
+    XLA_FLAGS="--xla_gpu_enable_command_buffer=+CONVOLUTION" \
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12358 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
+      timeout 150 python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_processes_graph_conv.json" \
+      > "/tmp/gproc$i.log" 2>&1 &
+  done
+  wait; grep -v cuda_timer /tmp/gproc0.log | tail -n 12; tail -n 3 /tmp/gproc1.log
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

@@ -1,15 +1,17 @@
 """`yolojax train [key=value ...]`: the training run of `yolojax.train.loop`, validated by `yolojax.eval`."""
 from __future__ import annotations
 
+import os
 import sys
 
-from yolojax.cli import args
+from yolojax.cli import args, launch
 from yolojax.cli.weights import TRAIN_KEYS, assigns, split_trust_pickle, with_pretrained
 from yolojax.data.sources import NoLabelsError
 from yolojax.eval.artefacts import validate_best
 from yolojax.eval.val import evaluate_ema
 from yolojax.train.config import Config, ConfigError, default_values, load_config, read_yaml, recipe_path
 from yolojax.train.devices import restrict_platform
+from yolojax.train.distributed import describes_a_job
 from yolojax.train.loop import NonFiniteLossError, TrainResult, train
 from yolojax.xla_flags import apply_default_xla_flags, enable_compilation_cache
 
@@ -39,7 +41,17 @@ def run_training(cfg: Config) -> TrainResult:
     return train(cfg, evaluate=evaluate_ema, final_validation=validate_best)
 
 
+def launch_children(argv: list[str], cfg: Config, children: list[dict[str, str]]) -> int:
+    """This run as one process per entry of `children` (yolojax.cli.launch); their exit status."""
+    where = ", ".join(env.get("CUDA_VISIBLE_DEVICES", "cpu") for env in children)
+    print(f"yolojax train: {len(children)} processes (jax.distributed on 127.0.0.1), devices {where}", flush=True)
+    command = [sys.executable, "-m", "yolojax.cli", "train",
+               *launch.child_arguments(argv, cfg.device, cfg.workers, len(children), os.cpu_count())]
+    return launch.run_children(command, children)
+
+
 def cli_main(argv: list[str]) -> int:
+    launch.stop_with_launcher()
     if args.wants_help(argv) or argv[:1] == ["help"]:
         print(args.help_text(COMMAND))
         return 0
@@ -49,8 +61,11 @@ def cli_main(argv: list[str]) -> int:
             raise ConfigError(f"command line: unexpected argument {positional[0]!r} (options are key=value)")
         trust_pickle, assignments = split_trust_pickle(assignments)
         cfg = load_config(assignments)  # the recipe (cfg=) sits between default.yaml and the command line
+        children = [] if describes_a_job() else launch.children_of(cfg)
     except ConfigError as err:
         return args.fail(COMMAND.name, err)
+    if children:
+        return launch_children(argv, cfg, children)
     apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic))  # before the first JAX computation
     enable_compilation_cache()
     restrict_platform(cfg.device)  # device=cpu: JAX never starts an accelerator

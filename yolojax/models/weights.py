@@ -44,10 +44,7 @@ def save_weights(path, variables: dict, meta: dict | None = None, *, overwrite: 
         shutil.rmtree(path)
     path.mkdir(parents=True)
     arrays = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float32), dict(variables))
-    # this process alone: orbax's default waits at barriers for every process of a multi-process job
-    index = jax.process_index()
-    alone = ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
-    with ocp.StandardCheckpointer(multiprocessing_options=alone) as checkpointer:
+    with ocp.StandardCheckpointer(multiprocessing_options=this_process_alone()) as checkpointer:
         checkpointer.save(path / "arrays", arrays)
         checkpointer.wait_until_finished()
     full_meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": "yolov8", **meta}
@@ -72,10 +69,17 @@ def load_weights(path) -> tuple[dict, dict]:
         raise ValueError(f"load_weights: {meta_file} is not valid JSON: {err}") from err
     if meta.get("format") != FORMAT_NAME:
         raise ValueError(f"load_weights: {meta_file} has format {meta.get('format')!r}, expected {FORMAT_NAME!r}")
-    with ocp.StandardCheckpointer() as checkpointer:
+    with ocp.StandardCheckpointer(multiprocessing_options=this_process_alone()) as checkpointer:
         arrays = checkpointer.restore(path / "arrays")
     variables = jax.tree_util.tree_map(lambda a: np.asarray(a, dtype=np.float32), arrays)
     return variables, meta
+
+
+def this_process_alone() -> "ocp.options.MultiprocessingOptions":
+    """Orbax options for a save or restore by this process alone: by default orbax waits at barriers for every
+    process of a multi-process job, and a weights file is read or written by one (process 0's final validation)."""
+    index = jax.process_index()
+    return ocp.options.MultiprocessingOptions(primary_host=index, active_processes={index})
 
 
 def _json_default(value):

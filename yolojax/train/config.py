@@ -35,6 +35,7 @@ UNION_TYPES: dict[str, tuple[type, ...]] = {
     "cache": (bool, str),
     "hsv_on_device": (bool, str),
     "warp_on_device": (bool, str),
+    "processes": (int, str),
 }
 
 
@@ -184,6 +185,7 @@ def load_config(argv: Iterable[str] = (), defaults_file: str | Path = DEFAULT_FI
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
+    processes = cfg.get("processes", 1)  # runs saved before the key existed lack it
     checks = [
         ("epochs", cfg.epochs >= 1, "must be >= 1"),
         ("batch", cfg.batch >= 1, "must be >= 1"),
@@ -197,6 +199,8 @@ def validate(cfg: Config) -> None:
          "must be true, false or auto"),
         ("warp_on_device", isinstance(cfg.warp_on_device, bool) or cfg.warp_on_device == "auto",
          "must be true, false or auto"),
+        ("processes", processes == "auto" or (type(processes) is int and processes >= 1),
+         "must be auto or a count >= 1"),
         ("device", parse_device(cfg.get("device")) != (), "must be cpu, gpu, tpu or device ids such as 0 or 0,1"),
     ]
     for key, ok, why in checks:

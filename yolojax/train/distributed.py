@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
@@ -28,8 +28,8 @@ HEARTBEAT_TIMEOUT_S = 100
 INIT_TIMEOUT_S = 300
 
 
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
+def _env_int(name: str, environ: Mapping[str, str] = os.environ) -> int | None:
+    value = environ.get(name)
     if value in (None, ""):
         return None
     try:
@@ -38,10 +38,11 @@ def _env_int(name: str) -> int | None:
         raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
 
 
-def _describes_a_job() -> bool:
-    return bool(os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("YOLOJAX_DISTRIBUTED") == "1"
-                or (_env_int("JAX_NUM_PROCESSES") or 1) > 1 or (_env_int("SLURM_NTASKS") or 1) > 1
-                or (_env_int("OMPI_COMM_WORLD_SIZE") or 1) > 1)
+def describes_a_job(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `environ` makes this process one of a multi-process job (module docstring)."""
+    return bool(environ.get("JAX_COORDINATOR_ADDRESS") or environ.get("YOLOJAX_DISTRIBUTED") == "1"
+                or any((_env_int(name, environ) or 1) > 1
+                       for name in ("JAX_NUM_PROCESSES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")))
 
 
 def initialize_arguments() -> dict:
@@ -69,7 +70,7 @@ def maybe_initialize_distributed() -> bool:
     """
     if jax.distributed.is_initialized():
         return True
-    if not _describes_a_job():
+    if not describes_a_job():
         return False
     jax.distributed.initialize(**initialize_arguments())
     return True

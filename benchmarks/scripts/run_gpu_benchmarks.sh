@@ -215,12 +215,24 @@ if [ "$part" = multi_proc_graphs ]; then  # one process per GPU with CUDA graphs
   ngpu=$(nvidia-smi -L | wc -l)
   sc=(--scales n --exchanges flat --calls 3 --deterministic)
   for i in $(seq 0 $((ngpu - 1))); do
-    XLA_FLAGS="--xla_gpu_enable_command_buffer=+CONVOLUTION" \
+    XLA_FLAGS="--xla_gpu_enable_command_buffer=+CONVOLUTION ${GRAPH_FLAGS:-}" \
     JAX_COORDINATOR_ADDRESS=127.0.0.1:12358 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
       timeout 150 python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_processes_graph_conv.json" \
       > "/tmp/gproc$i.log" 2>&1 &
   done
   wait; grep -v cuda_timer /tmp/gproc0.log | tail -n 12; tail -n 3 /tmp/gproc1.log
+fi
+if [ "$part" = graphs ]; then  # CUDA graphs whose temporaries keep their addresses (no per-call graph update)
+  skip="--xla_gpu_command_buffer_update_mode=SKIP_TEMP"
+  ib=(--calls 5 --conf 0.25 --print-top 0)
+  N=6 T=100 run python3 $S/profile_gpu.py infer "${ib[@]}" --out "$out/infer_b1.json"
+  XLA_FLAGS="$skip" N=6 T=100 run python3 $S/profile_gpu.py infer "${ib[@]}" --out "$out/infer_b1_skip_temp.json"
+  XLA_FLAGS="$skip" N=6 T=100 run python3 $S/profile_gpu.py infer "${ib[@]}" --batch 32 \
+    --out "$out/infer_b32_skip_temp.json"
+  sc=(--scales n --exchanges flat --calls 3 --deterministic --devices 1)
+  N=12 T=150 run python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_1gpu.json"
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=+CONVOLUTION $skip" N=12 T=150 run python3 $S/bench_scaling.py \
+    "${sc[@]}" --out "$out/scaling_det_1gpu_graphs_skip_temp.json"
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)
@@ -244,7 +256,7 @@ if [ "$part" = export ]; then  # ONNX Runtime on the host's CPU cores (the CUDA 
   T=240 run python3 $S/bench_export.py --device cpu --iters 30 --warmup 5 --out "$out/export_cpu.json"
 fi
 if [ "$part" = multi_cli ]; then
-  T=500 run bash $S/multi_gpu_train.sh "$out"
+  T=580 run bash $S/multi_gpu_train.sh "$out"
 fi
 if [[ "$part" = multi* ]]; then
   tar cf "$out/jaxcache.tar" -C /tmp jaxcache; ls -la "$out/jaxcache.tar"

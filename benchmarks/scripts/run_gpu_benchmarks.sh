@@ -234,6 +234,17 @@ if [ "$part" = graphs ]; then  # CUDA graphs whose temporaries keep their addres
   XLA_FLAGS="--xla_gpu_enable_command_buffer=+CONVOLUTION $skip" N=12 T=150 run python3 $S/bench_scaling.py \
     "${sc[@]}" --out "$out/scaling_det_1gpu_graphs_skip_temp.json"
 fi
+if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (empty cache each) under compiler flags
+  export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+  DET="--xla_gpu_exclude_nondeterministic_ops=true"
+  PAR="--xla_gpu_enable_llvm_module_compilation_parallelism=true"
+  for variant in "base:" "llvm_parallel:$PAR" "autotune2:--xla_gpu_autotune_level=2" \
+                 "both:$PAR --xla_gpu_autotune_level=2" ${COMPILE_VARIANTS:-}; do
+    tag=${variant%%:*}; export JAX_COMPILATION_CACHE_DIR=/tmp/jc_compile_$tag
+    XLA_FLAGS="$DET ${variant#*:}" N=4 T=150 run python3 $S/profile_gpu.py train --calls 2 --print-top 0 \
+      --tag "cold_det_$tag" --out "$out/cold_det_$tag.json"
+  done
+fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)
   feed=(--batch $((64 * ngpu)) --images 2560 --cache ram --workers $(( $(nproc) - 4 )) --data-dir /tmp/loop_images)

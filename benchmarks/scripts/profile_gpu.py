@@ -56,14 +56,17 @@ def device_events_by_device(trace_dir: str) -> dict[str, list[dict]]:
     return {name: events for name, events in events_by_process(trace_dir).items() if is_device(name)}
 
 
-def host_summary(trace_dir: str, calls: int, top: int = 25) -> list[dict]:
+def host_summary(trace_dir: str, calls: int, top: int = 25, native_only: bool = False) -> list[dict]:
     """The host's side of the traced calls: its longest event names by total time per call (dispatch, thunk
-    launches, waits), with counts, so a dispatch-bound step shows where the host time goes."""
+    launches, waits), with counts, so a dispatch-bound step shows where the host time goes. native_only: leave out
+    the Python tracer's events (names starting with "$"), e.g. to see XLA's compile phases."""
     per_name = collections.defaultdict(lambda: [0, 0.0, set()])
     for process, events in events_by_process(trace_dir).items():
         if is_device(process):
             continue
         for e in events:
+            if native_only and e["name"].startswith("$"):
+                continue
             entry = per_name[e["name"][:100]]
             entry[0] += 1
             entry[1] += e["dur"]
@@ -304,7 +307,14 @@ def profile_train(args) -> dict:
     cls, bboxes, mask = padded_targets(rng, args.batch, 8, 16, 80)
     images = rng.integers(0, 256, size=(args.batch, args.imgsz, args.imgsz, 3), dtype=np.uint8)
     data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
-    stepped = SteppedState(run.step, state, data, hyper)
+    compile_host = None
+    if args.trace_compile:  # the host's events while XLA compiles: passes, autotuning, LLVM, ptxas
+        with tempfile.TemporaryDirectory() as tmp:
+            with jax.profiler.trace(tmp, create_perfetto_trace=True):
+                stepped = SteppedState(run.step, state, data, hyper)
+            compile_host = host_summary(tmp, 1, top=60, native_only=True)
+    else:
+        stepped = SteppedState(run.step, state, data, hyper)
     one, compile_s = stepped.one, stepped.compile_s
 
     ms = median_ms(one, jax.block_until_ready, 20, 5)
@@ -317,7 +327,8 @@ def profile_train(args) -> dict:
             "ms_per_step": ms, "queued_ms_per_step": queued,
             "xla_bytes_accessed_mb": cost.get("bytes accessed", 0) / 1e6, "xla_gflops": cost.get("flops", 0) / 1e9,
             **summarise(events, args.calls, wall, top=40),
-            **attribute(events, args.calls, hlo, peak_bandwidth()), "host_top": host}
+            **attribute(events, args.calls, hlo, peak_bandwidth()), "host_top": host,
+            **({"compile_host_top": compile_host} if compile_host else {})}
 
 
 def main(argv=None) -> int:
@@ -330,6 +341,8 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--trace-compile", action="store_true",
+                        help="train: trace the compile too and report the host's longest compile events")
     parser.add_argument("--print-top", type=int, default=15, help="kernels printed (all top 40 go to --out)")
     parser.add_argument("--patch", action="append", default=[],
                         help="module.attr=value set before building (A/B of a module constant), repeatable")

@@ -237,12 +237,10 @@ fi
 if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (empty cache each) under compiler flags
   export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
-  PAR="--xla_gpu_enable_llvm_module_compilation_parallelism=true"
-  for variant in "base:" "llvm_parallel:$PAR" "autotune2:--xla_gpu_autotune_level=2" \
-                 "both:$PAR --xla_gpu_autotune_level=2" ${COMPILE_VARIANTS:-}; do
+  for variant in "base:" ${COMPILE_VARIANTS:-}; do
     tag=${variant%%:*}; export JAX_COMPILATION_CACHE_DIR=/tmp/jc_compile_$tag
     XLA_FLAGS="$DET ${variant#*:}" N=4 T=150 run python3 $S/profile_gpu.py train --calls 2 --print-top 0 \
-      --tag "cold_det_$tag" --out "$out/cold_det_$tag.json"
+      --trace-compile --tag "cold_det_$tag" --out "$out/cold_det_$tag.json"
   done
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import yolojax.cli
-from yolojax.cli import COMMANDS, args, bench, convert, data, predict, train, val
+from yolojax.cli import COMMANDS, args, bench, convert, data, export, predict, train, val
 from yolojax.data.pipeline import DEFAULTS as DATASET_DEFAULTS
 from yolojax.detectors import build_task
 from yolojax.models.weights import save_weights
@@ -209,3 +209,12 @@ def test_train_on_a_dataset_without_labels_is_one_line_and_exit_2(shapes_dataset
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"yolojax train: {root / 'images' / 'train'}: no labelled images in the train split")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nolabels"]  # no run folder left behind
+
+
+@pytest.mark.parametrize("module, argv", [(val, []), (predict, ["images"]), (export, [])])
+def test_model_is_another_name_for_weights(module, argv):
+    """The reference's CLI names the weights `model=`; val, predict and export read it as weights=."""
+    assert args.parse(module.COMMAND, [*argv, "model=runs/x/weights/best"]).opts.weights == "runs/x/weights/best"
+    assert args.parse(module.COMMAND, [*argv, "--model", "best.pt"]).opts.weights == "best.pt"
+    with pytest.raises(ConfigError, match="model= is another name for weights=; give one of them"):
+        args.parse(module.COMMAND, [*argv, "model=a", "weights=b"])

@@ -1,4 +1,5 @@
 """Orbax checkpoints: exact round trip, a killed save, bitwise resume of the real loop in a new process."""
+import csv
 import os
 import signal
 import subprocess
@@ -107,3 +108,11 @@ def test_resume_in_a_new_process_is_bitwise_identical_to_a_straight_run(tmp_path
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(np.asarray(jax.tree.leaves(half.params)[0]),
                               np.asarray(jax.tree.leaves(resumed.params)[0]))
+    # the interrupted epoch's train losses average all its batches, those before the stop included
+    assert half_meta["epoch_losses"]["count"] == 2
+    assert _train_losses(tmp_path / "split") == _train_losses(tmp_path / "straight")
+
+
+def _train_losses(run_dir) -> list[list[str]]:
+    rows = list(csv.DictReader((Path(run_dir) / "results.csv").open()))
+    return [[value for key, value in row.items() if key.startswith("train/")] for row in rows]

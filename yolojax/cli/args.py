@@ -85,10 +85,12 @@ class Command:
     optional: tuple[str, ...] = ()
     usage: tuple[str, ...] = ()
     notes: str = ""
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)  # another name -> the key it sets
 
     @property
     def types(self) -> dict[str, tuple[type, ...]]:
-        return {name: key.types for name, key in self.keys.items()}
+        return {**{alias: self.keys[key].types for alias, key in self.aliases.items()},
+                **{name: key.types for name, key in self.keys.items()}}
 
     @property
     def defaults(self) -> Config:
@@ -147,6 +149,7 @@ def check_choices(command: Command, opts: Config, source: str) -> None:
 def parse(command: Command, argv: Sequence[str]) -> Parsed:
     """The command line of `command` -> its options and positional arguments; ConfigError on any mistake."""
     assignments, positional = key_values(argv, command.types)
+    assignments = resolve_aliases(command, assignments)
     opts = merge(command.defaults, parse_overrides(assignments, command.types), "command line", command.types)
     check_choices(command, opts, "command line")
     low, high = len(command.positional), len(command.positional) + len(command.optional)
@@ -157,6 +160,22 @@ def parse(command: Command, argv: Sequence[str]) -> Parsed:
     if len(positional) < low:
         raise ConfigError(f"command line: missing {' '.join(command.positional[len(positional):])}")
     return Parsed(opts, positional)
+
+
+def resolve_aliases(command: Command, assignments: list[str]) -> list[str]:
+    """`model=best.pt` -> `weights=best.pt` for a command whose `aliases` say so (the reference's names); giving
+    both names is a ConfigError."""
+    given = {a.partition("=")[0].strip() for a in assignments}
+    resolved = []
+    for assignment in assignments:
+        key, _, value = assignment.partition("=")
+        target = command.aliases.get(key.strip())
+        if target is not None:
+            if target in given:
+                raise ConfigError(f"command line: {key.strip()}= is another name for {target}=; give one of them")
+            assignment = f"{target}={value}"
+        resolved.append(assignment)
+    return resolved
 
 
 def show(value: Any) -> str:
@@ -179,6 +198,8 @@ def help_text(command: Command, width: int = 120) -> str:
         choices = f" [{'|'.join(map(show, key.choices))}]" if key.choices else ""
         lines.append(textwrap.fill(f"{key.help}{choices}", width, initial_indent=f"  {name}={show(key.default)}"
                                    .ljust(column), subsequent_indent=" " * column))
+    if command.aliases:
+        lines += ["", "also: " + ", ".join(f"{alias}= for {key}=" for alias, key in command.aliases.items())]
     if command.notes:
         lines += ["", textwrap.fill(command.notes, width)]
     lines += ["", textwrap.fill("`--key=value` reads as key=value, as does `--key value` for a key that does not take "

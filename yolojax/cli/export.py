@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from yolojax.cli import args
+from yolojax.cli.weights import WEIGHTS_ALIASES
 from yolojax.export import FORMATS, ExportError, export_model
 from yolojax.train.config import ConfigError
 
@@ -25,6 +26,7 @@ COMMAND = args.Command(
         "opset": args.own_key(None, "(int) ONNX opset (null: 17)", types=(int,)),
         "out": args.own_key(None, "(str) output file (null: beside the weights, e.g. best.onnx)", types=(str,)),
     },
+    aliases=WEIGHTS_ALIASES,
 )
 
 

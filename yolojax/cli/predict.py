@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from yolojax.cli import args
-from yolojax.cli.weights import TRAIN_KEYS
+from yolojax.cli.weights import TRAIN_KEYS, WEIGHTS_ALIASES
 from yolojax.data.media import list_media
 from yolojax.eval.predict import PredictInputError, load_jax_detector, predict_options, stream_predict
 from yolojax.eval.predict_output import PredictionWriter
@@ -50,6 +50,7 @@ COMMAND = args.Command(
         "trust_pickle": TRAIN_KEYS["trust_pickle"],
     },
     positional=("SOURCE",),
+    aliases=WEIGHTS_ALIASES,
 )
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from yolojax.cli import args
-from yolojax.cli.weights import TRAIN_KEYS
+from yolojax.cli.weights import TRAIN_KEYS, WEIGHTS_ALIASES
 from yolojax.convert.cache import weights_folder
 from yolojax.convert.files import read_weights
 from yolojax.data import build_dataset
@@ -49,6 +49,7 @@ COMMAND = args.Command(
     },
     optional=("DT.json",),
     usage=("yolojax val weights=PATH [data=DATA.yaml] [key=value ...]", "yolojax val --coco-json GT.json DT.json"),
+    aliases=WEIGHTS_ALIASES,
 )
 
 COCO_LABELS = dict(map50_95="AP @[.50:.95]", map50="AP @.50", map75="AP @.75", map_small="AP small",

@@ -13,6 +13,9 @@ from yolojax.data.shapes import default_cache_dir
 from yolojax.detectors import build_task, task_from_weights_meta
 from yolojax.train.config import CONFIG_DIR, Config, ConfigError, load_model_config, merge, parse_overrides
 
+# val / predict / export take the weights to use as `model=` too, the name the reference's CLI gives them
+WEIGHTS_ALIASES = {"model": "weights"}
+
 # `yolojax train`'s keys about initial weights (trust_pickle is the command's own: runs do not record it)
 TRAIN_KEYS = {
     "weights": args.config_key("weights", help="(str) initial weights: a yolojax weights folder or reference weights "

@@ -189,9 +189,9 @@ def _settle_garbage() -> None:
     gc.freeze()
 
 
-def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]) -> tuple[str | None, int, Any]:
-    """Iterate one epoch (from run.meta's batch when resuming into it). Returns (why it stopped early or None,
-    batches done, the mean loss items or None)."""
+def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]) -> tuple[str | None, int, _Tally]:
+    """Iterate one epoch (from run.meta's batch when resuming into it, with the loss tally saved there). Returns
+    (why it stopped early or None, batches done, the epoch's loss tally)."""
     cfg, nb = run.cfg, run.data.batches_per_epoch
     start = run.meta["batch"] if epoch == run.meta["epoch"] else 0
     mosaic = epoch < cfg.epochs - cfg.close_mosaic if cfg.close_mosaic else True
@@ -199,7 +199,7 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
                            run.main and run.progress)
     batches = run.data.train_epoch(epoch, mosaic=mosaic, start_batch=start,
                                    data_state=run.meta.get("data_state") if start else None)
-    tally, pending, done, why = _Tally(), None, start, None
+    tally, pending, done, why = _Tally(run.meta.get("epoch_losses") if start else None), None, start, None
 
     def host_batches():  # drawn in order by the prefetch thread, with the pipeline's position after each batch
         for i, batch in enumerate(batches, start):
@@ -230,7 +230,7 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
         tally.add(pending, bar, run)
     bar.close()
     run.samples.write(run.run_dir, run.data.names)  # after the steps: the first epoch's kept batches
-    return why, done, tally.mean()
+    return why, done, tally
 
 
 def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
@@ -243,7 +243,7 @@ def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
     improved = fitness is not None and (run.meta["best_fitness"] is None or fitness >= run.meta["best_fitness"])
     if improved:
         run.meta.update(best_fitness=fitness, best_epoch=epoch)
-    run.meta.update(epoch=epoch + 1, batch=0, last_metrics=metrics)
+    run.meta.update(epoch=epoch + 1, batch=0, epoch_losses=None, last_metrics=metrics)
     row = _results_row(epoch, run.task, losses, metrics, hyper_at(run.plan, (epoch + 1) * run.data.batches_per_epoch
                                                                   - 1, epoch), time.time() - started)
     if run.main:
@@ -274,17 +274,18 @@ def _run_epochs(run: _Run, board, stop_at_iteration: int | None, out_of_time: Ca
         epoch = run.meta["epoch"]
         while epoch < cfg.epochs:
             started = time.time()
-            why, done, losses = _train_epoch(run, epoch, should_stop)
+            why, done, tally = _train_epoch(run, epoch, should_stop)
             if why == "interrupted":  # Ctrl-C (or stop_at_iteration): save where we are and leave
                 interrupted = True
-                run.meta.update(epoch=epoch, batch=done)
-                if done >= nb:
-                    run.meta.update(epoch=epoch + 1, batch=0)
+                # the epoch's loss tally too, so that its results.csv row covers every batch once resumed
+                run.meta.update(epoch=epoch, batch=done, epoch_losses=tally.saved())
+                if done >= nb:  # after the epoch's last batch: resume at the next (this one's row is skipped)
+                    run.meta.update(epoch=epoch + 1, batch=0, epoch_losses=None)
                 _save(run, data_state=run.data_state if run.meta["batch"] else None)
                 _say(run, f"Interrupted: checkpoint saved in {run.last.directory}; resume with "
                      f"`yolojax train resume={run.run_dir}`")
                 break
-            _end_epoch(run, epoch, losses, started, board)
+            _end_epoch(run, epoch, tally.mean(), started, board)
             epoch += 1
             stale = epoch - 1 - run.meta["best_epoch"] >= cfg.patience
             if why or dist.any_process(out_of_time()) or stale:
@@ -357,8 +358,15 @@ def _validate_best(run: _Run, final_validation: Callable) -> None:
 class _Tally:
     """Host side of the step metrics: running mean of finite loss items, progress bar, non-finite guard."""
 
-    def __init__(self):
+    def __init__(self, saved: dict | None = None):
+        """saved: `saved()` of the tally of an epoch interrupted part-way (from a checkpoint's meta), to go on with."""
         self.total, self.count = None, 0
+        if saved and saved.get("total") is not None:
+            self.total, self.count = np.asarray(saved["total"], np.float64), int(saved["count"])
+
+    def saved(self) -> dict:
+        """The running sums as JSON (float64 round-trips exactly), for a checkpoint's meta."""
+        return {"total": None if self.total is None else self.total.tolist(), "count": self.count}
 
     def add(self, pending, bar, run: _Run) -> None:
         metrics, imgsz, _ = pending

@@ -260,6 +260,27 @@ def trace(fn, sync, calls: int) -> tuple[list[dict], float, list[dict]]:
         return device_events(tmp), wall_ms, host_summary(tmp, calls)
 
 
+def with_variables(how: str, variables, *fns):
+    """Each fn(variables, images) jitted with the variables passed as `how` says: "tree" (one argument per array),
+    "flat" (one buffer, sliced back into the tree inside the program) or "constant" (baked into the program).
+    The last two return functions called as fn((), images)."""
+    if how == "tree":
+        return [jax.jit(fn) for fn in fns]
+    leaves, treedef = jax.tree.flatten(variables)
+    if how == "constant":
+        return [jax.jit(lambda _, images, fn=fn: fn(variables, images)) for fn in fns]
+    flat = jnp.concatenate([leaf.ravel().astype(jnp.float32) for leaf in leaves])
+    sizes = [leaf.size for leaf in leaves]
+    offsets = np.cumsum([0, *sizes])
+
+    def unflatten(buffer):
+        return jax.tree.unflatten(treedef, [buffer[o:o + n].reshape(leaf.shape).astype(leaf.dtype)
+                                            for o, n, leaf in zip(offsets, sizes, leaves)])
+
+    jitted = [jax.jit(lambda buffer, images, fn=fn: fn(unflatten(buffer), images)) for fn in fns]
+    return [lambda _, images, f=f: f(flat, images) for f in jitted]
+
+
 def profile_infer(args) -> dict:
     from yolojax.detectors.postprocess import non_max_suppression
     from yolojax.models.yolov8 import YOLOv8, init_variables
@@ -269,15 +290,15 @@ def profile_infer(args) -> dict:
     rng = np.random.default_rng(0)
     x = jax.device_put(jnp.asarray(rng.random((args.batch, args.imgsz, args.imgsz, 3)), jnp.bfloat16))
 
-    @jax.jit
-    def detect(v, images):
+    def detect_fn(v, images):
         boxes_xywh, class_probs = model.apply(v, images, train=False)
         # a random model scores ~1e-4; conf 0 + max_det keeps NMS busy the way a trained model's output does
         return non_max_suppression(boxes_xywh, class_probs, conf_thres=args.conf, iou_thres=0.7, max_det=300)
 
-    @jax.jit
-    def forward(v, images):
-        return model.apply(v, images, train=False)
+    detect, forward = with_variables(args.variables, variables, detect_fn,
+                                     lambda v, images: model.apply(v, images, train=False))
+    if args.variables != "tree":  # the same function of the images alone from here on
+        variables = ()
 
     start = time.perf_counter()
     jax.block_until_ready(detect(variables, x))
@@ -286,7 +307,8 @@ def profile_infer(args) -> dict:
            "forward_ms": median_ms(lambda: forward(variables, x), jax.block_until_ready, 200, 20),
            "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20)}
     events, wall, host = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
-    hlo = hlo_instructions(detect.lower(variables, x).compile().as_text())
+    # kernels are joined to HLO instructions for the per-array program only (the others' names differ)
+    hlo = hlo_instructions(detect.lower(variables, x).compile().as_text()) if args.variables == "tree" else {}
     return {**out, **summarise(events, args.calls, wall), **attribute(events, args.calls, hlo, peak_bandwidth()),
             "host_top": host}
 
@@ -341,6 +363,8 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--variables", choices=["tree", "flat", "constant"], default="tree",
+                        help="infer: the weights as one argument per array, one flat buffer, or program constants")
     parser.add_argument("--trace-compile", action="store_true",
                         help="train: trace the compile too and report the host's longest compile events")
     parser.add_argument("--print-top", type=int, default=15, help="kernels printed (all top 40 go to --out)")

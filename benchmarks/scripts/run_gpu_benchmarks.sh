@@ -243,6 +243,14 @@ if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (em
       --trace-compile --tag "cold_det_$tag" --out "$out/cold_det_$tag.json"
   done
 fi
+if [ "$part" = infer_variables ]; then  # inference with the weights per array / one flat buffer / program constants
+  for v in tree flat constant; do
+    for b in 1 32; do
+      N=3 T=100 run python3 $S/profile_gpu.py infer --calls 5 --conf 0.25 --print-top 0 --batch $b --variables $v \
+        --out "$out/infer_b${b}_$v.json"
+    done
+  done
+fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)
   feed=(--batch $((64 * ngpu)) --images 2560 --cache ram --workers $(( $(nproc) - 4 )) --data-dir /tmp/loop_images)

@@ -119,7 +119,8 @@ def run_children(command: Sequence[str], environments: Sequence[Mapping[str, str
     After a failure the others get `failure_grace_s` to exit, then SIGTERM, then SIGKILL.
     """
     launcher = {LAUNCHER_VARIABLE: str(os.getpid())}
-    children = [subprocess.Popen(list(command), env={**os.environ, **env, **launcher}, process_group=0)
+    own_group = {"process_group": 0} if os.name == "posix" else {}  # Ctrl-C reaches the launcher alone
+    children = [subprocess.Popen(list(command), env={**os.environ, **env, **launcher}, **own_group)
                 for env in environments]
     previous = {sig: signal.signal(sig, _forward_to(children)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -96,6 +96,11 @@ def test_a_failing_child_stops_the_others_and_sets_the_exit_status():
     assert time.monotonic() - start < 30
 
 
+def test_children_that_all_fail_at_once_give_the_failure():
+    status = launch.run_children(python("import sys; sys.exit(4)"), [{"JAX_PROCESS_ID": "0"}, {"JAX_PROCESS_ID": "1"}])
+    assert status == 4
+
+
 def test_success_is_zero_and_each_signal_reaches_each_child_once(tmp_path):
     code = ("import os, signal, sys, time\n"
             f"path = os.path.join({str(tmp_path)!r}, os.environ['JAX_PROCESS_ID'])\n"

@@ -26,6 +26,7 @@ FAILURE_GRACE_S = 30.0
 TERMINATE_GRACE_S = 10.0
 POLL_S = 0.2
 LAUNCHER_VARIABLE = "YOLOJAX_LAUNCHER_PID"
+INTERRUPTED = 130  # `yolojax train`'s exit status after Ctrl-C
 
 
 def visible_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -160,13 +161,14 @@ def _wait(children: list[subprocess.Popen], failure_grace_s: float) -> int:
     failed_at, first_failure = None, 0
     while True:
         codes = [child.poll() for child in children]
-        if all(code is not None for code in codes):
-            return first_failure
         failure = next((_status(c) for c in codes if c not in (None, 0)), 0)
+        if all(code is not None for code in codes):
+            return first_failure or failure
         if failure and failed_at is None:
             failed_at, first_failure = time.monotonic(), failure
-            print(f"yolojax train: a process exited with status {failure}; stopping the others "
-                  f"(at most {failure_grace_s:.0f} s)", file=sys.stderr, flush=True)
+            if failure != INTERRUPTED:  # after Ctrl-C every process stops with a checkpoint by itself
+                print(f"yolojax train: a process exited with status {failure}; stopping the others "
+                      f"(at most {failure_grace_s:.0f} s)", file=sys.stderr, flush=True)
         if failed_at is not None and time.monotonic() - failed_at > failure_grace_s:
             _terminate([c for c in children if c.poll() is None])
             return first_failure

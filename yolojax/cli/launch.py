@@ -12,6 +12,7 @@ before they are terminated, so the launcher never hangs on a dead job.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -146,8 +147,6 @@ def stop_with_launcher(environ: Mapping[str, str] = os.environ) -> None:
     launcher = environ.get(LAUNCHER_VARIABLE)
     if not launcher or not sys.platform.startswith("linux"):
         return
-    import ctypes
-
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != int(launcher):
         raise SystemExit("yolojax train: the launching process is gone; stopping")

@@ -152,3 +152,20 @@ def test_a_child_whose_launcher_is_gone_stops():
     done = subprocess.run(python(code), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "kept on" not in done.stdout
     assert "yolojax train: the launching process is gone; stopping" in done.stderr
+
+
+def test_a_batch_that_does_not_split_is_one_line_before_anything_starts(tmp_path, capsys):
+    from yolojax.cli.train import cli_main
+
+    assert cli_main(["device=cpu", "processes=2", "batch=3", f"project={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err == "yolojax train: batch=3 does not split over 2 processes; choose a multiple of 2\n"
+    # one process with two devices: the run's own check, before its folder exists
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    done = subprocess.run([sys.executable, "-m", "yolojax.cli", "train", "device=cpu", "processes=1", "batch=3",
+                           f"project={tmp_path}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == ("yolojax train: batch=3 does not split over the 2 cpu devices of "
+                                                    "this run; choose a multiple of 2")
+    assert not any(tmp_path.iterdir())

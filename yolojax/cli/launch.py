@@ -50,7 +50,14 @@ def children_of(cfg: Any, environ: Mapping[str, str] = os.environ) -> list[dict[
     if processes == 1 or parse_device(cfg.get("device")) == "tpu":
         return []
     cpu = parse_device(cfg.get("device")) == "cpu"
-    return plan(processes, cfg.get("device"), [] if cpu else visible_gpus(environ))
+    children = plan(processes, cfg.get("device"), [] if cpu else visible_gpus(environ))
+    # each process checks this too, but one line here beats one per process
+    units = sum(len(env["CUDA_VISIBLE_DEVICES"].split(",")) if "CUDA_VISIBLE_DEVICES" in env else 1
+                for env in children)
+    if children and cfg.batch % units:
+        what = "processes" if cpu else "GPUs"
+        raise ConfigError(f"batch={cfg.batch} does not split over {units} {what}; choose a multiple of {units}")
+    return children
 
 
 def plan(processes: Any, device: Any, gpus: Sequence[str]) -> list[dict[str, str]]:

@@ -26,11 +26,12 @@ from yolojax.train import checkpoints as ckpt
 from yolojax.train import distributed as dist
 from yolojax.train.config import (
     Config,
+    ConfigError,
     load_config,
     load_model_config,
     merge,
 )
-from yolojax.train.devices import local_devices, restrict_platform, select_devices
+from yolojax.train.devices import describe, local_devices, restrict_platform, select_devices
 from yolojax.train.feed import Prefetch, TrainData, build_train_data, resize_batch
 from yolojax.train.interrupt import StopFlag
 from yolojax.train.optim import hyper_at, plan_optimizer
@@ -316,6 +317,9 @@ def train(cfg: Config, *, task: DetectionTask | None = None, data: TrainData | N
     restrict_platform(cfg.get("device"))  # before JAX starts a backend
     dist.maybe_initialize_distributed()
     devices = select_devices(cfg.get("device"))  # before the run folder exists: a wrong device leaves none
+    if cfg.batch % len(devices):
+        raise ConfigError(f"batch={cfg.batch} does not split over the {describe(devices)} devices of this run; "
+                          f"choose a multiple of {len(devices)}")
     with jax.default_device(local_devices(devices)[0]) if cfg.get("device") else contextlib.nullcontext():
         return _train(cfg, task, data, evaluate, final_validation, devices, stop_at_iteration, progress)
 

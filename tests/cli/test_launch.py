@@ -80,6 +80,13 @@ def test_child_command_lines_never_launch_again_and_share_the_cores():
     assert launch.child_arguments(["device=cpu"], "cpu", 0, 2, 2)[-2:] == ["processes=1", "device=cpu"]
 
 
+def test_a_ram_cache_per_process_is_named():
+    assert "each of the 2 processes decodes every image" in launch.cache_warning("ram", 2)
+    assert "cache=True" in launch.cache_warning(True, 8)
+    assert launch.cache_warning("disk", 2) is None and launch.cache_warning(False, 2) is None
+    assert launch.cache_warning("ram", 1) is None
+
+
 def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 

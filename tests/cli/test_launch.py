@@ -80,13 +80,6 @@ def test_child_command_lines_never_launch_again_and_share_the_cores():
     assert launch.child_arguments(["device=cpu"], "cpu", 0, 2, 2)[-2:] == ["processes=1", "device=cpu"]
 
 
-def test_a_ram_cache_per_process_is_named():
-    assert "each of the 2 processes decodes every image" in launch.cache_warning("ram", 2)
-    assert "cache=True" in launch.cache_warning(True, 8)
-    assert launch.cache_warning("disk", 2) is None and launch.cache_warning(False, 2) is None
-    assert launch.cache_warning("ram", 1) is None
-
-
 def python(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
@@ -133,13 +126,16 @@ def test_success_is_zero_and_each_signal_reaches_each_child_once(tmp_path):
 
 
 def test_yolojax_train_as_two_cpu_processes(shapes_dataset, tmp_path):
-    """The real command: two children (1 CPU device each) train one run together, validate it, and stop."""
+    """The real command: two children (1 CPU device each) train one run together, validate it, and stop; with
+    cache=ram, process 0 decodes the images into one file per split that process 1 maps."""
     data = shapes_dataset(16, 8, 64)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "SLURM_", "OMPI_"))}
-    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONUNBUFFERED="1",
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1", PYTHONUNBUFFERED="1", TMPDIR=str(scratch),
                YOLOJAX_INIT_TIMEOUT_S="60", YOLOJAX_HEARTBEAT_TIMEOUT_S="20")
     argv = ["device=cpu", "processes=2", "cfg=none", f"data={data}", "imgsz=64", "batch=4", "nbs=4", "epochs=1",
-            "workers=0", "plots=False", "warmup_epochs=0", f"project={tmp_path}", "name=run"]
+            "workers=0", "plots=False", "warmup_epochs=0", f"project={tmp_path}", "name=run", "cache=ram"]
     done = subprocess.run([sys.executable, "-m", "yolojax.cli", "train", *argv], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=400)
     log = done.stdout + done.stderr
@@ -151,6 +147,7 @@ def test_yolojax_train_as_two_cpu_processes(shapes_dataset, tmp_path):
     assert (saved["processes"], saved["device"]) == (1, "cpu")
     rows = (tmp_path / "run" / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and (tmp_path / "run" / "weights" / "best" / "meta.json").is_file()
+    assert not [p for p in scratch.iterdir() if p.name.startswith("yolojax_ram_cache_")]  # removed at the end
 
 
 def test_a_child_whose_launcher_is_gone_stops():

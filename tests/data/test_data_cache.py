@@ -81,3 +81,21 @@ def test_an_unwritable_cache_warns_naming_the_file_and_decodes(dataset_copy, mon
 def test_an_unknown_cache_value_is_a_clear_error(dataset_copy):
     with pytest.raises(ValueError, match="cache='memory'"):
         build_dataset(config(dataset_copy, cache="memory"), "train", 0)
+
+
+def test_a_ram_cache_written_by_one_process_is_read_by_another_without_decoding(dataset_copy, tmp_path, monkeypatch):
+    """`preload` into a named file (and its index), `attach` from a dataset that decodes nothing: the same batches
+    as a dataset with its own cache (the way the processes of one host share cache=ram)."""
+    path = tmp_path / "shared.u8"
+    writer = build_dataset(config(dataset_copy, cache="ram"), "train", 1,
+                           preload=lambda store, indices, imgsz, split: store.preload(indices, imgsz, path=path))
+    assert path.is_file() and (tmp_path / "shared.u8.index").is_file()
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} although another process cached it")
+    monkeypatch.setattr(sources, "read_bgr", no_decoding)
+    reader = build_dataset(config(dataset_copy, cache="ram"), "train", 1,
+                           preload=lambda store, indices, imgsz, split: store.attach(path))
+    assert_same(list(reader.iterator(0, workers=0)), list(writer.iterator(0, workers=0)))
+    monkeypatch.undo()
+    assert_same(list(reader.iterator(0, workers=0)), epoch(dataset_copy))

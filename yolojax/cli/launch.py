@@ -120,15 +120,6 @@ def child_arguments(argv: Sequence[str], device: Any, workers: int, count: int, 
     return [*argv, *extra]
 
 
-def cache_warning(cache: Any, count: int) -> str | None:
-    """What to tell a user whose `cache` is kept once per process, with `count` processes (None: nothing)."""
-    if count < 2 or cache not in (True, "ram"):
-        return None
-    return (f"cache={cache}: each of the {count} processes decodes every image into its own cache file, so the "
-            "decoded images take that many times the memory; cache=disk keeps one copy (.npy beside the images), "
-            "processes=1 one copy in memory")
-
-
 def run_children(command: Sequence[str], environments: Sequence[Mapping[str, str]], *,
                  failure_grace_s: float = FAILURE_GRACE_S) -> int:
     """Start `command` once per environment (added to this one), pass on SIGINT and SIGTERM, wait for all.

@@ -45,9 +45,6 @@ def launch_children(argv: list[str], cfg: Config, children: list[dict[str, str]]
     """This run as one process per entry of `children` (yolojax.cli.launch); their exit status."""
     where = ", ".join(env.get("CUDA_VISIBLE_DEVICES", "cpu") for env in children)
     print(f"yolojax train: {len(children)} processes (jax.distributed on 127.0.0.1), devices {where}", flush=True)
-    warning = launch.cache_warning(cfg.cache, len(children))
-    if warning:
-        print(f"yolojax train: warning: {warning}", file=sys.stderr, flush=True)
     command = [sys.executable, "-m", "yolojax.cli", "train",
                *launch.child_arguments(argv, cfg.device, cfg.workers, len(children), os.cpu_count())]
     return launch.run_children(command, children)

@@ -234,7 +234,7 @@ class _ValSample(grain.transforms.Map):
 class DetectionDataset:
     """One split, ready to iterate per epoch (API in the module docstring)."""
 
-    def __init__(self, cfg, split, seed, source=None):
+    def __init__(self, cfg, split, seed, source=None, preload=None):
         self.cfg = {**DEFAULTS, **dict(cfg)}
         self.split, self.seed, self.training = split, int(seed), split == "train"
         self.source = source if source is not None else make_source(self.cfg["data"], split)
@@ -262,7 +262,10 @@ class DetectionDataset:
                 warn(f"cache=disk: {type(self.source).__name__} has no image files to keep .npy files beside; "
                      "images are decoded each time")
         if cache in (True, "ram"):
-            self.store.preload(range(self.num_images), self.imgsz)
+            if preload is None:
+                self.store.preload(range(self.num_images), self.imgsz)
+            else:  # e.g. one file per host for several processes
+                preload(self.store, range(self.num_images), self.imgsz, split)
         if self.training and self.num_images < self.batch_size:
             raise DataError(f"{split}: {self.num_images} images is fewer than one batch of {self.batch_size} "
                             "(lower batch)")
@@ -348,6 +351,7 @@ class DetectionDataset:
         return iter(ds)
 
 
-def build_dataset(cfg, split, seed=0, *, source=None) -> DetectionDataset:
-    """See the module docstring. `source` overrides `cfg["data"]` (any object with the source interface)."""
-    return DetectionDataset(cfg, split, seed, source=source)
+def build_dataset(cfg, split, seed=0, *, source=None, preload=None) -> DetectionDataset:
+    """See the module docstring. `source` overrides `cfg["data"]` (any object with the source interface).
+    preload(store, indices, imgsz, split) replaces `store.preload(indices, imgsz)` for cache=ram."""
+    return DetectionDataset(cfg, split, seed, source=source, preload=preload)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 import threading
 import weakref
@@ -29,17 +30,34 @@ class ImageStore:
         self._shared_path, self._shared_index, self._mapped = None, {}, None
         self._cache, self._bytes, self._lock = OrderedDict(), 0, threading.Lock()
 
-    def preload(self, indices, imgsz):
-        """Decode every image of `indices` at `imgsz` into the shared file (see the class docstring)."""
-        fd, path = tempfile.mkstemp(prefix="yolojax_ram_cache_", suffix=".u8")
-        weakref.finalize(self, _remove_file, path)  # the creating process owns the file
+    def preload(self, indices, imgsz, path=None):
+        """Decode every image of `indices` at `imgsz` into the shared file (see the class docstring). path: write
+        there, with the index beside it (`path + ".index"`), for other processes of this host to `attach`."""
+        shared = path is not None
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="yolojax_ram_cache_", suffix=".u8")
+            out = os.fdopen(fd, "wb")
+        else:
+            out = open(path, "wb")
+        path = str(path)
+        weakref.finalize(self, _remove_files, path, path + ".index")  # the creating process owns the files
         index = {}
-        with os.fdopen(fd, "wb") as f:  # one image in memory at a time
+        with out as f:  # one image in memory at a time
             for i in indices:
                 image, cls, boxes, record = self._load(i, imgsz)
                 index[(int(i), int(imgsz))] = (f.tell(), image.shape, cls, boxes, record)
                 f.write(np.ascontiguousarray(image).data)
+        if shared:
+            with open(path + ".index.tmp", "wb") as f:
+                pickle.dump(index, f)
+            os.replace(path + ".index.tmp", path + ".index")
         self._shared_path, self._shared_index, self._mapped = path, index, None
+
+    def attach(self, path) -> None:
+        """Read the images another process of this host `preload`ed into `path` (no decoding here)."""
+        with open(str(path) + ".index", "rb") as f:
+            index = pickle.load(f)
+        self._shared_path, self._shared_index, self._mapped = str(path), index, None
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -88,8 +106,9 @@ class ImageStore:
         return image, record["cls"], T.xywhn_to_xyxy(record["bboxes"], w, h), record
 
 
-def _remove_file(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
+def _remove_files(*paths):
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:
+            pass

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import zlib
 from typing import Any, Mapping
 
 import jax
@@ -110,6 +112,21 @@ def any_process(flag: bool) -> bool:
         return bool(flag)
 
     return bool(np.any(multihost_utils.process_allgather(np.array([bool(flag)], np.int32))))
+
+
+def host_leader() -> int:
+    """The lowest process index on this process's host (itself with one process); every process must call this at
+    the same point."""
+    if not is_multi_process():
+        return jax.process_index()
+    host = zlib.crc32(socket.gethostname().encode()) & 0x7FFFFFFF
+    hosts = np.asarray(multihost_utils.process_allgather(np.array([host], np.int32))).reshape(-1)
+    return int(np.flatnonzero(hosts == host)[0])
+
+
+def barrier() -> None:
+    """Return once every process got here (a no-op with one process)."""
+    any_process(False)
 
 
 def process_local(tree: Any) -> Any:

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import cv2
@@ -13,6 +16,7 @@ import jax
 import numpy as np
 
 from yolojax.data import build_dataset
+from yolojax.train import distributed as dist
 
 
 def process_rows(batch_size: int, index: int, count: int) -> tuple[int, int]:
@@ -58,6 +62,20 @@ class TrainData(Protocol):
     def close(self) -> None: ...
 
 
+def preload_per_host(store, indices, imgsz: int, split: str) -> None:
+    """cache=ram in a run of several processes: the first process of each host decodes the images into one file
+    that the host's other processes map, instead of each decoding its own copy. Every process calls this in the
+    same order (it meets the others at a barrier)."""
+    token = dist.from_main(uuid.uuid4().hex)
+    path = Path(tempfile.gettempdir()) / f"yolojax_ram_cache_{token}_{split}_{imgsz}.u8"
+    writer = dist.host_leader() == jax.process_index()
+    if writer:
+        store.preload(indices, imgsz, path=path)
+    dist.barrier()
+    if not writer:
+        store.attach(path)
+
+
 class PipelineData:
     """TrainData over `yolojax.data.build_dataset` (grain, deterministic per (seed, epoch, index)).
 
@@ -71,11 +89,12 @@ class PipelineData:
 
     def __init__(self, cfg: Any, process: tuple[int, int] | None = None):
         self.cfg = cfg
-        self.train = build_dataset(cfg, "train", seed=cfg.seed)
+        preload = preload_per_host if dist.is_multi_process() else None
+        self.train = build_dataset(cfg, "train", seed=cfg.seed, preload=preload)
         self.summary = self.train.summary  # the label scan's counts, printed before training
         index, count = process if process is not None else (jax.process_index(), jax.process_count())
         self.rows = process_rows(self.train.batch_size, index, count)
-        self.val = build_dataset(cfg, "val", seed=cfg.seed)  # the final epoch validates even when val=False
+        self.val = build_dataset(cfg, "val", seed=cfg.seed, preload=preload)  # validated at the end even if val=False
         self.num_classes = self.train.num_classes
         self.names = tuple(self.train.names)
         self.train_size = self.train.num_images

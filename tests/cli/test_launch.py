@@ -58,6 +58,9 @@ def test_cpu_processes_and_mistakes():
         launch.plan("auto", "5", ["0", "1"])
     with pytest.raises(ConfigError, match="one process per TPU host"):
         launch.plan(2, "tpu", [])
+    with pytest.raises(ConfigError, match="one process per TPU host"):  # from a config too, not ignored
+        launch.children_of(load_config(["device=tpu", "processes=2"]))
+    assert launch.children_of(load_config(["device=tpu"])) == []
 
 
 def test_visible_gpus_reads_cuda_visible_devices():

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from yolojax.cli.launch import free_port
 from yolojax.data import build_dataset
 from yolojax.train.config import load_config
 
@@ -46,12 +46,6 @@ HEARTBEAT_TIMEOUT_S = 10
 
 def overrides(data_yaml):
     return [f"data={data_yaml}", "imgsz=64", f"batch={BATCH}", "nbs=8", "epochs=3", "close_mosaic=1", "seed=3"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(out_dir: Path, plan: str, data_yaml, processes: int, env: dict | None = None) -> list[subprocess.Popen]:

@@ -46,16 +46,15 @@ def visible_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
 
 def children_of(cfg: Any, environ: Mapping[str, str] = os.environ) -> list[dict[str, str]]:
     """`plan` for a train config (its `processes` and `device`), looking for GPUs only when it may launch."""
-    processes = cfg.get("processes", 1)
-    if processes == 1 or parse_device(cfg.get("device")) == "tpu":
+    processes, platform = cfg.get("processes", 1), parse_device(cfg.get("device"))
+    if processes == 1:
         return []
-    cpu = parse_device(cfg.get("device")) == "cpu"
-    children = plan(processes, cfg.get("device"), [] if cpu else visible_gpus(environ))
+    children = plan(processes, cfg.get("device"), [] if platform in ("cpu", "tpu") else visible_gpus(environ))
     # each process checks this too, but one line here beats one per process
     units = sum(len(env["CUDA_VISIBLE_DEVICES"].split(",")) if "CUDA_VISIBLE_DEVICES" in env else 1
                 for env in children)
     if children and cfg.batch % units:
-        what = "processes" if cpu else "GPUs"
+        what = "processes" if platform == "cpu" else "GPUs"
         raise ConfigError(f"batch={cfg.batch} does not split over {units} {what}; choose a multiple of {units}")
     return children
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import faulthandler
 import glob
 import gzip
 import importlib
@@ -266,6 +267,8 @@ def with_variables(how: str, variables, *fns):
     The last two return functions called as fn((), images)."""
     if how == "tree":
         return [jax.jit(fn) for fn in fns]
+    if how in ("folded", "prepared"):
+        return prepared_weights(variables, how == "prepared", fns)
     leaves, treedef = jax.tree.flatten(variables)
     if how == "constant":
         return [jax.jit(lambda _, images, fn=fn: fn(variables, images)) for fn in fns]
@@ -279,6 +282,50 @@ def with_variables(how: str, variables, *fns):
 
     jitted = [jax.jit(lambda buffer, images, fn=fn: fn(unflatten(buffer), images)) for fn in fns]
     return [lambda _, images, f=f: f(flat, images) for f in jitted]
+
+
+def prepared_weights(variables, kernels_ohwi: bool, fns):
+    """`with_variables` for "folded" (BatchNorm folded into the convolutions as the export does, kernels cast to
+    bfloat16 once) and "prepared" (also stored in cuDNN's OHWI filter layout, so the program transposes nothing)."""
+    import flax.linen as nn
+    from jax import lax
+
+    from yolojax.export.graph import fold_batchnorm, folded_batchnorm
+    from yolojax.models.layers import HALF_MIN_INPUT_CHANNELS, Conv
+
+    folded, paths = fold_batchnorm(variables)
+
+    def prepare(path, leaf):
+        if path[-1].key != "kernel":
+            return jnp.asarray(leaf)
+        leaf = jnp.asarray(leaf, jnp.bfloat16)
+        ours = path[-2].key == "conv" and leaf.shape[2] >= HALF_MIN_INPUT_CHANNELS  # not the stem, not nn.Conv
+        return leaf.transpose(3, 0, 1, 2) if kernels_ohwi and ours else leaf
+
+    prepared = jax.device_put(jax.tree_util.tree_map_with_path(prepare, folded))
+
+    def ohwi_conv(next_fun, args, kwargs, context):
+        module = context.module
+        if not (isinstance(module, Conv) and context.method_name == "__call__"):
+            return next_fun(*args, **kwargs)
+        kernel = module.get_variable("params", "kernel")
+        if kernel.shape[0] != module.features:  # the stem, kept HWIO (k, k, c_in, c_out)
+            return next_fun(*args, **kwargs)
+        pad = module.kernel // 2
+        return lax.conv_general_dilated(args[0].astype(module.dtype), kernel, (module.stride,) * 2, ((pad, pad),) * 2,
+                                        dimension_numbers=("NHWC", "OHWI", "NHWC"))
+
+    def wrap(fn):
+        def run(v, images):
+            with folded_batchnorm(paths):
+                if not kernels_ohwi:
+                    return fn(v, images)
+                with nn.intercept_methods(ohwi_conv):
+                    return fn(v, images)
+        jitted = jax.jit(run)
+        return lambda _, images: jitted(prepared, images)
+
+    return [wrap(fn) for fn in fns]
 
 
 def profile_infer(args) -> dict:
@@ -363,14 +410,19 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--variables", choices=["tree", "flat", "constant"], default="tree",
-                        help="infer: the weights as one argument per array, one flat buffer, or program constants")
+    parser.add_argument("--variables", choices=["tree", "flat", "constant", "folded", "prepared"], default="tree",
+                        help="infer: the weights as one argument per array, one flat buffer, program constants, BatchNorm "
+                        "folded (bf16 kernels), or folded with kernels in cuDNN's OHWI layout")
+    parser.add_argument("--dump-after", type=float, default=0,
+                        help="print every thread's Python stack after this many seconds (where a run hangs)")
     parser.add_argument("--trace-compile", action="store_true",
                         help="train: trace the compile too and report the host's longest compile events")
     parser.add_argument("--print-top", type=int, default=15, help="kernels printed (all top 40 go to --out)")
     parser.add_argument("--patch", action="append", default=[],
                         help="module.attr=value set before building (A/B of a module constant), repeatable")
     args = parser.parse_args(argv)
+    if args.dump_after:
+        faulthandler.dump_traceback_later(args.dump_after, exit=False)
     apply_default_xla_flags(job=args.what)  # JAX's backends start at the first computation, after this
     args.batch = args.batch or (1 if args.what == "infer" else 64)
     for item in args.patch:

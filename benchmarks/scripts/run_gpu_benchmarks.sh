@@ -26,6 +26,8 @@
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
 #   speed    the train step's profile by kernel category with bytes and the memory floor, compile-time variants
 #            (cold caches), inference b1 / b32; BASE=<tree> profiles another tree's code first in the same call
+#   norm     the BatchNorm + SiLU layers alone, per way of summing a channel over the rows
+#   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
@@ -243,13 +245,18 @@ if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (em
       --trace-compile --tag "cold_det_$tag" --out "$out/cold_det_$tag.json"
   done
 fi
-if [ "$part" = infer_variables ]; then  # inference with the weights per array / one flat buffer / program constants
-  for v in tree flat constant; do
-    for b in 1 32; do
-      N=3 T=100 run python3 $S/profile_gpu.py infer --calls 5 --conf 0.25 --print-top 0 --batch $b --variables $v \
-        --out "$out/infer_b${b}_$v.json"
+if [ "$part" = infer_variables ]; then  # inference with the weights per array / one flat buffer / program constants /
+  # BatchNorm folded / folded with OHWI kernels (VARIANTS, BATCHES); a run that hangs prints its stack at DUMP_AFTER s
+  for v in ${VARIANTS:-tree flat constant folded prepared}; do
+    for b in ${BATCHES:-1 32}; do
+      N=${N:-3} T=${T:-100} run python3 $S/profile_gpu.py infer --calls 5 --conf 0.25 --print-top 0 --batch $b \
+        --variables $v --dump-after "${DUMP_AFTER:-0}" --out "$out/infer_b${b}_$v.json"
     done
   done
+fi
+if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per way of summing over rows (NORM_VARIANTS)
+  T=${T:-300} N=20 run python3 $S/bench_norm.py --variants "${NORM_VARIANTS:-plain,w256,w512,w1024,s64,s256}" \
+    --out "$out/norm.json"
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

@@ -355,7 +355,8 @@ def profile_infer(args) -> dict:
            "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20)}
     events, wall, host = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
     # kernels are joined to HLO instructions for the per-array program only (the others' names differ)
-    hlo = hlo_instructions(detect.lower(variables, x).compile().as_text()) if args.variables == "tree" else {}
+    no_hlo = {"by_name": {}, "by_site": {}, "callee": {}}
+    hlo = hlo_instructions(detect.lower(variables, x).compile().as_text()) if args.variables == "tree" else no_hlo
     return {**out, **summarise(events, args.calls, wall), **attribute(events, args.calls, hlo, peak_bandwidth()),
             "host_top": host}
 

@@ -11,7 +11,10 @@ A task is a frozen dataclass per model family:
       model_state: the non-param collections ({"batch_stats": ...});
       loss: () float32, the reference's form sum(items) * b (summed, not averaged, over the batch);
       aux: {"items": (len(loss_names),) float32, "model_state": updated non-param collections}
-  predict(variables, images uint8 (b, h, w, 3), *, conf=0.001, iou=0.7, max_det=300) -> dict
+  inference_variables(variables) -> what predict takes fastest (e.g. BatchNorm folded), prepared once; optional
+                                   (`inference_variables(task, variables)` falls back to the variables as they are)
+  predict(variables or inference_variables(variables), images uint8 (b, h, w, 3), *, conf=0.001, iou=0.7,
+          max_det=300) -> dict
       boxes (b, max_det, 4) xyxy pixels of the input images, scores (b, max_det), classes (b, max_det) int32,
       valid (b, max_det) bool                           jit-able, fixed shapes
       (multi_label=True: a box may appear once per class above conf — the reference's validation setting)
@@ -41,6 +44,12 @@ class DetectionTask(Protocol):
 
     def loss_fn(self, params: Any, model_state: dict, batch: dict, key: jax.Array) -> tuple[jax.Array, dict]: ...
 
-    def predict(self, variables: dict, images: jax.Array, *, conf: float = 0.001, iou: float = 0.7,
+    def predict(self, variables: Any, images: jax.Array, *, conf: float = 0.001, iou: float = 0.7,
                 max_det: int = 300, multi_label: bool = False, classes: Sequence[int] | None = None,
                 agnostic: bool = False) -> dict: ...
+
+
+def inference_variables(task: DetectionTask, variables: dict) -> Any:
+    """`task.inference_variables(variables)` where the task defines it, else `variables` unchanged."""
+    prepare = getattr(task, "inference_variables", None)
+    return variables if prepare is None else prepare(variables)

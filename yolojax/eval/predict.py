@@ -28,7 +28,7 @@ from yolojax.convert.files import read_weights
 from yolojax.data.media import Frame, Source, list_media, media_hw, read_frames
 from yolojax.data.shapes import default_cache_dir
 from yolojax.data.transforms import letterbox
-from yolojax.detectors import YOLOv8Task, task_from_weights_meta
+from yolojax.detectors import YOLOv8Task, inference_variables, task_from_weights_meta
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
 from yolojax.eval.predict_output import PredictionWriter, summary
 
@@ -98,6 +98,7 @@ def task_rows(task, variables, images, nms: NmsOptions) -> dict:
 class JaxDetector:
     """A task and its weights as a `Detector`: one jitted forward + NMS per (input shape, NMS settings).
 
+    `variables` are the weights as loaded; calls run the task's `inference_variables` of them (prepared once).
     `traces` counts how often the function was traced (once per new input shape or setting: the compile count).
     """
 
@@ -106,6 +107,7 @@ class JaxDetector:
     def __init__(self, task, variables: dict, names: Sequence[str], imgsz: int | None = None):
         self.task, self.names, self.imgsz = task, tuple(names), imgsz
         self.variables = jax.device_put(variables)
+        self.inference_variables = inference_variables(task, self.variables)
         self.traces = 0
         self._jitted: dict[NmsOptions, Callable] = {}
 
@@ -123,7 +125,7 @@ class JaxDetector:
                 return self._rows(variables, images, nms)
 
             self._jitted[nms] = jax.jit(detect)
-        rows = self._jitted[nms](self.variables, jnp.asarray(images))
+        rows = self._jitted[nms](self.inference_variables, jnp.asarray(images))
         return {key: np.asarray(value) for key, value in rows.items()}  # waits for the device
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from yolojax.detectors import DetectionTask
+from yolojax.detectors import DetectionTask, inference_variables
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
 from yolojax.eval import coco, confusion, metrics
 from yolojax.eval import plots as plotting
@@ -224,6 +224,7 @@ def evaluate(task, variables, dataset, *, conf=0.001, iou=0.7, max_det=300, mode
     num_classes = int(task.num_classes)
     names = list(names if names is not None else getattr(dataset, "names", None) or map(str, range(num_classes)))
     step = jitted_step(task, float(conf), float(iou), int(max_det), num_classes, confusion.matrix_conf(conf))
+    variables = inference_variables(task, variables)
     acc = _Accumulator(num_classes)
     batches = _iterate(dataset)
     pending = None  # one batch in flight: the device computes batch k + 1 while the host files batch k

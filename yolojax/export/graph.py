@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from yolojax.detectors.postprocess import nms_one_image
-from yolojax.models.layers import BN_EPSILON, BatchNorm
+from yolojax.models.inference import apply_folded, fold_batchnorm
 from yolojax.ops.boxes import xywh2xyxy
 
 RAW_OUTPUTS = ("boxes_xywh", "class_probs")
@@ -28,59 +26,12 @@ MAX_NMS = 30000  # candidates entering NMS, as `non_max_suppression`'s default
 NMS_TILE = 512
 
 
-def fold_batchnorm(variables: dict) -> tuple[dict, frozenset]:
-    """Conv -> BatchNorm (eval) pairs folded into one conv: kernel * s and BatchNorm bias - mean * s, where
-    s = scale / sqrt(var + eps). A pair is a module with children `conv` (kernel HWIO, no bias) and `bn`.
-
-    Returns the new variables (numpy float32) and the module paths of the folded pairs (to give
-    `folded_batchnorm` for the forward).
-    """
-    params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), dict(variables["params"]))
-    stats = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), dict(variables.get("batch_stats", {})))
-    folded = []
-
-    def visit(p: dict, s: dict, path: tuple[str, ...]):
-        for name, child in p.items():
-            if not isinstance(child, dict):
-                continue
-            child = dict(child)
-            p[name] = child
-            sub_stats = s.get(name, {})
-            if "kernel" in child.get("conv", {}) and "bn" in child and "bn" in sub_stats:
-                bn, moments = child["bn"], sub_stats["bn"]
-                factor = bn["scale"] / np.sqrt(moments["var"] + BN_EPSILON)
-                child["conv"] = {"kernel": child["conv"]["kernel"] * factor}
-                child["bn"] = {**bn, "bias": bn["bias"] - moments["mean"] * factor}
-                folded.append(path + (name,))
-            else:
-                visit(child, sub_stats, path + (name,))
-
-    visit(params, stats, ())
-    return {"params": params, "batch_stats": stats}, frozenset(folded)
-
-
-def folded_batchnorm(folded_paths: frozenset):
-    """Context (flax method interceptor): each BatchNorm under a folded pair adds its bias (then its SiLU, if any)."""
-
-    def intercept(next_fun, args, kwargs, context):
-        module = context.module
-        if isinstance(module, BatchNorm) and context.method_name == "__call__" and module.path[:-1] in folded_paths:
-            x = args[0]
-            y = (x + module.get_variable("params", "bias").astype(x.dtype)).astype(module.dtype)
-            return nn.silu(y) if module.silu else y
-        return next_fun(*args, **kwargs)
-
-    return nn.intercept_methods(intercept)
-
-
 def yolo_forward(task, variables: dict) -> Callable:
     """`images (b, h, w, 3) uint8 -> (boxes_xywh (b, a, 4), class_probs (b, a, nc))`, float32, BatchNorm folded."""
-    folded, paths = fold_batchnorm(variables)
-    folded = jax.tree_util.tree_map(jnp.asarray, folded)  # jax2onnx's Conv casts a jax kernel to the compute dtype
+    folded = fold_batchnorm(variables)  # float32 kernels: jax2onnx's Conv casts a jax kernel to the compute dtype
 
     def forward(images):
-        with folded_batchnorm(paths):
-            return task.model.apply(folded, images.astype(task.dtype) / 255.0, train=False)
+        return apply_folded(task.model, folded, images.astype(task.dtype) / 255.0, train=False)
 
     return forward
 

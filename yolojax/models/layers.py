@@ -74,17 +74,19 @@ class BatchNorm(nn.Module):
         return nn.silu(y) if self.silu else y
 
 
-def conv2d_same(x, kernel, stride: int = 1, min_input_channels: int = 1):
-    """Convolution with 'same' padding k // 2, no bias. x (b, h, w, c_in), kernel (k, k, c_in, c_out) ->
-    (b, h/stride, w/stride, c_out). With c_in < min_input_channels, x and kernel get zero input channels up to it
-    (the same result; see HALF_MIN_INPUT_CHANNELS)."""
+def conv2d_same(x, kernel, stride: int = 1, min_input_channels: int = 1, kernel_layout: str = "HWIO"):
+    """Convolution with 'same' padding k // 2, no bias. x (b, h, w, c_in), kernel (k, k, c_in, c_out) (or in
+    `kernel_layout`, e.g. "OHWI") -> (b, h/stride, w/stride, c_out). With c_in < min_input_channels, x and kernel get
+    zero input channels up to it (the same result; see HALF_MIN_INPUT_CHANNELS)."""
     extra = min_input_channels - x.shape[-1]
     if extra > 0:
         x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
-        kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
-    pad = kernel.shape[0] // 2
+        widths = [(0, 0)] * 4
+        widths[kernel_layout.index("I")] = (0, extra)
+        kernel = jnp.pad(kernel, widths)
+    pad = kernel.shape[kernel_layout.index("H")] // 2
     return lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                    dimension_numbers=("NHWC", kernel_layout, "NHWC"))
 
 
 def conv3x3_stride2_by_blocks(x, kernel, min_input_channels: int = 1):

@@ -18,32 +18,14 @@ import jax.numpy as jnp
 from jax import lax
 
 
-# Sums over a tall (rows, c) array with few channels run as column reductions whose threads each own a channel; with
-# c of 16-64 few threads share the work. Viewed as (rows / k, k * c) with k * c = CHANNEL_SUM_WIDTH, the reduction has
-# k times more columns, then k partial sums per channel are added. 0 sums directly.
-CHANNEL_SUM_WIDTH = 0
-CHANNEL_SUM_SPLIT = 0
-
-
-def channel_sum(x):
-    """Sum of x (..., c) over every axis but the last. Returns (c,) in x's dtype."""
-    c, rows = x.shape[-1], math.prod(x.shape[:-1])
-    k = CHANNEL_SUM_WIDTH // c if CHANNEL_SUM_WIDTH else 0
-    if k > 1 and rows % k == 0:
-        return x.reshape(rows // k, k * c).sum(0).reshape(k, c).sum(0)
-    k = CHANNEL_SUM_SPLIT
-    if k > 1 and rows % k == 0:
-        return x.reshape(k, rows // k, c).sum(1).sum(0)
-    return x.sum(tuple(range(x.ndim - 1)))
-
-
 def batch_moments(x, axis_name: str | None = None):
     """Per-channel mean and biased variance of x (..., c) over every other axis, in float32 (at least), and the
     element count n per channel. axis_name: pool the moments over that mapped axis (n then counts all devices).
     Returns (mean (c,), var (c,), n int)."""
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    axes = tuple(range(x.ndim - 1))
+    moments = jnp.stack([x.mean(axes), jnp.square(x).mean(axes)])
     count = math.prod(x.shape[:-1])
-    moments = jnp.stack([channel_sum(x), channel_sum(jnp.square(x))]) / count
     if axis_name is not None:
         moments = lax.pmean(moments, axis_name)
         count *= lax.axis_size(axis_name)
@@ -94,6 +76,7 @@ def _forward(x, scale, bias, epsilon):
 def _backward(epsilon, residuals, cotangents):
     x, mean, inv_std, scale, bias = residuals
     d_out, d_mean, d_var = cotangents
+    axes = tuple(range(x.ndim - 1))
     n = math.prod(x.shape[:-1])
     x32 = x.astype(jnp.float32)
     x_hat = (x32 - mean) * inv_std
@@ -103,7 +86,7 @@ def _backward(epsilon, residuals, cotangents):
     # XLA writes g out between the reduction and the dx pass; stored in x's dtype it costs half the bytes. The
     # barrier keeps that rounding, which XLA would otherwise drop along with the halved traffic.
     g = lax.optimization_barrier(g.astype(x.dtype)).astype(jnp.float32)
-    sum_g, sum_g_xhat = channel_sum(g), channel_sum(g * x_hat)
+    sum_g, sum_g_xhat = g.sum(axes), (g * x_hat).sum(axes)
     dx = (scale * inv_std) * (g - sum_g / n - x_hat * (sum_g_xhat / n))
     # the statistics' own cotangents (zero when they only feed the running averages)
     dx = dx + d_mean / n + d_var * (2.0 / n) * (x32 - mean)

@@ -1,0 +1,91 @@
+"""Variables prepared for inference (BatchNorm folded, kernels cast and in OHWI): the same outputs and detections as
+the plain eval forward, from fewer program arguments."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolojax.detectors import YOLOv8Task, inference_variables
+from yolojax.models.inference import FoldedVariables, apply_folded, fold_batchnorm
+
+
+def trained_looking(variables, seed=0):
+    """Random BatchNorm scales, biases and running statistics, so that folding is not the identity."""
+    rng = np.random.default_rng(seed)
+
+    def jitter(path, leaf):
+        name = path[-1].key
+        if name in ("scale", "var"):
+            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
+        if name in ("bias", "mean"):
+            return jnp.asarray(rng.normal(0.0, 0.3, leaf.shape), jnp.float32)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(jitter, variables)
+
+
+@pytest.fixture(scope="module")
+def task_and_variables():
+    task = YOLOv8Task("n", num_classes=3)
+    return task, trained_looking(task.init(jax.random.key(0), (64, 64)))
+
+
+def images(seed=0, b=2, hw=64):
+    return np.random.default_rng(seed).integers(0, 256, (b, hw, hw, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("ohwi", [False, True])
+def test_folded_forward_equals_the_plain_eval_forward(task_and_variables, ohwi):
+    task, variables = task_and_variables
+    x = jnp.asarray(images(), jnp.float32) / 255.0
+    plain = task.model.apply(variables, x, train=False)
+    folded = fold_batchnorm(variables, ohwi=ohwi)
+    assert len(folded.folded) == 57  # every Conv -> BatchNorm pair of v8n
+    assert bool(folded.ohwi) == ohwi
+    out = jax.jit(lambda v, x: apply_folded(task.model, v, x, train=False))(folded, x)
+    for a, b in zip(plain, out):  # float32: the fold changes the rounding only
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4 * float(jnp.abs(a).max()))
+
+
+def test_folded_predict_finds_the_same_boxes(task_and_variables):
+    task, variables = task_and_variables
+    predict = jax.jit(lambda v, im: task.predict(v, im, conf=0.0, max_det=50))
+    prepared = inference_variables(task, variables)
+    assert isinstance(prepared, FoldedVariables)
+    plain, folded = predict(variables, images(1)), predict(prepared, images(1))
+    np.testing.assert_array_equal(np.asarray(folded["valid"]), np.asarray(plain["valid"]))
+    np.testing.assert_array_equal(np.asarray(folded["classes"]), np.asarray(plain["classes"]))
+    np.testing.assert_allclose(np.asarray(folded["boxes"]), np.asarray(plain["boxes"]), atol=1e-2)
+    np.testing.assert_allclose(np.asarray(folded["scores"]), np.asarray(plain["scores"]), rtol=1e-3, atol=1e-6)
+
+
+def test_half_precision_folded_forward_tracks_the_plain_one(task_and_variables):
+    _, variables = task_and_variables
+    task = YOLOv8Task("n", num_classes=3, dtype=jnp.bfloat16)
+    x = jnp.asarray(images(2), jnp.bfloat16) / 255.0
+    plain = task.model.apply(variables, x, train=False)
+    prepared = task.inference_variables(variables)
+    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(prepared.variables)
+               if path[-1].key == "kernel" and path[-2].key == "conv"]
+    assert {leaf.dtype for leaf in kernels} == {jnp.dtype(jnp.bfloat16)}  # cast once, not per call
+    out = apply_folded(task.model, prepared, x, train=False)
+    boxes, probs = (np.asarray(a, np.float32) for a in out)
+    ref_boxes, ref_probs = (np.asarray(a, np.float32) for a in plain)
+    # bf16 rounds the folded kernel once more than the plain forward; boxes are in pixels of the 64-px input
+    assert np.abs(boxes - ref_boxes).max() < 1.0
+    assert np.abs(probs - ref_probs).max() < 0.02
+
+
+def test_the_prepared_program_takes_fewer_arguments(task_and_variables):
+    task, variables = task_and_variables
+    prepared = task.inference_variables(variables)
+    # per pair: kernel, scale, bias, mean, var -> kernel, bias
+    assert len(jax.tree.leaves(prepared)) < 0.45 * len(jax.tree.leaves(variables))
+
+
+def test_tasks_without_inference_variables_get_their_variables_back():
+    class Plain:
+        pass
+
+    variables = {"params": {"w": jnp.ones(2)}}
+    assert inference_variables(Plain(), variables) is variables

@@ -1,6 +1,7 @@
 """Inference latency: forward + NMS of our jitted YOLOv8 against the reference's eager PyTorch, same weights, same run.
 
-  ours       one jitted function: YOLOv8 forward (compute dtype bf16, fp32 params) + non_max_suppression
+  ours       one jitted function: YOLOv8 forward (compute dtype bf16, BatchNorm folded into the kernels as
+             predict runs it; `--variables plain`: the fp32 training variables) + non_max_suppression
              (conf 0.25, iou 0.7, max_det 300, predict settings); also the forward alone, to split the time.
   reference  ultralytics DetectionModel from its yaml, fused Conv+BN (as its predictor's AutoBackend does),
              .half().cuda().eval() on GPU (float32 on CPU, where half convolutions are not a fair baseline), eager;
@@ -94,16 +95,22 @@ def time_ours(model, variables, images_nhwc, args):
     import jax.numpy as jnp
 
     from yolojax.detectors.postprocess import non_max_suppression
+    from yolojax.models.inference import apply_folded, fold_batchnorm
 
     x = jax.device_put(jnp.asarray(images_nhwc, dtype=model.dtype))
+    if args.variables == "folded":  # as predict and val run them
+        variables = fold_batchnorm(variables, kernel_dtype=model.dtype, ohwi=True)
+        apply = lambda v, images: apply_folded(model, v, images, train=False)  # noqa: E731
+    else:
+        apply = lambda v, images: model.apply(v, images, train=False)  # noqa: E731
 
     @jax.jit
     def forward(v, images):
-        return model.apply(v, images, train=False)
+        return apply(v, images)
 
     @jax.jit
     def detect(v, images):
-        boxes_xywh, class_probs = model.apply(v, images, train=False)
+        boxes_xywh, class_probs = apply(v, images)
         out = non_max_suppression(boxes_xywh, class_probs, conf_thres=args.conf, iou_thres=args.iou,
                                   max_det=args.max_det, tile_size=args.tile)
         candidates = jnp.sum(jnp.max(class_probs, axis=-1) > args.conf, axis=-1)
@@ -172,6 +179,8 @@ def main(argv=None):
     parser.add_argument("--load", choices=["busy", "stock"], default="busy")
     parser.add_argument("--candidates", type=int, default=300, help="busy load: anchors per image above conf")
     parser.add_argument("--tile", type=int, default=512, help="our NMS tile size (speed knob)")
+    parser.add_argument("--variables", choices=["folded", "plain"], default="folded",
+                        help="ours: BatchNorm folded as predict runs it, or the training variables as they are")
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))

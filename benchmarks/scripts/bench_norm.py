@@ -1,11 +1,12 @@
-"""The train step's BatchNorm + SiLU layers alone: forward and forward + backward per activation shape, for each
-way of summing over the rows (`yolojax.ops.norm.CHANNEL_SUM_WIDTH` / `CHANNEL_SUM_SPLIT`).
+"""The train step's BatchNorm + SiLU layers alone (`yolojax.ops.norm.batch_norm_silu`): forward and forward +
+backward per activation shape.
 
-    python benchmarks/scripts/bench_norm.py [--scale n] [--batch 64] [--imgsz 640] [--variants plain,w256,w512,s64]
+    python benchmarks/scripts/bench_norm.py [--scale n] [--batch 64] [--imgsz 640]
 
-The shapes are those of the model's training forward (recorded by tracing it). Each variant is timed per shape
-(queued calls, fastest of 3 rounds) and summed over the layers; GB/s counts the least traffic of each pass
-(forward: read x twice, write y; backward: read x and dy twice, write g and dx). Writes `--out` (JSON).
+The shapes are those of the model's training forward (recorded by tracing it). Each is timed alone (queued calls,
+fastest of 3 rounds; a small layer's time is then mostly the launch) and summed over the layers; GB/s counts the
+least traffic of each pass (forward: read x twice, write y; backward: read x and dy twice, write g and dx). Writes
+`--out` (JSON).
 """
 from __future__ import annotations
 
@@ -47,17 +48,6 @@ def layer_shapes(scale: str, batch: int, imgsz: int) -> collections.Counter:
     return seen
 
 
-def variant_settings(name: str) -> tuple[int, int]:
-    """(CHANNEL_SUM_WIDTH, CHANNEL_SUM_SPLIT) of a variant name: plain, w<width> or s<split>."""
-    if name == "plain":
-        return 0, 0
-    if name[0] == "w":
-        return int(name[1:]), 0
-    if name[0] == "s":
-        return 0, int(name[1:])
-    raise ValueError(f"variant {name!r}: use plain, w<width> or s<split>")
-
-
 def time_shape(shape, dtype, steps: int) -> dict:
     """ms of the forward and of forward + backward of one layer of `shape`, with the module's current settings."""
     key = jax.random.PRNGKey(0)
@@ -83,7 +73,6 @@ def main() -> None:
     parser.add_argument("--scale", default="n")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--variants", default="plain,w256,w512,w1024,s64,s256")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
@@ -93,25 +82,22 @@ def main() -> None:
     bytes_each = jnp.dtype(next(iter(shapes))[1]).itemsize
     result = {"device": jax.devices()[0].device_kind, "scale": args.scale, "batch": args.batch, "imgsz": args.imgsz,
               "layers": sum(shapes.values()), "activations": activations,
-              "shapes": [{"shape": list(s), "dtype": d, "count": n} for (s, d), n in shapes.items()], "variants": {}}
+              "shapes": [{"shape": list(s), "dtype": d, "count": n} for (s, d), n in shapes.items()]}
     print(f"{result['layers']} layers, {activations / 1e9:.3f} G activations, {len(shapes)} shapes")
-    for name in args.variants.split(","):
-        norm.CHANNEL_SUM_WIDTH, norm.CHANNEL_SUM_SPLIT = variant_settings(name)
-        per_shape = []
-        for (shape, dtype), count in shapes.items():
-            ms = time_shape(shape, dtype, args.steps)
-            per_shape.append({"shape": list(shape), "count": count, **ms})
-        fwd = sum(r["count"] * r["forward_ms"] for r in per_shape)
-        both = sum(r["count"] * r["forward_backward_ms"] for r in per_shape)
-        fwd_gb = activations * bytes_each * 3 / 1e9
-        bwd_gb = activations * bytes_each * 6 / 1e9
-        result["variants"][name] = {"forward_ms": fwd, "backward_ms": both - fwd, "per_shape": per_shape,
-                                    "forward_gb_per_s": fwd_gb / fwd * 1e3,
-                                    "backward_gb_per_s": bwd_gb / (both - fwd) * 1e3}
-        print(f"{name:>8}: forward {fwd:7.3f} ms ({fwd_gb / fwd * 1e3:6.0f} GB/s)   backward {both - fwd:7.3f} ms "
-              f"({bwd_gb / (both - fwd) * 1e3:6.0f} GB/s)   "
-              + " ".join(f"{tuple(r['shape'][1:])}:{r['forward_ms']:.3f}/{r['forward_backward_ms']:.3f}"
-                         for r in per_shape), flush=True)
+    per_shape = []
+    for (shape, dtype), count in shapes.items():
+        ms = time_shape(shape, dtype, args.steps)
+        per_shape.append({"shape": list(shape), "count": count, **ms})
+    fwd = sum(r["count"] * r["forward_ms"] for r in per_shape)
+    bwd = sum(r["count"] * r["forward_backward_ms"] for r in per_shape) - fwd
+    fwd_gb, bwd_gb = activations * bytes_each * 3 / 1e9, activations * bytes_each * 6 / 1e9
+    result.update(forward_ms=fwd, backward_ms=bwd, per_shape=per_shape, forward_gb_per_s=fwd_gb / fwd * 1e3,
+                  backward_gb_per_s=bwd_gb / bwd * 1e3)
+    print(f"forward {fwd:7.3f} ms ({fwd_gb / fwd * 1e3:6.0f} GB/s)   backward {bwd:7.3f} ms "
+          f"({bwd_gb / bwd * 1e3:6.0f} GB/s)")
+    for r in per_shape:
+        print(f"  {tuple(r['shape'])} x{r['count']}: forward {r['forward_ms']:.3f} ms, forward + backward "
+              f"{r['forward_backward_ms']:.3f} ms")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
 

@@ -285,43 +285,16 @@ def with_variables(how: str, variables, *fns):
 
 
 def prepared_weights(variables, kernels_ohwi: bool, fns):
-    """`with_variables` for "folded" (BatchNorm folded into the convolutions as the export does, kernels cast to
-    bfloat16 once) and "prepared" (also stored in cuDNN's OHWI filter layout, so the program transposes nothing)."""
-    import flax.linen as nn
-    from jax import lax
+    """`with_variables` for "folded" (BatchNorm folded into bfloat16 kernels: `yolojax.models.inference`) and
+    "prepared" (also in cuDNN's OHWI filter layout, as predict and val run them)."""
+    from yolojax.models.inference import fold_batchnorm, folded_forward
 
-    from yolojax.export.graph import fold_batchnorm, folded_batchnorm
-    from yolojax.models.layers import HALF_MIN_INPUT_CHANNELS, Conv
-
-    folded, paths = fold_batchnorm(variables)
-
-    def prepare(path, leaf):
-        if path[-1].key != "kernel":
-            return jnp.asarray(leaf)
-        leaf = jnp.asarray(leaf, jnp.bfloat16)
-        ours = path[-2].key == "conv" and leaf.shape[2] >= HALF_MIN_INPUT_CHANNELS  # not the stem, not nn.Conv
-        return leaf.transpose(3, 0, 1, 2) if kernels_ohwi and ours else leaf
-
-    prepared = jax.device_put(jax.tree_util.tree_map_with_path(prepare, folded))
-
-    def ohwi_conv(next_fun, args, kwargs, context):
-        module = context.module
-        if not (isinstance(module, Conv) and context.method_name == "__call__"):
-            return next_fun(*args, **kwargs)
-        kernel = module.get_variable("params", "kernel")
-        if kernel.shape[0] != module.features:  # the stem, kept HWIO (k, k, c_in, c_out)
-            return next_fun(*args, **kwargs)
-        pad = module.kernel // 2
-        return lax.conv_general_dilated(args[0].astype(module.dtype), kernel, (module.stride,) * 2, ((pad, pad),) * 2,
-                                        dimension_numbers=("NHWC", "OHWI", "NHWC"))
+    prepared = jax.device_put(fold_batchnorm(variables, kernel_dtype=jnp.bfloat16, ohwi=kernels_ohwi))
 
     def wrap(fn):
         def run(v, images):
-            with folded_batchnorm(paths):
-                if not kernels_ohwi:
-                    return fn(v, images)
-                with nn.intercept_methods(ohwi_conv):
-                    return fn(v, images)
+            with folded_forward(v):
+                return fn(v.variables, images)
         jitted = jax.jit(run)
         return lambda _, images: jitted(prepared, images)
 
@@ -412,8 +385,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--variables", choices=["tree", "flat", "constant", "folded", "prepared"], default="tree",
-                        help="infer: the weights as one argument per array, one flat buffer, program constants, BatchNorm "
-                        "folded (bf16 kernels), or folded with kernels in cuDNN's OHWI layout")
+                        help="infer: the weights as one argument per array, one flat buffer, program constants, "
+                        "BatchNorm folded (bf16 kernels), or folded with kernels in cuDNN's OHWI layout")
     parser.add_argument("--dump-after", type=float, default=0,
                         help="print every thread's Python stack after this many seconds (where a run hangs)")
     parser.add_argument("--trace-compile", action="store_true",

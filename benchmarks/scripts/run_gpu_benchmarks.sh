@@ -26,7 +26,7 @@
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
 #   speed    the train step's profile by kernel category with bytes and the memory floor, compile-time variants
 #            (cold caches), inference b1 / b32; BASE=<tree> profiles another tree's code first in the same call
-#   norm     the BatchNorm + SiLU layers alone, per way of summing a channel over the rows
+#   norm     the BatchNorm + SiLU layers alone, per activation shape
 #   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
@@ -254,9 +254,8 @@ if [ "$part" = infer_variables ]; then  # inference with the weights per array /
     done
   done
 fi
-if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per way of summing over rows (NORM_VARIANTS)
-  T=${T:-300} N=20 run python3 $S/bench_norm.py --variants "${NORM_VARIANTS:-plain,w256,w512,w1024,s64,s256}" \
-    --out "$out/norm.json"
+if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape
+  T=${T:-300} N=20 run python3 $S/bench_norm.py --out "$out/norm.json"
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

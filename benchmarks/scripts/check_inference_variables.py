@@ -1,0 +1,91 @@
+"""On the GPU: does the forward with folded inference variables (`yolojax.models.inference`) give the plain eval
+forward's outputs, per batch size, with and without the OHWI kernel layout?
+
+    python benchmarks/scripts/check_inference_variables.py [--batches 1 2 32] [--imgsz 640]
+
+Random v8n weights with random BatchNorm statistics, bf16, the inference XLA flags (`YOLOJAX_XLA_FLAGS=0` for XLA's
+own). Prints and writes (`--out`) the largest differences of the decoded boxes (pixels) and class probabilities, and
+the detections kept by NMS in image 0 over `--repeats` calls (conf set so that about 300 anchors per image pass it,
+as bench_infer's busy load), for the plain variables too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
+
+apply_default_xla_flags(job="infer")
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from yolojax.detectors.postprocess import non_max_suppression  # noqa: E402
+from yolojax.models.inference import apply_folded, fold_batchnorm  # noqa: E402
+from yolojax.models.yolov8 import YOLOv8, init_variables  # noqa: E402
+
+
+def trained_looking(variables, seed=0):
+    rng = np.random.default_rng(seed)
+
+    def jitter(path, leaf):
+        name = path[-1].key
+        if name in ("scale", "var"):
+            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
+        if name in ("bias", "mean"):
+            return jnp.asarray(rng.normal(0.0, 0.3, leaf.shape), jnp.float32)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(jitter, variables)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 32])
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--repeats", type=int, default=20, help="NMS calls per variant (the kept counts seen)")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+
+    model = YOLOv8("n", 80, dtype=jnp.bfloat16)
+    variables = jax.device_put(trained_looking(init_variables(model, jax.random.PRNGKey(0))))
+    plain = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    folded = jax.jit(lambda v, x: apply_folded(model, v, x, train=False))
+    def detect(apply):
+        def run(v, x, conf):
+            boxes, probs = apply(v, x)
+            return non_max_suppression(boxes, probs, conf_thres=conf, iou_thres=0.7, max_det=300)["valid"].sum(1)
+        return jax.jit(run, static_argnums=2)
+
+    plain_detect = detect(lambda v, x: model.apply(v, x, train=False))
+    folded_detect = detect(lambda v, x: apply_folded(model, v, x, train=False))
+    rows = []
+    for batch in args.batches:
+        x = jnp.asarray(np.random.default_rng(batch).random((batch, args.imgsz, args.imgsz, 3)), jnp.bfloat16)
+        ref_boxes, ref_probs = (np.asarray(a, np.float32) for a in plain(variables, x))
+        conf = float(np.sort(ref_probs.max(-1), axis=-1)[:, -300].min())
+        kept = [np.asarray(plain_detect(variables, x, conf)).tolist() for _ in range(args.repeats)]
+        rows.append({"batch": batch, "variables": "plain", "kept_image0": sorted({k[0] for k in kept})})
+        print(json.dumps(rows[-1]), flush=True)
+        for ohwi in (False, True):
+            prepared = fold_batchnorm(variables, kernel_dtype=jnp.bfloat16, ohwi=ohwi)
+            boxes, probs = (np.asarray(a, np.float32) for a in folded(prepared, x))
+            kept = [np.asarray(folded_detect(prepared, x, conf)).tolist() for _ in range(args.repeats)]
+            row = {"batch": batch, "variables": "folded_ohwi" if ohwi else "folded",
+                   "kept_image0": sorted({k[0] for k in kept}),
+                   "boxes_max_abs_px": float(np.abs(boxes - ref_boxes).max()),
+                   "boxes_median_abs_px": float(np.median(np.abs(boxes - ref_boxes))),
+                   "probs_max_abs": float(np.abs(probs - ref_probs).max()),
+                   "nonfinite": int((~np.isfinite(boxes)).sum() + (~np.isfinite(probs)).sum())}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"device": jax.devices()[0].device_kind, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

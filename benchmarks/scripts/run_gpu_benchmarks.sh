@@ -27,6 +27,7 @@
 #   speed    the train step's profile by kernel category with bytes and the memory floor, compile-time variants
 #            (cold caches), inference b1 / b32; BASE=<tree> profiles another tree's code first in the same call
 #   norm     the BatchNorm + SiLU layers alone, per activation shape
+#   infer_check  folded vs plain inference variables and NMS results over repeated calls, per command-buffer flag set
 #   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
@@ -252,6 +253,15 @@ if [ "$part" = infer_variables ]; then  # inference with the weights per array /
       N=${N:-3} T=${T:-100} run python3 $S/profile_gpu.py infer --calls 5 --conf 0.25 --print-top 0 --batch $b \
         --variables $v --dump-after "${DUMP_AFTER:-0}" --out "$out/infer_b${b}_$v.json"
     done
+  done
+fi
+if [ "$part" = infer_check ]; then  # folded against plain variables and NMS kept counts over repeated calls, per
+  # command-buffer flag set (the default inference flags first)
+  T=150 N=12 run python3 $S/check_inference_variables.py --out "$out/check_default.json"
+  G="--xla_gpu_graph_min_graph_size=1"
+  for f in +CONVOLUTION,+WHILE +CONVOLUTION,+CONDITIONAL; do
+    YOLOJAX_XLA_FLAGS=0 XLA_FLAGS="--xla_gpu_enable_command_buffer=$f $G" T=150 N=12 run python3 \
+      $S/check_inference_variables.py --batches 1 --out "$out/check_${f//[+,]/_}.json"
   done
 fi
 if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape

@@ -16,6 +16,12 @@ def test_inference_gets_command_buffers_and_user_flags_win():
     assert apply_default_xla_flags(env, job="infer") == value  # idempotent
 
 
+def test_inference_keeps_while_loops_out_of_cuda_graphs():
+    # NMS while-loops inside CUDA graphs gave wrong detections at batch 1 on H200s (check_inference_variables.py)
+    command_buffer = [f for f in flags_for("infer") if f.startswith("--xla_gpu_enable_command_buffer=")]
+    assert command_buffer == ["--xla_gpu_enable_command_buffer=+CONVOLUTION"]
+
+
 def test_training_never_gets_command_buffers():
     # they broke the 2-GPU train step (CUDA graph destroy error) and did not speed up the 1-GPU one
     for deterministic in (False, True):

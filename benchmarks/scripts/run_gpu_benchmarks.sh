@@ -20,7 +20,8 @@
 # multi_peer84 = ultralytics 8.4.190 under torch.compile + DDP (carry .whl84/) against our scaling, same machine;
 # multi_dispatch = the deterministic step on 1 and all GPUs with host dispatch times, with and without CUDA graphs of
 # the convolutions, and as one process per GPU; multi_proc_graphs = one process per GPU with CUDA graphs of the
-# convolutions.
+# convolutions; multi_launch = one process per GPU (the train job's layout), deterministic v8n and v8s, against one
+# GPU.
 #   peers    the train step and inference, ours against ultralytics 8.2.103 eager
 #   peers84  the newest reference (8.4.190, carried in .whl84/): its train step eager and under torch.compile, and
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
@@ -169,6 +170,18 @@ if [ "$part" = multi_proc ]; then  # one process per GPU through jax.distributed
       --out "$out/scaling_n_processes.json" > "/tmp/proc$i.log" 2>&1 &
   done
   wait; grep -v cuda_timer /tmp/proc0.log | tail -n 6; tail -n 3 /tmp/proc1.log
+fi
+if [ "$part" = multi_launch ]; then  # the train job's layout (one process per GPU, `yolojax train`'s default) with the
+  # train default's deterministic step, v8n and v8s (SCALES), against one GPU of the same machine
+  ngpu=$(nvidia-smi -L | wc -l)
+  sc=(--scales "${SCALES:-n,s}" --exchanges flat --calls 0 --deterministic)
+  T=240 N=12 run python3 $S/bench_scaling.py "${sc[@]}" --devices 1 --out "$out/scaling_det_1gpu.json"
+  for i in $(seq 0 $((ngpu - 1))); do
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12359 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
+      timeout 280 python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_processes.json" \
+      > "/tmp/lproc$i.log" 2>&1 &
+  done
+  wait; grep -v -i "cuda_timer\|warn" /tmp/lproc0.log | tail -n 12; tail -n 2 /tmp/lproc1.log
 fi
 if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU (jax.distributed), 3 epochs
   ngpu=$(nvidia-smi -L | wc -l)

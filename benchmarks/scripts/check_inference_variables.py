@@ -24,23 +24,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from yolojax.bench.weights import batchnorm_off_identity  # noqa: E402
 from yolojax.detectors.postprocess import non_max_suppression  # noqa: E402
 from yolojax.models.inference import apply_folded, fold_batchnorm  # noqa: E402
 from yolojax.models.yolov8 import YOLOv8, init_variables  # noqa: E402
-
-
-def trained_looking(variables, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def jitter(path, leaf):
-        name = path[-1].key
-        if name in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-        if name in ("bias", "mean"):
-            return jnp.asarray(rng.normal(0.0, 0.3, leaf.shape), jnp.float32)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(jitter, variables)
 
 
 def main() -> None:
@@ -52,7 +39,8 @@ def main() -> None:
     args = parser.parse_args()
 
     model = YOLOv8("n", 80, dtype=jnp.bfloat16)
-    variables = jax.device_put(trained_looking(init_variables(model, jax.random.PRNGKey(0))))
+    variables = jax.device_put(batchnorm_off_identity(init_variables(model, jax.random.PRNGKey(0)),
+                                                      np.random.default_rng(0)))
     plain = jax.jit(lambda v, x: model.apply(v, x, train=False))
     folded = jax.jit(lambda v, x: apply_folded(model, v, x, train=False))
     def detect(apply):

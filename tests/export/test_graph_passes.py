@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pytest
 
+from yolojax.bench.weights import batchnorm_off_identity
 from yolojax.detectors import YOLOv8Task
 from yolojax.export import export_model, onnx_export
 from yolojax.export.graph_passes import lean_graph
@@ -21,17 +22,7 @@ TASK = YOLOv8Task(scale="n", num_classes=3)
 def non_trivial_variables(seed: int = 0) -> dict:
     """Initial YOLOv8n variables with BatchNorm statistics and biases moved off the identity (non-zero conv biases
     once BatchNorm is folded)."""
-    rng = np.random.default_rng(seed)
-
-    def perturb(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if name.endswith("['mean']") or name.endswith("['bias']"):
-            return leaf + rng.normal(0, 0.5, leaf.shape).astype(np.float32)
-        if name.endswith("['var']") or name.endswith("['scale']"):
-            return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(perturb, TASK.init(jax.random.key(seed), (IMGSZ, IMGSZ)))
+    return batchnorm_off_identity(TASK.init(jax.random.key(seed), (IMGSZ, IMGSZ)), np.random.default_rng(seed))
 
 
 def outputs(model, batch: np.ndarray) -> list[np.ndarray]:

@@ -5,29 +5,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from yolojax.bench.weights import batchnorm_off_identity
 from yolojax.detectors import YOLOv8Task, inference_variables
 from yolojax.models.inference import FoldedVariables, apply_folded, fold_batchnorm
-
-
-def trained_looking(variables, seed=0):
-    """Random BatchNorm scales, biases and running statistics, so that folding is not the identity."""
-    rng = np.random.default_rng(seed)
-
-    def jitter(path, leaf):
-        name = path[-1].key
-        if name in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
-        if name in ("bias", "mean"):
-            return jnp.asarray(rng.normal(0.0, 0.3, leaf.shape), jnp.float32)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(jitter, variables)
 
 
 @pytest.fixture(scope="module")
 def task_and_variables():
     task = YOLOv8Task("n", num_classes=3)
-    return task, trained_looking(task.init(jax.random.key(0), (64, 64)))
+    return task, batchnorm_off_identity(task.init(jax.random.key(0), (64, 64)), np.random.default_rng(0))
 
 
 def images(seed=0, b=2, hw=64):

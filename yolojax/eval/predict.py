@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
@@ -98,7 +99,8 @@ def task_rows(task, variables, images, nms: NmsOptions) -> dict:
 class JaxDetector:
     """A task and its weights as a `Detector`: one jitted forward + NMS per (input shape, NMS settings).
 
-    `variables` are the weights as loaded; calls run the task's `inference_variables` of them (prepared once).
+    `variables` are the weights as loaded (the export reads them); calls run the task's `inference_variables` of
+    them, prepared at the first call.
     `traces` counts how often the function was traced (once per new input shape or setting: the compile count).
     """
 
@@ -107,9 +109,12 @@ class JaxDetector:
     def __init__(self, task, variables: dict, names: Sequence[str], imgsz: int | None = None):
         self.task, self.names, self.imgsz = task, tuple(names), imgsz
         self.variables = jax.device_put(variables)
-        self.inference_variables = inference_variables(task, self.variables)
         self.traces = 0
         self._jitted: dict[NmsOptions, Callable] = {}
+
+    @functools.cached_property
+    def inference_variables(self):
+        return inference_variables(self.task, self.variables)
 
     def supports(self, nms: NmsOptions) -> bool:
         """False for agnostic NMS on a two-stage task (its boxes are per class)."""

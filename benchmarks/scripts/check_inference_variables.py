@@ -6,7 +6,8 @@ forward's outputs, per batch size, with and without the OHWI kernel layout?
 Random v8n weights with random BatchNorm statistics, bf16, the inference XLA flags (`YOLOJAX_XLA_FLAGS=0` for XLA's
 own). Prints and writes (`--out`) the largest differences of the decoded boxes (pixels) and class probabilities, and
 the detections kept by NMS in image 0 over `--repeats` calls (conf set so that about 300 anchors per image pass it,
-as bench_infer's busy load), for the plain variables too.
+as bench_infer's busy load), for the plain variables too, and the NMS alone on the plain outputs against the CPU
+backend's NMS of the same arrays (kept counts of every image).
 """
 from __future__ import annotations
 
@@ -51,13 +52,24 @@ def main() -> None:
 
     plain_detect = detect(lambda v, x: model.apply(v, x, train=False))
     folded_detect = detect(lambda v, x: apply_folded(model, v, x, train=False))
+    def nms_kept(boxes, probs, conf, device):
+        run = jax.jit(lambda b, p: non_max_suppression(b, p, conf_thres=conf, iou_thres=0.7, max_det=300)["valid"]
+                      .sum(1))
+        return np.asarray(run(jax.device_put(boxes, device), jax.device_put(probs, device))).tolist()
+
     rows = []
     for batch in args.batches:
         x = jnp.asarray(np.random.default_rng(batch).random((batch, args.imgsz, args.imgsz, 3)), jnp.bfloat16)
         ref_boxes, ref_probs = (np.asarray(a, np.float32) for a in plain(variables, x))
-        conf = float(np.sort(ref_probs.max(-1), axis=-1)[:, -300].min())
+        # just below the 300th best score of every image, so that ties at it pass too (saturated scores tie)
+        conf = float(np.nextafter(np.sort(ref_probs.max(-1), axis=-1)[:, -300].min(), np.float32(0)))
         kept = [np.asarray(plain_detect(variables, x, conf)).tolist() for _ in range(args.repeats)]
-        rows.append({"batch": batch, "variables": "plain", "kept_image0": sorted({k[0] for k in kept})})
+        # the NMS alone on the same forward outputs: on this device against the CPU backend, every image
+        on_device = nms_kept(ref_boxes, ref_probs, conf, jax.devices()[0])
+        on_cpu = nms_kept(ref_boxes, ref_probs, conf, jax.devices("cpu")[0])
+        rows.append({"batch": batch, "variables": "plain", "kept_image0": sorted({k[0] for k in kept}),
+                     "nms_alone_kept": on_device[:8], "nms_alone_kept_cpu": on_cpu[:8],
+                     "nms_alone_matches_cpu": on_device == on_cpu})
         print(json.dumps(rows[-1]), flush=True)
         for ohwi in (False, True):
             prepared = fold_batchnorm(variables, kernel_dtype=jnp.bfloat16, ohwi=ohwi)

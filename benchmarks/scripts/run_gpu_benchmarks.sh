@@ -28,6 +28,8 @@
 #   speed    the train step's profile by kernel category with bytes and the memory floor, compile-time variants
 #            (cold caches), inference b1 / b32; BASE=<tree> profiles another tree's code first in the same call
 #   norm     the BatchNorm + SiLU layers alone, per activation shape
+#   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
+#            8.2.103 and (when .whl84/ came along) 8.4.190
 #   infer_check  folded vs plain inference variables and NMS results over repeated calls, per command-buffer flag set
 #   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
@@ -255,8 +257,11 @@ if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (em
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
   for variant in "base:" ${COMPILE_VARIANTS:-}; do
     tag=${variant%%:*}; export JAX_COMPILATION_CACHE_DIR=/tmp/jc_compile_$tag
-    XLA_FLAGS="$DET ${variant#*:}" N=4 T=150 run python3 $S/profile_gpu.py train --calls 2 --print-top 0 \
-      --trace-compile --tag "cold_det_$tag" --out "$out/cold_det_$tag.json"
+    # VMODULE=gpu_compiler=1 (say) keeps XLA's own phase timers of each compile in compile_log_<variant>.txt
+    XLA_FLAGS="$DET ${variant#*:}" TF_CPP_MIN_LOG_LEVEL=${VMODULE:+0} TF_CPP_VMODULE=${VMODULE:-} timeout 150 \
+      python3 $S/profile_gpu.py train --calls 2 --print-top 0 --trace-compile --tag "cold_det_$tag" \
+      --out "$out/cold_det_$tag.json" > "$out/compile_log_$tag.txt" 2>&1
+    grep -v -i warn "$out/compile_log_$tag.txt" | grep -E "compile|ms per step" | tail -n 4
   done
 fi
 if [ "$part" = infer_variables ]; then  # inference with the weights per array / one flat buffer / program constants /
@@ -267,6 +272,22 @@ if [ "$part" = infer_variables ]; then  # inference with the weights per array /
         --variables $v --dump-after "${DUMP_AFTER:-0}" --out "$out/infer_b${b}_$v.json"
     done
   done
+fi
+if [ "$part" = infer ]; then  # forward + NMS at batch 1 and 32, the older tree (BASE) first; then the NMS kept-count
+  # check and the peers (each bench_infer run times ours and the installed reference in the same process)
+  ib=(--calls 5 --conf 0.25 --print-top 0)
+  for b in 1 32; do
+    [ -n "${BASE:-}" ] && (cd "$BASE" && N=4 T=100 run python3 benchmarks/scripts/profile_gpu.py infer "${ib[@]}" \
+      --batch $b --out "$out/base_infer_b$b.json")
+    N=4 T=100 run python3 $S/profile_gpu.py infer "${ib[@]}" --batch $b --out "$out/infer_b$b.json"
+  done
+  T=150 N=12 run python3 $S/check_inference_variables.py --out "$out/check_default.json"
+  [ -n "${BASE:-}" ] && (cd "$BASE" && T=150 N=8 run python3 benchmarks/scripts/bench_infer.py --out "$out/base_82")
+  T=150 N=8 run python3 $S/bench_infer.py --out "$out/infer_82"
+  if ls .whl84/*.whl > /dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
+    T=150 N=8 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 $S/bench_infer.py --out "$out/infer_84"
+  fi
 fi
 if [ "$part" = infer_check ]; then  # folded against plain variables and NMS kept counts over repeated calls, per
   # command-buffer flag set (the default inference flags first)

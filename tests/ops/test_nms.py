@@ -98,15 +98,16 @@ def test_empty_input_gives_no_rows():
     assert keep.shape == (3,) and not np.asarray(valid).any()
 
 
-@pytest.mark.parametrize("tile_size", [3, 4, 64])
-def test_suppression_chain_resolved_greedily_across_tile_sizes(tile_size):
+@pytest.mark.parametrize("tile_size,n", [(3, 11), (4, 11), (64, 11), (64, 41)])
+def test_suppression_chain_resolved_greedily_across_tile_sizes(tile_size, n):
     # boxes shifted by 4 px: IoU(i, i+1) = 6/14 = 0.43 > 0.4, IoU(i, i+2) = 2/18 = 0.11. Greedy keeps 0, which
-    # suppresses 1; 1 being gone, 2 survives and suppresses 3; ... -> the even boxes.
-    x = 4.0 * np.arange(11)
-    boxes = jnp.asarray(np.stack([x, np.zeros(11), x + 10, np.full(11, 10.0)], axis=1))
-    scores = jnp.linspace(1.0, 0.5, 11)
-    keep, valid = nms(boxes, scores, 0.4, 11, tile_size=tile_size)
-    assert kept_rows(keep, valid).tolist() == [0, 2, 4, 6, 8, 10]
+    # suppresses 1; 1 being gone, 2 survives and suppresses 3; ... -> the even boxes. A chain of 41 in one tile
+    # needs several loop steps of SWEEPS_PER_STEP sweeps before the tile converges.
+    x = 4.0 * np.arange(n)
+    boxes = jnp.asarray(np.stack([x, np.zeros(n), x + 10, np.full(n, 10.0)], axis=1))
+    scores = jnp.linspace(1.0, 0.5, n)
+    keep, valid = nms(boxes, scores, 0.4, n, tile_size=tile_size)
+    assert kept_rows(keep, valid).tolist() == list(range(0, n, 2))
 
 
 def test_nms_runs_inside_shard_map_with_the_same_result():

@@ -6,11 +6,15 @@ Algorithm (tiled greedy, the same kept set as `torchvision.ops.nms`):
      block), then resolve the suppressions inside the tile by a fixed-point iteration on its `(tile, tile)` IoU
      matrix: `keep[i] = alive[i] and not any(keep[j] and iou[j, i] > t for j < i)`. Box `i`'s value is final after
      `depth(i) + 1` sweeps, where depth is the length of the longest suppression chain ending at `i` (at most the
-     tile size, in practice a handful), so this equals the sequential greedy pass.
+     tile size, in practice a handful). The iteration has one fixed point, the sequential greedy pass, so it stops
+     at the first sweep that changes nothing.
   3. Append the tile's kept boxes to the selection; stop when all valid candidates are consumed or
-     `max_output_size` boxes are selected (early exit: with few candidates this is one tile).
-Cost: O(n log n) for the sort plus O(n * (max_output_size + tile_size)) IoU evaluations, in ceil(n_valid / tile)
-outer steps — a few dozen fused kernels instead of one step per kept box.
+     `max_output_size` boxes are selected.
+One loop does both levels: each step runs `SWEEPS_PER_STEP` sweeps on the current tile and commits the tile once a
+sweep changes nothing. On a GPU every loop step waits for its condition on the host, so a step does several sweeps
+unconditionally, and the first step runs before the loop: with at most one tile of candidates and short suppression
+chains (the usual case) the loop's condition is read once.
+Cost: O(n log n) for the sort plus O(n * (max_output_size + tile_size)) IoU evaluations.
 """
 from __future__ import annotations
 
@@ -20,25 +24,23 @@ from jax import lax
 
 from yolojax.ops.boxes import box_iou
 
+SWEEPS_PER_STEP = 8
 
-def _tile_keep(alive, pair_suppresses):
-    """Greedy keep mask inside one score-sorted tile.
+
+def _sweeps(keep, alive, pair_suppresses, count: int):
+    """`count` fixed-point sweeps of the greedy keep mask inside one score-sorted tile.
 
     Args:
+      keep: (t,) bool, the current iterate (any start converges; all True is the usual one).
       alive: (t,) bool, candidates not already suppressed.
       pair_suppresses: (t, t) bool, `[j, i]` true when j ranks before i and IoU(j, i) > threshold.
     Returns:
-      (t,) bool, the boxes a sequential greedy pass over the tile keeps.
+      keep: (t,) bool after the sweeps; changed: () bool, whether the last sweep changed it (False: converged).
     """
-
-    def sweep(state):
-        keep, _ = state
-        new_keep = alive & ~jnp.any(pair_suppresses & keep[:, None], axis=0)
-        return new_keep, jnp.any(new_keep != keep)
-
-    # loop-carried constants are built `_like` an input so that they carry its shard_map varying axes
-    keep, _ = lax.while_loop(lambda s: s[1], sweep, (alive, jnp.ones_like(alive, shape=())))
-    return keep
+    previous = keep
+    for _ in range(count):
+        previous, keep = keep, alive & ~jnp.any(pair_suppresses & keep[:, None], axis=0)
+    return keep, jnp.any(keep != previous)
 
 
 def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_mask=None, tile_size: int = 256):
@@ -80,7 +82,7 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
     earlier = rank[:, None] < rank[None, :]
 
     def step(state):
-        t, count, sel_boxes, sel_idx = state
+        t, count, sel_boxes, sel_idx, keep = state
         start = t * tile
         tile_boxes = lax.dynamic_slice_in_dim(sorted_boxes, start, tile)
         tile_valid = lax.dynamic_slice_in_dim(sorted_valid, start, tile)
@@ -89,23 +91,27 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
         overlaps_selected = (box_iou(tile_boxes, sel_boxes, eps=0.0) > iou_threshold) & selected[None, :]
         alive = tile_valid & ~jnp.any(overlaps_selected, axis=1)
         pair_suppresses = (box_iou(tile_boxes, tile_boxes, eps=0.0) > iou_threshold) & earlier
-        keep = _tile_keep(alive, pair_suppresses)
-        slot = count + jnp.cumsum(keep) - 1
-        slot = jnp.where(keep & (slot < max_output_size), slot, max_output_size)  # out of range -> dropped
+        keep, changed = _sweeps(keep, alive, pair_suppresses, SWEEPS_PER_STEP)
+        commit = keep & ~changed
+        slot = count + jnp.cumsum(commit) - 1
+        slot = jnp.where(commit & (slot < max_output_size), slot, max_output_size)  # out of range -> dropped
         sel_boxes = sel_boxes.at[slot].set(tile_boxes, mode="drop")
         sel_idx = sel_idx.at[slot].set(tile_idx, mode="drop")
-        count = jnp.minimum(count + jnp.sum(keep, dtype=jnp.int32), max_output_size)
-        return t + 1, count, sel_boxes, sel_idx
+        count = jnp.minimum(count + jnp.sum(commit, dtype=jnp.int32), max_output_size)
+        t = t + (~changed).astype(t.dtype)
+        keep = keep | ~changed  # a committed tile hands the next one the all-True start
+        return t, count, sel_boxes, sel_idx, keep
 
     def more_to_do(state):
-        t, count, _, _ = state
+        t, count, _, _, _ = state
         return (t < tiles_needed) & (count < max_output_size)
 
     # loop-carried constants are built `_like` an input so that they carry its shard_map varying axes
     zero = jnp.zeros_like(boxes, jnp.int32, shape=())
     init = (zero, zero, jnp.zeros_like(boxes, jnp.float32, shape=(max_output_size, 4)),
-            jnp.zeros_like(zero, shape=(max_output_size,)))
-    _, count, _, keep = lax.while_loop(more_to_do, step, init)
+            jnp.zeros_like(zero, shape=(max_output_size,)), jnp.ones_like(sorted_valid, shape=(tile,)))
+    # the first step needs no condition: with no candidates it commits nothing
+    _, count, _, keep, _ = lax.while_loop(more_to_do, step, step(init))
     return keep, jnp.arange(max_output_size) < count
 
 

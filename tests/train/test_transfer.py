@@ -14,7 +14,7 @@ from yolojax.models.weights import load_weights, save_weights
 from yolojax.train.config import ConfigError, load_config
 from yolojax.train.optim import plan_optimizer
 from yolojax.train.setup import initial_state
-from yolojax.train.transfer import flat_leaves, initial_variables, transfer_variables
+from yolojax.train.transfer import flat_leaves, initial_variables, threefry_as_kernels, transfer_variables
 
 HW = (64, 64)
 
@@ -164,3 +164,15 @@ def test_a_bad_trust_pickle_value_is_a_config_error():
     assert split_trust_pickle(["epochs=3", "trust_pickle=true"]) == (True, ["epochs=3"])
     with pytest.raises(ConfigError, match="trust_pickle='maybe' must be bool"):
         split_trust_pickle(["trust_pickle=maybe"])
+
+
+def test_threefry_as_kernels_keeps_the_bits_and_restores_the_setting():
+    before = jax.config.jax_threefry_gpu_kernel_lowering
+    key = jax.random.PRNGKey(3)
+    draw = jax.jit(lambda k: jax.random.uniform(jax.random.fold_in(k, 7), (5,)))
+    outside = draw(key)
+    with threefry_as_kernels():
+        assert jax.config.jax_threefry_gpu_kernel_lowering
+        inside = jax.jit(lambda k: jax.random.uniform(jax.random.fold_in(k, 7), (5,)))(key)
+    assert jax.config.jax_threefry_gpu_kernel_lowering == before
+    np.testing.assert_array_equal(np.asarray(outside), np.asarray(inside))

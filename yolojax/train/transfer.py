@@ -4,9 +4,10 @@ of another scale. The count is reported as the reference does ("Transferred 349/
 weights"); it counts the leaves of `params` and `batch_stats`."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -76,6 +77,22 @@ def jitted_init(task: DetectionTask) -> Callable:
     return _cached_init(task)
 
 
+@contextlib.contextmanager
+def threefry_as_kernels() -> Iterator[None]:
+    """Inside: jax lowers each threefry hash to one GPU kernel instead of inline operations; the bits are the same.
+
+    A model's initialisation derives one key per parameter (flax folds the module path in: a few hundred threefry
+    hashes), and XLA takes 10-20 s on a GPU to compile those as inline operations, under a second as kernels. The
+    train step keeps the inline form: there the kernel launches would cut its CUDA graphs. CPUs ignore the setting.
+    """
+    before = jax.config.jax_threefry_gpu_kernel_lowering
+    jax.config.update("jax_threefry_gpu_kernel_lowering", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_threefry_gpu_kernel_lowering", before)
+
+
 def initial_variables(task: DetectionTask, key: jax.Array, image_hw: tuple[int, int], pretrained: dict | None = None,
                       *, log: Callable[[str], None] | None = print) -> dict:
     """The model's variables at step 0: `task.init(key)`, with every fitting tensor of `pretrained` taken over.
@@ -85,9 +102,14 @@ def initial_variables(task: DetectionTask, key: jax.Array, image_hw: tuple[int, 
     init = jitted_init(task)
     image_hw = (int(image_hw[0]), int(image_hw[1]))
     if pretrained is None:
-        return init(key, image_hw)
+        with threefry_as_kernels():
+            return init(key, image_hw)
     template = jax.eval_shape(init, key, image_hw)
-    fresh = init(key, image_hw) if unfitting_paths(pretrained, template) else template
+    if unfitting_paths(pretrained, template):
+        with threefry_as_kernels():
+            fresh = init(key, image_hw)
+    else:
+        fresh = template
     variables, report = transfer_variables(pretrained, fresh)
     if log is not None and jax.process_index() == 0:
         log(report.message())

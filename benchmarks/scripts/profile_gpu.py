@@ -361,7 +361,7 @@ def profile_train(args) -> dict:
     one, compile_s = stepped.one, stepped.compile_s
 
     ms = median_ms(one, jax.block_until_ready, 20, 5)
-    queued = queued_ms(one, jax.block_until_ready, 30, rounds=1, warmup=3)
+    queued = queued_ms(one, jax.block_until_ready, 30, rounds=args.queued_rounds, warmup=3)
     events, wall, host = trace(one, jax.block_until_ready, args.calls)
     cost = stepped.compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
@@ -383,6 +383,9 @@ def main(argv=None) -> int:
     parser.add_argument("--conf", type=float, default=0.0)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
+    parser.add_argument("--queued-rounds", type=int, default=1,
+                        help="train: rounds of 30 queued steps; the fastest is reported (one round can catch a slow "
+                        "spell of the host: 24-37 ms against 21 ms)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--variables", choices=["tree", "flat", "constant", "folded", "prepared"], default="tree",
                         help="infer: the weights as one argument per array, one flat buffer, program constants, "

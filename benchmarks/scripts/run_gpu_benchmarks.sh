@@ -30,6 +30,7 @@
 #   norm     the BatchNorm + SiLU layers alone, per activation shape
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
+#   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
 #   infer_check  folded vs plain inference variables and NMS results over repeated calls, per command-buffer flag set
 #   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
@@ -288,6 +289,17 @@ if [ "$part" = infer ]; then  # forward + NMS at batch 1 and 32, the older tree 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
     T=150 N=8 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 $S/bench_infer.py --out "$out/infer_84"
   fi
+fi
+if [ "$part" = queued_ab ]; then  # is a queued-time difference real? the fastest of 6 rounds, three processes a side
+  export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+  cp $S/profile_gpu.py "$BASE/benchmarks/scripts/"  # this tree's harness, BASE's code under test
+  for i in 1 2 3; do
+    for dir in "$BASE" .; do
+      (cd "$dir" && JAX_COMPILATION_CACHE_DIR=/tmp/jq_${dir//[\/.]/_} N=2 T=200 run python3 \
+        benchmarks/scripts/profile_gpu.py train --calls 1 --print-top 0 --queued-rounds 6 --tag "$dir" \
+        --out "$out/queued_${i}_${dir//[\/.]/_}.json")
+    done
+  done
 fi
 if [ "$part" = infer_check ]; then  # folded against plain variables and NMS kept counts over repeated calls, per
   # command-buffer flag set (the default inference flags first)

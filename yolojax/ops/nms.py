@@ -31,7 +31,7 @@ def _sweeps(keep, alive, pair_suppresses, count: int):
     """`count` fixed-point sweeps of the greedy keep mask inside one score-sorted tile.
 
     Args:
-      keep: (t,) bool, the current iterate (any start converges; all True is the usual one).
+      keep: (t,) bool, the current iterate (any start converges).
       alive: (t,) bool, candidates not already suppressed.
       pair_suppresses: (t, t) bool, `[j, i]` true when j ranks before i and IoU(j, i) > threshold.
     Returns:
@@ -81,17 +81,21 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
     rank = jnp.arange(tile)
     earlier = rank[:, None] < rank[None, :]
 
-    def step(state):
-        t, count, sel_boxes, sel_idx, keep = state
+    def step(state, first=False):
+        t, count, sel_boxes, sel_idx, keep, fresh = state
         start = t * tile
         tile_boxes = lax.dynamic_slice_in_dim(sorted_boxes, start, tile)
         tile_valid = lax.dynamic_slice_in_dim(sorted_valid, start, tile)
         tile_idx = lax.dynamic_slice_in_dim(order, start, tile)
-        selected = jnp.arange(max_output_size) < count
-        overlaps_selected = (box_iou(tile_boxes, sel_boxes, eps=0.0) > iou_threshold) & selected[None, :]
-        alive = tile_valid & ~jnp.any(overlaps_selected, axis=1)
+        if first:  # nothing selected yet (spelled out: XLA would fold the overlaps with no box on the host, slowly)
+            alive = tile_valid
+        else:
+            selected = jnp.arange(max_output_size) < count
+            overlaps_selected = (box_iou(tile_boxes, sel_boxes, eps=0.0) > iou_threshold) & selected[None, :]
+            alive = tile_valid & ~jnp.any(overlaps_selected, axis=1)
         pair_suppresses = (box_iou(tile_boxes, tile_boxes, eps=0.0) > iou_threshold) & earlier
-        keep, changed = _sweeps(keep, alive, pair_suppresses, SWEEPS_PER_STEP)
+        start_from = (fresh & alive) | (~fresh & keep)  # not jnp.where: ONNX Runtime has no Where over booleans
+        keep, changed = _sweeps(start_from, alive, pair_suppresses, SWEEPS_PER_STEP)
         commit = keep & ~changed
         slot = count + jnp.cumsum(commit) - 1
         slot = jnp.where(commit & (slot < max_output_size), slot, max_output_size)  # out of range -> dropped
@@ -99,19 +103,21 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
         sel_idx = sel_idx.at[slot].set(tile_idx, mode="drop")
         count = jnp.minimum(count + jnp.sum(commit, dtype=jnp.int32), max_output_size)
         t = t + (~changed).astype(t.dtype)
-        keep = keep | ~changed  # a committed tile hands the next one the all-True start
-        return t, count, sel_boxes, sel_idx, keep
+        return t, count, sel_boxes, sel_idx, keep, ~changed  # a committed tile: the next one starts afresh
 
     def more_to_do(state):
-        t, count, _, _, _ = state
+        t, count, _, _, _, _ = state
         return (t < tiles_needed) & (count < max_output_size)
 
     # loop-carried constants are built `_like` an input so that they carry its shard_map varying axes
     zero = jnp.zeros_like(boxes, jnp.int32, shape=())
     init = (zero, zero, jnp.zeros_like(boxes, jnp.float32, shape=(max_output_size, 4)),
-            jnp.zeros_like(zero, shape=(max_output_size,)), jnp.ones_like(sorted_valid, shape=(tile,)))
-    # the first step needs no condition: with no candidates it commits nothing
-    _, count, _, keep, _ = lax.while_loop(more_to_do, step, step(init))
+            jnp.zeros_like(zero, shape=(max_output_size,)), jnp.zeros_like(sorted_valid, shape=(tile,)),
+            jnp.ones_like(sorted_valid, shape=()))
+    # the first step needs no condition: with no candidates it commits nothing. A fresh tile starts its sweeps from
+    # `alive`, not from a constant: XLA would fold the first sweep over a constant start at compile time, and under
+    # vmap that is (batch, tile, tile) elements evaluated on the host for seconds.
+    _, count, _, keep, _, _ = lax.while_loop(more_to_do, step, step(init, first=True))
     return keep, jnp.arange(max_output_size) < count
 
 

@@ -18,6 +18,8 @@
 # checkpoints, an interrupted and resumed run); multi_feed = the 2-GPU feed alone (copy variants, no step) and v8s
 # against the reference under DDP on the same machine; multi_loop = the loop's busy share, 4 vs 8 copy threads;
 # multi_peer84 = ultralytics 8.4.190 under torch.compile + DDP (carry .whl84/) against our scaling, same machine;
+# multi_ram_cache = `yolojax train` launched on all GPUs with cache=ram, 2 epochs from empty caches, the shared cache
+# files (one per split, written by process 0, mapped by the others) and the host memory listed every 4 s;
 # multi_dispatch = the deterministic step on 1 and all GPUs with host dispatch times, with and without CUDA graphs of
 # the convolutions, and as one process per GPU; multi_proc_graphs = one process per GPU with CUDA graphs of the
 # convolutions; multi_launch = one process per GPU (the train job's layout), deterministic v8n and v8s, against one
@@ -197,6 +199,21 @@ if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU 
   done
   wait; grep -E "^Training|^epoch|Results|rror" "$out/procs_0.log" | cut -c1-200; tail -n 2 "$out/procs_1.log"
   cp /tmp/runs/procs/results.csv "$out/procs.csv"; ls /tmp/runs/procs/weights
+fi
+if [ "$part" = multi_ram_cache ]; then  # the shared RAM cache on real GPUs: its files during the run, none after
+  ngpu=$(nvidia-smi -L | wc -l)
+  data=$(shapes640)
+  export TMPDIR=/tmp/ram_cache_run; mkdir -p $TMPDIR; start=$(date +%s)
+  timeout 240 python3 -m yolojax.cli train cfg=none model=yolov8n data="$data" imgsz=640 epochs=2 close_mosaic=1 \
+    cache=ram workers=12 batch=$((64 * ngpu)) project=/tmp/runs plots=False \
+    name=ram > "$out/ram.log" 2>&1 &
+  pid=$!
+  while kill -0 $pid 2>/dev/null; do
+    echo "t=$(( $(date +%s) - start )) s: $(ls -s --block-size=M $TMPDIR | grep yolojax_ram_cache | tr '\n' ' ')|" \
+      "used $(free -m | awk '/Mem/{print $3}') MiB" >> "$out/ram_cache_files.txt"; sleep 4
+  done
+  wait $pid; echo "exit $? after $(( $(date +%s) - start )) s; cache files left: $(ls $TMPDIR | grep -c yolojax_ram_cache)"
+  grep -E "yolojax train:|^Training|rror" "$out/ram.log" | cut -c1-200; cp /tmp/runs/ram/results.csv "$out/ram.csv"
 fi
 if [ "$part" = multi_feed ]; then
   ngpu=$(nvidia-smi -L | wc -l)

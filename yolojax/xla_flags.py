@@ -6,7 +6,7 @@ launches a few graphs instead of a few hundred kernels. While-loops are left out
 while-loops inside a CUDA graph returned wrong detections at batch 1 on H200s, intermittently (image kept 0 or 148
 boxes where every other run kept 38; `benchmarks/scripts/check_inference_variables.py`,
 benchmarks/2026-11-26_speed/README.md). Without them each loop iteration waits for a device-to-host copy of its
-condition: a few copies per call, since the NMS loops run one tile and a handful of sweeps.
+condition: one copy per call for the usual image, whose NMS needs one step of its loop, run before the loop.
 
 Training (`job="train"`: train, the train-step benchmarks) adds none of them: they did not speed up the 1-GPU train
 step or its compile, and with them the 2-GPU train step never finished (`cuda_command_buffer.cc: Failed to destroy
@@ -24,13 +24,14 @@ the first JAX computation (or set the flags yourself). A flag already present in
 it, and `YOLOJAX_XLA_FLAGS=0` turns the defaults off.
 
 `enable_compilation_cache()` (also called by the CLI first thing) keeps compiled programs and autotuning results on
-disk, so a second run skips most of the compile.
+disk, so a second run skips most of the compile. `jax_setting(name, value)` sets a `jax.config` option for a block.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import MutableMapping
+from typing import Any, Iterator, MutableMapping
 
 import jax
 
@@ -74,3 +75,14 @@ def enable_compilation_cache() -> None:
     root = Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
     jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+@contextlib.contextmanager
+def jax_setting(name: str, value: Any) -> Iterator[None]:
+    """The `jax.config` option `name` (e.g. "jax_enable_x64") set to `value` inside the block, restored after it."""
+    before = getattr(jax.config, name)
+    jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        jax.config.update(name, before)

@@ -17,6 +17,7 @@ import numpy as np
 
 from yolojax.eval import metrics
 from yolojax.ops.padding import padded_size
+from yolojax.xla_flags import jax_setting
 
 _MATCH_KEYS = ("scores", "classes", "rank", "kept", "matched", "ignored")
 
@@ -150,12 +151,8 @@ def _x64():
         with enable(True):
             yield
         return
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax_setting("jax_enable_x64", True):
         yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 def match_coco_arrays(gt, dets, *, images_per_call: int = 64):

@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from flax import traverse_util
 
 from yolojax.detectors import DetectionTask
+from yolojax.xla_flags import jax_setting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,20 +78,14 @@ def jitted_init(task: DetectionTask) -> Callable:
     return _cached_init(task)
 
 
-@contextlib.contextmanager
-def threefry_as_kernels() -> Iterator[None]:
+def threefry_as_kernels() -> contextlib.AbstractContextManager:
     """Inside: jax lowers each threefry hash to one GPU kernel instead of inline operations; the bits are the same.
 
     A model's initialisation derives one key per parameter (flax folds the module path in: a few hundred threefry
     hashes), and XLA takes 10-20 s on a GPU to compile those as inline operations, under a second as kernels. The
     train step keeps the inline form: there the kernel launches would cut its CUDA graphs. CPUs ignore the setting.
     """
-    before = jax.config.jax_threefry_gpu_kernel_lowering
-    jax.config.update("jax_threefry_gpu_kernel_lowering", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_threefry_gpu_kernel_lowering", before)
+    return jax_setting("jax_threefry_gpu_kernel_lowering", True)
 
 
 def initial_variables(task: DetectionTask, key: jax.Array, image_hw: tuple[int, int], pretrained: dict | None = None,

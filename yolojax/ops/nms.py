@@ -87,7 +87,7 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
         tile_boxes = lax.dynamic_slice_in_dim(sorted_boxes, start, tile)
         tile_valid = lax.dynamic_slice_in_dim(sorted_valid, start, tile)
         tile_idx = lax.dynamic_slice_in_dim(order, start, tile)
-        if first:  # nothing selected yet (spelled out: XLA would fold the overlaps with no box on the host, slowly)
+        if first:  # nothing selected yet
             alive = tile_valid
         else:
             selected = jnp.arange(max_output_size) < count
@@ -114,9 +114,9 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
     init = (zero, zero, jnp.zeros_like(boxes, jnp.float32, shape=(max_output_size, 4)),
             jnp.zeros_like(zero, shape=(max_output_size,)), jnp.zeros_like(sorted_valid, shape=(tile,)),
             jnp.ones_like(sorted_valid, shape=()))
-    # the first step needs no condition: with no candidates it commits nothing. A fresh tile starts its sweeps from
-    # `alive`, not from a constant: XLA would fold the first sweep over a constant start at compile time, and under
-    # vmap that is (batch, tile, tile) elements evaluated on the host for seconds.
+    # the first step needs no condition: with no candidates it commits nothing. It must hand XLA no large constant
+    # to fold at compile time: its overlaps with the empty selection were one, (batch, tile, max_output_size)
+    # elements under vmap, evaluated on the host for seconds; so it skips them and a fresh tile starts from `alive`.
     _, count, _, keep, _, _ = lax.while_loop(more_to_do, step, step(init, first=True))
     return keep, jnp.arange(max_output_size) < count
 

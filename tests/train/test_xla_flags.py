@@ -1,3 +1,4 @@
+import jax
 import pytest
 
 from yolojax.xla_flags import (
@@ -5,6 +6,7 @@ from yolojax.xla_flags import (
     DETERMINISTIC_FLAGS,
     apply_default_xla_flags,
     flags_for,
+    jax_setting,
 )
 
 
@@ -43,3 +45,12 @@ def test_opt_out_and_unknown_job():
     assert apply_default_xla_flags({"YOLOJAX_XLA_FLAGS": "0"}, job="infer") == ""
     with pytest.raises(ValueError, match="job='serve'"):
         flags_for("serve")
+
+
+def test_a_jax_setting_holds_inside_its_block_and_is_restored_after_an_error():
+    before = jax.config.jax_enable_x64
+    with pytest.raises(RuntimeError, match="inside"):
+        with jax_setting("jax_enable_x64", not before):
+            assert jax.config.jax_enable_x64 is (not before)
+            raise RuntimeError("inside")
+    assert jax.config.jax_enable_x64 is before

@@ -82,8 +82,9 @@ def threefry_as_kernels() -> contextlib.AbstractContextManager:
     """Inside: jax lowers each threefry hash to one GPU kernel instead of inline operations; the bits are the same.
 
     A model's initialisation derives one key per parameter (flax folds the module path in: a few hundred threefry
-    hashes), and XLA takes 10-20 s on a GPU to compile those as inline operations, under a second as kernels. The
-    train step keeps the inline form: there the kernel launches would cut its CUDA graphs. CPUs ignore the setting.
+    hashes), and XLA takes 10-20 s on a GPU to compile those as inline operations, under a second as kernels. It is
+    set for the initialisation alone, where it was measured; the train step hashes a couple of keys and keeps the
+    inline form. CPUs ignore the setting.
     """
     return jax_setting("jax_threefry_gpu_kernel_lowering", True)
 

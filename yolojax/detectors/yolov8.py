@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from yolojax.detectors.postprocess import non_max_suppression
 from yolojax.losses import detection_loss
-from yolojax.models.inference import FoldedVariables, apply_folded, fold_batchnorm
+from yolojax.models.inference import apply_folded, fold_batchnorm
 from yolojax.models.yolov8 import YOLOv8, init_variables
 
 
@@ -59,10 +59,6 @@ class YOLOv8Task:
         """variables: the task's variables or their `inference_variables`. multi_label: one row per (box, class)
         above conf, as the reference's validator does; classes: keep only these class ids (before NMS); agnostic:
         boxes of different classes suppress each other."""
-        images = images.astype(self.dtype) / 255.0
-        if isinstance(variables, FoldedVariables):
-            boxes_xywh, class_probs = apply_folded(self.model, variables, images, train=False)
-        else:
-            boxes_xywh, class_probs = self.model.apply(variables, images, train=False)
+        boxes_xywh, class_probs = apply_folded(self.model, variables, images.astype(self.dtype) / 255.0, train=False)
         return non_max_suppression(boxes_xywh, class_probs, conf_thres=conf, iou_thres=iou, max_det=max_det,
                                    multi_label=multi_label, classes=classes, agnostic=agnostic)

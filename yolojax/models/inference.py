@@ -92,7 +92,10 @@ def folded_forward(variables: FoldedVariables):
         yield
 
 
-def apply_folded(model: nn.Module, variables: FoldedVariables, *args, **kwargs):
-    """`model.apply` with folded variables (see `folded_forward`); inference only (train=False)."""
+def apply_folded(model: nn.Module, variables: FoldedVariables | dict, *args, **kwargs):
+    """`model.apply` with folded variables (see `folded_forward`), or with plain variables as they are; inference
+    only (train=False)."""
+    if not isinstance(variables, FoldedVariables):
+        return model.apply(variables, *args, **kwargs)
     with folded_forward(variables):
         return model.apply(variables.variables, *args, **kwargs)

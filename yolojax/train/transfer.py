@@ -97,15 +97,11 @@ def initial_variables(task: DetectionTask, key: jax.Array, image_hw: tuple[int, 
     process 0 of a multi-process run)."""
     init = jitted_init(task)
     image_hw = (int(image_hw[0]), int(image_hw[1]))
-    if pretrained is None:
-        with threefry_as_kernels():
+    with threefry_as_kernels():
+        if pretrained is None:
             return init(key, image_hw)
-    template = jax.eval_shape(init, key, image_hw)
-    if unfitting_paths(pretrained, template):
-        with threefry_as_kernels():
-            fresh = init(key, image_hw)
-    else:
-        fresh = template
+        template = jax.eval_shape(init, key, image_hw)
+        fresh = init(key, image_hw) if unfitting_paths(pretrained, template) else template
     variables, report = transfer_variables(pretrained, fresh)
     if log is not None and jax.process_index() == 0:
         log(report.message())

@@ -51,10 +51,9 @@ from yolojax.train.optim import (  # noqa: E402
     grouped_adam,
     grouped_sgd,
     hyper_at,
-    param_groups,
     plan_optimizer,
 )
-from yolojax.train.state import create_state  # noqa: E402
+from yolojax.train.state import VariablesLayout, create_state  # noqa: E402
 from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch  # noqa: E402
 
 # Recipes: the `yolojax train` shapes recipe (AdamW), and the same with the reference's SGD defaults.
@@ -153,11 +152,11 @@ def nudged(model, scale: float, seed: int):
 def build_ours(task, plan, variables, adam_eps: float, fp64: bool):
     """(state, step) of our real train step from `variables`; fp64 casts the whole state and exchanges nothing
     (one device: the flat exchange would round through float32)."""
-    groups = param_groups(variables["params"])
+    group_ends = VariablesLayout.of(variables).group_ends
     if plan.name == "SGD":
-        inner = grouped_sgd(groups, plan.weight_decay)
+        inner = grouped_sgd(group_ends, plan.weight_decay)
     else:
-        inner = grouped_adam(groups, plan.weight_decay, plan.momentum, decoupled=plan.name == "AdamW", eps=adam_eps)
+        inner = grouped_adam(group_ends, plan.weight_decay, plan.momentum, decoupled=plan.name == "AdamW", eps=adam_eps)
     optimizer = optax.chain(clip_by_global_norm_torch(plan.grad_clip), inner)
     state = jax.jit(create_state, static_argnums=1)(variables, optimizer, jax.random.PRNGKey(0))
     if fp64:
@@ -250,7 +249,7 @@ def finish(record: dict, started: float) -> dict:
 def _named_params(state, names_like: dict) -> dict:
     """Our parameters under the reference's state_dict names, float64 numpy (in their dtype's precision)."""
     out = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(state).variables()["params"])[0]:
         keys = tuple(p.key for p in path)
         out[torch_key("params", keys)] = to_torch_layout(keys[-1], np.asarray(leaf, np.float64))
     return {k: v for k, v in out.items() if k in names_like}

@@ -39,5 +39,5 @@ def test_yolov8n_task_loss_decreases_over_a_few_real_steps():
         state, metrics = step(state, shard_batch(batch, mesh), replicate(hyper_at(plan, 100 + i, 0), mesh))
         losses.append(float(metrics["loss"]))
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    out = jax.jit(task.predict)(state.ema, batch["images"])
+    out = jax.jit(task.predict)(state.ema_variables(), batch["images"])
     assert out["boxes"].shape == (4, 300, 4) and out["valid"].dtype == jnp.bool_

@@ -92,7 +92,7 @@ def multi_device_errors(steps: int = 10, batch: int = 4) -> dict:
     from yolojax.convert.mapping import state_dict_to_variables, variables_to_state_dict
     from yolojax.train.config import load_config
     from yolojax.train.optim import Hyper, build_optimizer, plan_optimizer
-    from yolojax.train.state import create_state
+    from yolojax.train.state import VariablesLayout, create_state
     from yolojax.train.step import build_train_step, make_mesh, replicate, shard_batch
 
     torch.manual_seed(0)
@@ -103,7 +103,7 @@ def multi_device_errors(steps: int = 10, batch: int = 4) -> dict:
     variables = state_dict_to_variables({k: v.numpy() for k, v in reference.state_dict().items()}, template)
     plan = plan_optimizer(load_config(["cfg=none", "optimizer=SGD"]), num_classes=1, dataset_size=64,
                           batches_per_epoch=4)
-    optimizer = build_optimizer(plan, variables["params"])
+    optimizer = build_optimizer(plan, VariablesLayout.of(variables).group_ends)
     mesh = make_mesh()
     devices = mesh.size
     state = replicate(create_state(variables, optimizer, jax.random.key(0)), mesh)
@@ -124,7 +124,7 @@ def multi_device_errors(steps: int = 10, batch: int = 4) -> dict:
             per_device.append({k: v.clone() for k, v in reference.state_dict().items()})
         reference.load_state_dict({k: sum(d[k] for d in per_device) / devices if k in running_stats(reference)
                                    else start[k] for k in start})
-    ours = variables_to_state_dict({"batch_stats": jax.tree.map(np.asarray, state.model_state["batch_stats"])})
+    ours = variables_to_state_dict({"batch_stats": jax.tree.map(np.asarray, state.variables()["batch_stats"])})
     per_device_error = max(relative_error(ours, running_stats(reference)).values())
 
     sync = BatchNorm(axis_name="data")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import serialization
 from toy import ToyTask
 
 from yolojax.train import checkpoints as ckpt
@@ -40,6 +43,19 @@ def test_round_trip_is_bitwise_with_meta_and_bytes_iterator_state(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_checkpoint_of_another_state_layout_is_a_clear_resume_error_and_is_kept(tmp_path):
+    """A checkpoint without this version's state format (an earlier yolojax saved the state per leaf) is named in
+    the error, with where the run's weights are; it is not set aside as damaged."""
+    manager = ckpt.open_manager(tmp_path / "ckpt")
+    state_dict = jax.device_get(serialization.to_state_dict(_toy_state()))
+    manager.save(3, args=ocp.args.Composite(state=ocp.args.StandardSave(state_dict),
+                                            meta=ocp.args.JsonSave({"epoch": 1})))
+    manager.wait_until_finished()
+    with pytest.raises(ckpt.StateFormatError, match=r"ckpt/3: the training state was saved 'per leaf'.*weights="):
+        ckpt.restore_latest(ckpt.open_manager(tmp_path / "ckpt"), _toy_state())
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["3"]
+
+
 _KILLED_SAVE = textwrap.dedent("""
     import sys, jax, numpy as np
     sys.path[:0] = [{repo!r}, {repo!r} + "/tests", {repo!r} + "/tests/train"]
@@ -49,7 +65,7 @@ _KILLED_SAVE = textwrap.dedent("""
     state = _toy_state()
     ckpt.save_checkpoint(manager, state, {{"epoch": 1}}, step=1)
     print("SAVED1", flush=True)
-    big = state.replace(params={{**state.params, "big": np.ones((6000, 10000), np.float32)}})
+    big = state.replace(params=np.ones(60_000_000, np.float32))
     ckpt.save_checkpoint(manager, big, {{"epoch": 2}}, step=2)
     print("SAVED2", flush=True)
 """)

@@ -15,9 +15,11 @@ from yolojax.train.optim import (
     hyper_at,
     lr_factor,
     param_groups,
+    per_group,
     plan_optimizer,
     warmup_iterations,
 )
+from yolojax.train.state import VariablesLayout
 
 
 def reference_schedule(cfg, lr0, momentum0, bias_lr0, nb, epochs, batch):
@@ -113,6 +115,25 @@ def test_param_groups_split_kernels_norm_scales_and_biases():
                       "bn": {"scale": GROUP_NORM, "bias": GROUP_BIAS}, "dense": {"kernel": GROUP_DECAY}}
 
 
+def _flat_optimizer(plan, params):
+    """The optimizer over the flat buffer of `params`, and that buffer's layout (as the training state has them)."""
+    layout = VariablesLayout.of({"params": params})
+    return build_optimizer(plan, layout.group_ends), layout.params
+
+
+def test_flat_parameters_keep_each_group_together_in_tree_order():
+    params = {"a": {"bias": jnp.zeros(2), "kernel": jnp.zeros((2, 3))}, "b": {"scale": jnp.zeros(4)},
+              "c": {"bias": jnp.zeros(1), "kernel": jnp.zeros(5)}}
+    layout = VariablesLayout.of({"params": params})
+    assert layout.group_ends == (11, 15, 18)  # kernels a, c; scale b; biases a, c
+    flat = np.asarray(layout.params.flatten(jax.tree.map(lambda x: x + np.arange(x.size).reshape(x.shape), params)))
+    np.testing.assert_array_equal(flat, [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 0])
+    back = layout.params.unflatten(layout.params.flatten(params))
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    np.testing.assert_array_equal(np.asarray(per_group(np.float32([1, 2, 3]), layout.group_ends)),
+                                  [1] * 11 + [2] * 4 + [3] * 3)
+
+
 def _torch_twin(params):
     torch = pytest.importorskip("torch")
     tensors = {k: torch.nn.Parameter(torch.tensor(np.asarray(v))) for k, v in params.items()}
@@ -138,9 +159,9 @@ def test_optimizer_steps_match_torch_with_clipping_and_groups(name):
     cfg = load_config(["cfg=none", f"optimizer={name}", "momentum=0.9", "batch=64", "weight_decay=0.05"])
     plan = plan_optimizer(cfg, num_classes=1, dataset_size=640, batches_per_epoch=10)
     assert plan.weight_decay == pytest.approx(wd)
-    opt = build_optimizer(plan, params)
-    jparams = jax.tree.map(jnp.asarray, params)
-    state = opt.init(jparams)
+    opt, layout = _flat_optimizer(plan, params)
+    flat = layout.flatten(params)
+    state = opt.init(flat)
     for step in range(4):
         grads = {k: (rng.normal(size=v.shape) * (8.0 if step % 2 else 0.3)).astype(np.float32)
                  for k, v in params.items()}
@@ -153,8 +174,9 @@ def test_optimizer_steps_match_torch_with_clipping_and_groups(name):
             t.grad = torch.tensor(grads[k])
         torch.nn.utils.clip_grad_norm_(list(tensors.values()), max_norm=10.0)
         topt.step()
-        updates, state = opt.update(jax.tree.map(jnp.asarray, grads), state, jparams, lr=lrs, momentum=momentum)
-        jparams = jax.tree.map(lambda p, u: p + u, jparams, updates)
+        updates, state = opt.update(layout.flatten(grads), state, flat, lr=lrs, momentum=momentum)
+        flat = flat + updates
+        jparams = layout.unflatten(flat)
         for k in params:
             tol = 2e-6 if name == "SGD" else 1e-5  # Adam's division by sqrt(v) amplifies fp32 rounding
             np.testing.assert_allclose(np.asarray(jparams[k]), tensors[k].detach().numpy(), rtol=tol, atol=tol / 10,
@@ -166,8 +188,10 @@ def test_sgd_step_by_hand():
     params = {"kernel": jnp.array([1.0, -2.0]), "bias": jnp.array([0.5])}
     grads = {"kernel": jnp.array([3.0, 4.0]), "bias": jnp.array([0.0])}  # norm 5 < 10: no clipping
     cfg = load_config(["cfg=none", "optimizer=SGD", "batch=64", "weight_decay=0.1"])
-    opt = build_optimizer(plan_optimizer(cfg, num_classes=1, dataset_size=64, batches_per_epoch=1), params)
-    updates, _ = opt.update(grads, opt.init(params), params, lr=np.float32([0.1, 0.1, 0.2]), momentum=0.5)
+    opt, layout = _flat_optimizer(plan_optimizer(cfg, num_classes=1, dataset_size=64, batches_per_epoch=1), params)
+    flat = layout.flatten(params)
+    updates = layout.unflatten(opt.update(layout.flatten(grads), opt.init(flat), flat, lr=np.float32([0.1, 0.1, 0.2]),
+                                          momentum=0.5)[0])
     g = np.array([3.0 + 0.1 * 1.0, 4.0 + 0.1 * -2.0])
     np.testing.assert_allclose(updates["kernel"], -0.1 * (g + 0.5 * g), rtol=1e-6)
     np.testing.assert_allclose(updates["bias"], [0.0])

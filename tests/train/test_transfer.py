@@ -53,7 +53,7 @@ def fine_tuned(weights_80):
 def test_fitting_tensors_are_bit_identical_at_step_0_and_the_class_branch_is_fresh(weights_80, fine_tuned):
     state, printed = fine_tuned
     source = flat_leaves(load_weights(weights_80)[0])
-    for name, tree in (("live", state.variables()), ("ema", state.ema)):
+    for name, tree in (("live", state.variables()), ("ema", state.ema_variables())):
         got = flat_leaves(jax.device_get(tree))
         # nc 80 -> 3 narrows YOLOv8n's class branch (hidden width max(64, min(nc, 100))): all of cv3 changes shape
         head = {p for p in got if "/model_22/cv3_" in p}

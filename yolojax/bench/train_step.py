@@ -20,6 +20,7 @@ from yolojax.losses import detection_loss
 from yolojax.train.ema import ema_update
 from yolojax.train.optim import OptimizerPlan, build_optimizer, hyper_at
 from yolojax.train.setup import build_training
+from yolojax.train.state import VariablesLayout
 from yolojax.train.step import replicate, shard_batch
 
 
@@ -104,17 +105,18 @@ def time_components(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
 
     feats, _ = jax.jit(forward)(params, images)
     loss_grad = jax.jit(jax.grad(lambda f: detection_loss(f, targets, num_classes=num_classes)[0]))
-    optimizer = build_optimizer(sgd_plan(batch), params)
-    opt_state = optimizer.init(params)
+    layout = VariablesLayout.of(variables)
+    optimizer = build_optimizer(sgd_plan(batch), layout.group_ends)
+    flat = {"params": layout.params.flatten(params), "model_state": layout.model_state.flatten(stats)}
+    opt_state = optimizer.init(flat["params"])
     hyper = hyper_at(sgd_plan(batch), 10_000, 10)
 
     @jax.jit
     def optimizer_and_ema(p, o, g, ema):
         updates, o = optimizer.update(g, o, p, lr=hyper.lr, momentum=hyper.momentum)
-        p = jax.tree.map(jnp.add, p, updates)
-        return p, o, ema_update(ema, {"params": p, **stats}, jnp.int32(100), 0.9999, 2000.0)
-
-    ema = {"params": params, **stats}
+        p = p + updates
+        return p, o, ema_update(ema, {"params": p, "model_state": flat["model_state"]}, jnp.int32(100), 0.9999,
+                                2000.0)
 
     def time(fn, *args):
         return median_ms(lambda: fn(*args), jax.block_until_ready, repeats, 1)
@@ -124,7 +126,7 @@ def time_components(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_
         "forward_ms": time(jax.jit(forward), params, images),
         "forward_backward_ms": time(jax.jit(jax.grad(net_loss)), params, images),
         "loss_fwd_bwd_ms": time(loss_grad, feats),
-        "optimizer_ema_ms": time(optimizer_and_ema, params, opt_state, params, ema),
+        "optimizer_ema_ms": time(optimizer_and_ema, flat["params"], opt_state, flat["params"], flat),
         "device": jax.local_devices()[0].device_kind,
     }
 

@@ -37,6 +37,8 @@ from flax import serialization
 from yolojax.models.weights import save_weights
 from yolojax.train.config import ConfigError
 
+# how the state's arrays are laid out (meta "state_format"); a checkpoint of another layout cannot resume here
+STATE_FORMAT = "flat"
 # the files of a step folder that orbax writes last; a folder without them is not a complete checkpoint
 STEP_FILES = ("_CHECKPOINT_METADATA", "meta/metadata", "state/_METADATA", "state/manifest.ocdbt")
 # settings a resumed run may change: how it runs, not what it computes
@@ -47,6 +49,10 @@ RUN_OUTPUTS = ("weights", "tensorboard", "args.yaml", "*.csv", "*.png", "*.jpg")
 
 class ResumeError(ConfigError):
     """A run that cannot be resumed: no complete checkpoint, already finished, or settings changed on resume."""
+
+
+class StateFormatError(ResumeError):
+    """A checkpoint whose training state another yolojax version laid out differently."""
 
 
 class CheckpointWarning(UserWarning):
@@ -81,7 +87,7 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: Any, meta: dict, step
     """Save `state` (a pytree / flax struct) and JSON `meta` under `step` (default: state.iteration); returns it."""
     step = int(jax.device_get(state.iteration)) if step is None else int(step)
     state_dict = jax.device_get(serialization.to_state_dict(state))
-    meta = {**meta, "data_state": encode_data_state(meta.get("data_state"))}
+    meta = {**meta, "data_state": encode_data_state(meta.get("data_state")), "state_format": STATE_FORMAT}
     if step in manager.all_steps():  # a step recomputed after a fall-back, or a reused run folder: the new one wins
         manager.delete(step)
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state_dict),
@@ -93,11 +99,18 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: Any, meta: dict, step
 def restore_checkpoint(manager: ocp.CheckpointManager, template: Any, step: int | None = None) -> tuple[Any, dict]:
     """(state shaped like `template`, meta) of `step` (default: the latest complete checkpoint).
 
-    Raises FileNotFoundError naming the directory when it holds no complete checkpoint.
+    Raises FileNotFoundError naming the directory when it holds no complete checkpoint, and StateFormatError when
+    the checkpoint's state has another layout.
     """
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{manager.directory}: no complete checkpoint to restore")
+    saved_format = _read_meta(manager, step).get("state_format", "per leaf")
+    if saved_format != STATE_FORMAT:
+        raise StateFormatError(
+            f"{Path(manager.directory) / str(step)}: the training state was saved {saved_format!r} by another yolojax "
+            f"version, and this one keeps it {STATE_FORMAT!r}; it cannot be resumed. The run's exported EMA weights "
+            f"(weights/last, weights/best) still load: pass that folder as weights= to train from them")
     target = jax.tree.map(np.asarray, serialization.to_state_dict(jax.device_get(template)))
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                              meta=ocp.args.JsonRestore()))
@@ -156,6 +169,8 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any,
             try:
                 state, meta = restore_checkpoint(manager, template, step)
                 return state, meta, step
+            except StateFormatError:
+                raise  # not damaged: nothing to set aside
             except (ValueError, KeyError, OSError, RuntimeError) as err:
                 problem = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
         warn(f"checkpoint step {step} in {directory} is damaged ({problem}); falling back to the previous step")
@@ -167,7 +182,10 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any,
 
 def read_meta(directory: str | Path, step: int) -> dict:
     """The JSON meta of checkpoint `step` in `directory`, without reading the state."""
-    manager = open_manager(directory)
+    return _read_meta(open_manager(directory), step)
+
+
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
     return dict(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
 

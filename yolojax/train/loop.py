@@ -237,7 +237,8 @@ def _train_epoch(run: _Run, epoch: int, should_stop: Callable[[int], str | None]
 def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
     """Validate the EMA, record results, save last (and best) checkpoints and exported EMA weights."""
     cfg = run.cfg
-    ema = dist.process_local(run.state.ema)  # each process validates its copy; process 0's numbers decide for all
+    # each process validates its copy; process 0's numbers decide for all
+    ema = dist.process_local(run.state).ema_variables()
     metrics = dist.from_main(run.evaluate(run.task, ema, run.data, cfg) if cfg.val or epoch + 1 == cfg.epochs else {})
     table = metrics.pop("table", None)  # the evaluator's printed lines, not a results.csv column
     fitness = fitness_of(metrics) if metrics else None
@@ -353,7 +354,7 @@ def _validate_best(run: _Run, final_validation: Callable) -> None:
     best = run.run_dir / "weights" / "best"
     saved = (best / "meta.json").exists()
     print(f"\nValidating {best if saved else 'the last EMA weights'}...", flush=True)
-    variables = load_weights(best)[0] if saved else run.state.ema
+    variables = load_weights(best)[0] if saved else _host_ema(run)
     placed = (jax.device_put(variables, run.mesh.local_devices[0]) if dist.is_multi_process()
               else replicate(variables, run.mesh))  # as the epochs' EMA was: the evaluator's compiled step is reused
     print(final_validation(run.task, placed, run.data, run.cfg, run.run_dir), flush=True)
@@ -408,4 +409,10 @@ def _export(path: Path, run: _Run) -> None:
     meta = {"model": run.task.name, "scale": spec.get("scale", ""), "num_classes": int(run.data.num_classes),
             "names": list(run.data.names), "imgsz": run.cfg.imgsz, "model_config": spec}
     if run.main:
-        ckpt.export_ema_weights(path, run.state.ema, meta)
+        ckpt.export_ema_weights(path, _host_ema(run), meta)
+
+
+def _host_ema(run: _Run) -> dict:
+    """The EMA variables as host numpy arrays, from this process's copy (no collective: process 0 may call it
+    alone)."""
+    return jax.device_get(dist.process_local(run.state)).ema_variables()

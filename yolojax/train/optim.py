@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
 GROUP_DECAY, GROUP_NORM, GROUP_BIAS = 0, 1, 2
 NUM_GROUPS = 3
@@ -139,16 +140,24 @@ def param_groups(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(group, params)
 
 
+def per_group(values: Any, group_ends: tuple[int, ...]) -> jax.Array:
+    """(n,) array holding values[g] on group g's range of a flat buffer (groups contiguous, ending at
+    `group_ends`, n = group_ends[-1]); values: (NUM_GROUPS,) or a sequence of scalars."""
+    index = lax.iota(jnp.int32, group_ends[-1])
+    out = jnp.asarray(values[len(group_ends) - 1], jnp.float32)
+    for g in range(len(group_ends) - 2, -1, -1):
+        out = jnp.where(index < group_ends[g], jnp.asarray(values[g], jnp.float32), out)
+    return out
+
+
 def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
-    """torch.nn.utils.clip_grad_norm_: g *= min(max_norm / (||g|| + 1e-6), 1) over all leaves together."""
+    """torch.nn.utils.clip_grad_norm_: g *= min(max_norm / (||g|| + 1e-6), 1) over the flat gradient."""
 
     def update(updates, state, params=None):
         del params
-        # one reduction over all leaves laid end to end (a reduction per leaf is a kernel launch per leaf on GPU)
-        flat = jnp.concatenate([jnp.ravel(g).astype(jnp.float32) for g in jax.tree.leaves(updates)])
-        norm = jnp.sqrt(jnp.sum(jnp.square(flat)))
+        norm = jnp.sqrt(jnp.sum(jnp.square(updates.astype(jnp.float32))))
         coef = jnp.minimum(max_norm / (norm + 1e-6), 1.0)
-        return jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates), state
+        return (updates * coef).astype(updates.dtype), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -163,63 +172,57 @@ class AdamState(NamedTuple):
     nu: Any
 
 
-def grouped_sgd(groups: Any, weight_decay: float) -> optax.GradientTransformationExtraArgs:
-    """Nesterov SGD with per-group lr and a momentum given at each update (torch.optim.SGD(nesterov=True)).
+def grouped_sgd(group_ends: tuple[int, ...], weight_decay: float) -> optax.GradientTransformationExtraArgs:
+    """Nesterov SGD with per-group lr and a momentum given at each update (torch.optim.SGD(nesterov=True)), over
+    flat fp32 buffers whose groups (decay, norm, bias) end at `group_ends`.
 
     update(grads, state, params, *, lr (3,), momentum ()) -> (updates to add to params, state).
     """
 
     def init(params):
-        return SGDState(jax.tree.map(jnp.zeros_like, params))
+        return SGDState(jnp.zeros_like(params))
 
     def update(grads, state, params, *, lr, momentum, **_):
-        def leaf(g, buf, p, group):
-            g = g + weight_decay * p if group == GROUP_DECAY else g
-            buf = momentum * buf + g
-            return -lr[group] * (g + momentum * buf), buf
-
-        out = jax.tree.map(leaf, grads, state.momentum_buffer, params, groups)
-        updates = jax.tree.map(lambda o: o[0], out, is_leaf=lambda x: isinstance(x, tuple))
-        buffers = jax.tree.map(lambda o: o[1], out, is_leaf=lambda x: isinstance(x, tuple))
-        return updates, SGDState(buffers)
+        g = grads + per_group((weight_decay, 0.0, 0.0), group_ends) * params
+        buf = momentum * state.momentum_buffer + g
+        return -per_group(lr, group_ends) * (g + momentum * buf), SGDState(buf)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def grouped_adam(groups: Any, weight_decay: float, beta1: float, *, decoupled: bool, beta2: float = 0.999,
-                 eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
-    """torch.optim.Adam (L2 decay) or AdamW (decoupled decay) with per-group lr; decay on group 0 only."""
+def grouped_adam(group_ends: tuple[int, ...], weight_decay: float, beta1: float, *, decoupled: bool,
+                 beta2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+    """torch.optim.Adam (L2 decay) or AdamW (decoupled decay) with per-group lr, decay on group 0 only, over flat
+    fp32 buffers whose groups end at `group_ends`."""
 
     def init(params):
-        return AdamState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params),
-                         jax.tree.map(jnp.zeros_like, params))
+        return AdamState(jnp.zeros((), jnp.int32), jnp.zeros_like(params), jnp.zeros_like(params))
 
     def update(grads, state, params, *, lr, **_):
         count = state.count + 1
         bc1 = 1 - beta1 ** count.astype(jnp.float32)
         bc2 = 1 - beta2 ** count.astype(jnp.float32)
-
-        def leaf(g, m, v, p, group):
-            decay = weight_decay if group == GROUP_DECAY else 0.0
-            shrink = -lr[group] * decay * p if decoupled else 0.0
-            g = g if decoupled else g + decay * p
-            m = beta1 * m + (1 - beta1) * g
-            v = beta2 * v + (1 - beta2) * g * g
-            step = -(lr[group] / bc1) * m / (jnp.sqrt(v) / jnp.sqrt(bc2) + eps)
-            return shrink + step, m, v
-
-        out = jax.tree.map(leaf, grads, state.mu, state.nu, params, groups)
-        pick = lambda i: jax.tree.map(lambda o: o[i], out, is_leaf=lambda x: isinstance(x, tuple))  # noqa: E731
-        return pick(0), AdamState(count, pick(1), pick(2))
+        lr, decay = per_group(lr, group_ends), per_group((weight_decay, 0.0, 0.0), group_ends)
+        shrink = -lr * decay * params if decoupled else 0.0
+        g = grads if decoupled else grads + decay * params
+        m = beta1 * state.mu + (1 - beta1) * g
+        v = beta2 * state.nu + (1 - beta2) * g * g
+        step = -(lr / bc1) * m / (jnp.sqrt(v) / jnp.sqrt(bc2) + eps)
+        return shrink + step, AdamState(count, m, v)
 
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def build_optimizer(plan: OptimizerPlan, params: Any) -> optax.GradientTransformationExtraArgs:
-    """clip(global norm) -> grouped SGD/Adam/AdamW. update(..., lr=Hyper.lr, momentum=Hyper.momentum)."""
-    groups = param_groups(params)
+def build_optimizer(plan: OptimizerPlan, group_ends: tuple[int, ...]) -> optax.GradientTransformationExtraArgs:
+    """clip(global norm) -> grouped SGD/Adam/AdamW over the flat parameters whose groups (decay, norm, bias) end at
+    `group_ends` (`yolojax.train.state.VariablesLayout.group_ends`).
+    update(..., lr=Hyper.lr, momentum=Hyper.momentum)."""
+    if not (isinstance(group_ends, tuple) and len(group_ends) == NUM_GROUPS
+            and all(isinstance(e, int) for e in group_ends)):
+        raise TypeError(f"build_optimizer takes the {NUM_GROUPS} group ends of the flat parameters "
+                        f"(VariablesLayout.of(variables).group_ends), not {type(group_ends).__name__}")
     if plan.name == "SGD":
-        inner = grouped_sgd(groups, plan.weight_decay)
+        inner = grouped_sgd(group_ends, plan.weight_decay)
     else:
-        inner = grouped_adam(groups, plan.weight_decay, plan.momentum, decoupled=plan.name == "AdamW")
+        inner = grouped_adam(group_ends, plan.weight_decay, plan.momentum, decoupled=plan.name == "AdamW")
     return optax.chain(clip_by_global_norm_torch(plan.grad_clip), inner)

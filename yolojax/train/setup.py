@@ -10,7 +10,7 @@ from jax.sharding import Mesh
 
 from yolojax.detectors import DetectionTask
 from yolojax.train.optim import OptimizerPlan, build_optimizer
-from yolojax.train.state import TrainState, create_state
+from yolojax.train.state import TrainState, VariablesLayout, create_state
 from yolojax.train.step import build_train_step, make_mesh, replicate
 from yolojax.train.transfer import initial_variables
 
@@ -34,7 +34,7 @@ def initial_state(task: DetectionTask, plan: OptimizerPlan, image_hw: tuple[int,
     (yolojax.train.transfer)."""
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
     variables = initial_variables(task, init_key, image_hw, variables)
-    optimizer = build_optimizer(plan, variables["params"])
+    optimizer = build_optimizer(plan, VariablesLayout.of(variables).group_ends)
     return jax.jit(create_state, static_argnums=1)(variables, optimizer, state_key), optimizer
 
 

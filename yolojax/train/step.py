@@ -26,26 +26,27 @@ Per iteration (the reference's inner loop body, as one pure function):
      gradient untouched and is counted; otherwise the gradient is added to the accumulator;
   5. when `iteration - last_opt_step >= accumulate`, the optimizer (clip + grouped SGD/Adam) applies the summed
      gradient and the EMA is updated. Both outcomes are computed and selected with `where` (no host round trip).
-The state is replicated; its buffers are donated. Hyper-parameters arrive as device scalars, so new values never
-recompile. Compute dtype (bf16 on GPU/TPU) is the task's choice; params and optimizer state stay fp32.
+The state is replicated; its buffers are donated. Parameters, gradient sum, optimizer buffers and EMA are flat
+(yolojax.train.flat), so steps 4 and 5 are a few elementwise passes, not a few per leaf. Hyper-parameters arrive
+as device scalars, so new values never recompile. Compute dtype (bf16 on GPU/TPU) is the task's choice; params
+and optimizer state stay fp32.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from yolojax.data.device.augment import WARP_PREFIX, finish_augmentation
 from yolojax.train.ema import ema_update
+from yolojax.train.flat import FlatLayout
 from yolojax.train.optim import Hyper
-from yolojax.train.state import TrainState
+from yolojax.train.state import TrainState, split_variables
 
 AXIS = "data"
 TRAIN_KEYS = ("images", "bboxes", "cls", "mask", "hsv_lut")
@@ -84,11 +85,6 @@ def shard_batch(batch: Mapping[str, Any], mesh: Mesh, keys: tuple[str, ...] | No
     return out
 
 
-def _all_finite(tree: Any) -> jax.Array:
-    # one reduction over all leaves laid end to end: a reduction per leaf costs a GPU kernel launch per leaf
-    return jnp.all(jnp.isfinite(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])))
-
-
 def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
@@ -98,24 +94,19 @@ def _varying(tree: Any, axis: str, exchange: str) -> Any:
 
 
 def psum_flat(tree: Any, axis: str, *, with_finite: bool = False) -> Any:
-    """`lax.psum(tree, axis)` as one all-reduce: the leaves laid end to end in one fp32 buffer, summed, split back
-    (each leaf keeps its shape and dtype; integer leaves are exact below 2**24). with_finite: also return whether
-    every summed value is finite (one reduction over the buffer).
+    """`lax.psum(tree, axis)` as one all-reduce: the leaves laid end to end in one fp32 buffer (`FlatLayout`),
+    summed, split back (each leaf keeps its shape and dtype; integer leaves are exact below 2**24). with_finite:
+    also return whether every summed value is finite (one reduction over the buffer).
 
     Over one device the psum is a no-op; an optimization barrier then keeps the buffer, which XLA would otherwise
     dissolve back into the leaves. The buffer is worth keeping on its own: the update that reads slices of it
     compiles to a few hundred fewer kernels for YOLOv8n, without per-leaf copies
     (benchmarks/2026-11-26_speed/README.md)."""
-    leaves, treedef = jax.tree.flatten(tree)
-    flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
-    summed = lax.psum(flat, axis)
+    layout = FlatLayout.of(tree)
+    summed = lax.psum(layout.flatten(tree), axis)
     if lax.axis_size(axis) == 1:
         summed = lax.optimization_barrier(summed)
-    out, offset = [], 0
-    for x in leaves:
-        out.append(summed[offset:offset + x.size].reshape(x.shape).astype(x.dtype))
-        offset += x.size
-    result = jax.tree.unflatten(treedef, out)
+    result = layout.unflatten(summed)
     return (result, jnp.all(jnp.isfinite(summed))) if with_finite else result
 
 
@@ -134,41 +125,43 @@ def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9
     def local_step(state: TrainState, batch: dict, hyper: Hyper) -> tuple[TrainState, dict]:
         batch = finish_augmentation(batch)
         key = jax.random.fold_in(jax.random.fold_in(state.rng, state.iteration), lax.axis_index(axis))
-        params = state.params if exchange == "autodiff" else _varying(state.params, axis, exchange)
-        grad_fn = jax.value_and_grad(lambda p: loss_fn(p, state.model_state, batch, key), has_aux=True)
+        flat_params = state.params if exchange == "autodiff" else _varying(state.params, axis, exchange)
+        params, model_state_tree = split_variables(state.layout.variables(flat_params, state.model_state))
+        grad_fn = jax.value_and_grad(lambda p: loss_fn(p, model_state_tree, batch, key), has_aux=True)
         (loss, aux), grads = grad_fn(params)
+        grads = state.layout.params.flatten(grads, state.params.dtype)
         local = {"loss": loss.astype(jnp.float32), "items": jnp.asarray(aux["items"], jnp.float32),
-                 "model_state": aux["model_state"], "instances": jnp.sum(batch["mask"]).astype(jnp.int32)}
+                 "model_state": state.layout.model_state.flatten(aux["model_state"], state.model_state.dtype),
+                 "instances": jnp.sum(batch["mask"]).astype(jnp.int32)}
         if exchange == "flat":
             local["grads"] = grads
         devices = lax.psum(1, axis) if exchange != "none" else 1  # a compile-time constant
         if exchange == "none":
-            summed, finite = local, jnp.isfinite(loss) & _all_finite(grads)
+            summed, finite = local, jnp.isfinite(loss) & jnp.all(jnp.isfinite(grads))
         else:
             summed, finite = psum_flat(local, axis, with_finite=True)
             if exchange == "autodiff":  # autodiff summed the gradients itself: they are not in the buffer
-                finite = finite & _all_finite(grads)
+                finite = finite & jnp.all(jnp.isfinite(grads))
         grads, loss = summed.get("grads", grads), summed["loss"]
         items = summed["items"] / devices
-        new_model_state = jax.tree.map(lambda x: x / devices, summed["model_state"])
 
-        grad_accum = _select(finite, jax.tree.map(jnp.add, state.grad_accum, grads), state.grad_accum)
-        model_state = _select(finite, new_model_state, state.model_state)
+        grad_accum = jnp.where(finite, state.grad_accum + grads, state.grad_accum)
+        model_state = jnp.where(finite, summed["model_state"] / devices, state.model_state)
         due = finite & (state.iteration - state.last_opt_step >= hyper.accumulate)
 
         updates, opt_state = optimizer.update(grad_accum, state.opt_state, state.params, lr=hyper.lr,
                                               momentum=hyper.momentum)
-        stepped_params = optax.apply_updates(state.params, updates)
+        stepped_params = state.params + updates
         ema_updates = state.ema_updates + 1
-        stepped_ema = ema_update(state.ema, {"params": stepped_params, **model_state}, ema_updates, ema_decay,
-                                 ema_tau)
-        new_state = dataclasses.replace(
-            state, iteration=state.iteration + 1,
+        stepped_ema = ema_update(state.ema, {"params": stepped_params, "model_state": model_state}, ema_updates,
+                                 ema_decay, ema_tau)
+        new_state = state.replace(
+            iteration=state.iteration + 1,
             last_opt_step=jnp.where(due, state.iteration, state.last_opt_step),
-            params=_select(due, stepped_params, state.params),
+            params=jnp.where(due, stepped_params, state.params),
             model_state=model_state,
             opt_state=_select(due, opt_state, state.opt_state),
-            grad_accum=_select(due, jax.tree.map(jnp.zeros_like, grad_accum), grad_accum),
+            grad_accum=jnp.where(due, 0.0, grad_accum),
             ema=_select(due, stepped_ema, state.ema),
             ema_updates=jnp.where(due, ema_updates, state.ema_updates),
             nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32),

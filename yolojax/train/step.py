@@ -33,6 +33,7 @@ and optimizer state stay fp32.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import jax
@@ -155,8 +156,8 @@ def make_local_step(loss_fn: Callable, optimizer: Any, *, ema_decay: float = 0.9
         ema_updates = state.ema_updates + 1
         stepped_ema = ema_update(state.ema, {"params": stepped_params, "model_state": model_state}, ema_updates,
                                  ema_decay, ema_tau)
-        new_state = state.replace(
-            iteration=state.iteration + 1,
+        new_state = dataclasses.replace(
+            state, iteration=state.iteration + 1,
             last_opt_step=jnp.where(due, state.iteration, state.last_opt_step),
             params=jnp.where(due, stepped_params, state.params),
             model_state=model_state,

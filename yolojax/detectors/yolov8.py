@@ -12,6 +12,9 @@ from yolojax.losses import detection_loss
 from yolojax.models.inference import apply_folded, fold_batchnorm
 from yolojax.models.yolov8 import YOLOv8, init_variables
 
+# one program, not a dispatch per operation of each of YOLOv8's 57 folds (validation folds the EMA every epoch)
+_fold_on_device = jax.jit(fold_batchnorm, static_argnames=("kernel_dtype", "ohwi"))
+
 
 @dataclasses.dataclass(frozen=True)
 class YOLOv8Task:
@@ -52,7 +55,7 @@ class YOLOv8Task:
     def inference_variables(self, variables):
         """`variables` for `predict`, BatchNorm folded into the convolutions once (kernels in the compute dtype and
         cuDNN's layout): the same detections up to rounding, from a program with fewer kernels and arguments."""
-        return fold_batchnorm(variables, kernel_dtype=self.dtype, ohwi=True)
+        return _fold_on_device(variables, kernel_dtype=self.dtype, ohwi=True)
 
     def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False, classes=None,
                 agnostic=False):

@@ -99,8 +99,8 @@ def task_rows(task, variables, images, nms: NmsOptions) -> dict:
 class JaxDetector:
     """A task and its weights as a `Detector`: one jitted forward + NMS per (input shape, NMS settings).
 
-    `variables` are the weights as loaded (the export reads them); calls run the task's `inference_variables` of
-    them, prepared at the first call.
+    `variables` are the weights as loaded (the export reads them; they stay where they were given, host memory for
+    loaded files); calls run the task's `inference_variables` of them, prepared on the device at the first call.
     `traces` counts how often the function was traced (once per new input shape or setting: the compile count).
     """
 
@@ -108,13 +108,13 @@ class JaxDetector:
 
     def __init__(self, task, variables: dict, names: Sequence[str], imgsz: int | None = None):
         self.task, self.names, self.imgsz = task, tuple(names), imgsz
-        self.variables = jax.device_put(variables)
+        self.variables = variables
         self.traces = 0
         self._jitted: dict[NmsOptions, Callable] = {}
 
     @functools.cached_property
     def inference_variables(self):
-        return inference_variables(self.task, self.variables)
+        return jax.device_put(inference_variables(self.task, self.variables))
 
     def supports(self, nms: NmsOptions) -> bool:
         """False for agnostic NMS on a two-stage task (its boxes are per class)."""

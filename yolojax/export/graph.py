@@ -28,7 +28,8 @@ NMS_TILE = 512
 
 def yolo_forward(task, variables: dict) -> Callable:
     """`images (b, h, w, 3) uint8 -> (boxes_xywh (b, a, 4), class_probs (b, a, nc))`, float32, BatchNorm folded."""
-    folded = fold_batchnorm(variables)  # float32 kernels: jax2onnx's Conv casts a jax kernel to the compute dtype
+    # float32 jax arrays throughout: jax2onnx's Conv casts a jax kernel (not a numpy one) to the compute dtype
+    folded = fold_batchnorm(jax.tree.map(jnp.asarray, variables))
 
     def forward(images):
         return apply_folded(task.model, folded, images.astype(task.dtype) / 255.0, train=False)

@@ -16,6 +16,8 @@ Schedules (host-side, exact formulas of the reference):
 The update itself (torch semantics): gradients clipped to global norm 10 (coefficient max / (norm + 1e-6)), then
   SGD:   g += wd * p;  buf = mu * buf + g;  p -= lr * (g + mu * buf)                  (Nesterov, no dampening)
   Adam:  g += wd * p;  AdamW: p *= 1 - lr * wd;  then m, v moments with bias correction, eps 1e-8, beta2 0.999.
+The transforms run on the training state's flat parameter buffer (yolojax.train.state.VariablesLayout), in which
+each group is one contiguous range: per-group values come from the element's index (`per_group`).
 """
 from __future__ import annotations
 

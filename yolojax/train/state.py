@@ -85,7 +85,9 @@ class TrainState:
     layout: VariablesLayout = struct.field(pytree_node=False)
 
     def variables(self) -> dict:
-        """Variables of the live (non-EMA) model: {"params": ..., **model_state}."""
+        """Variables of the live (non-EMA) model: {"params": ..., **model_state}. On device arrays this runs one
+        jitted program: in a job of several processes, call it on `distributed.process_local(state)` (or on every
+        process), as on global arrays the program is a collective."""
         return self._tree(self.params, self.model_state)
 
     def ema_variables(self) -> dict:

@@ -415,4 +415,5 @@ def _export(path: Path, run: _Run) -> None:
 def _host_ema(run: _Run) -> dict:
     """The EMA variables as host numpy arrays, from this process's copy (no collective: process 0 may call it
     alone)."""
-    return jax.device_get(dist.process_local(run.state)).ema_variables()
+    ema = jax.device_get(dist.process_local(run.state.ema))  # the EMA's two buffers alone, not the whole state
+    return run.state.layout.variables(ema["params"], ema["model_state"])

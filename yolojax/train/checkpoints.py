@@ -36,6 +36,7 @@ from flax import serialization
 
 from yolojax.models.weights import save_weights
 from yolojax.train.config import ConfigError
+from yolojax.train.distributed import process_local
 
 # how the state's arrays are laid out (meta "state_format"); a checkpoint of another layout cannot resume here
 STATE_FORMAT = "flat"
@@ -277,6 +278,13 @@ def require_run_folder(run_dir: Path, given: Any) -> None:
     if not (run_dir / "args.yaml").is_file():
         what = "does not exist" if not run_dir.exists() else "is not a run folder (no args.yaml)"
         raise ResumeError(f"resume={given}: {run_dir} {what}; give a run folder such as runs/train, or resume=True")
+
+
+def host_ema_variables(state: Any) -> dict:
+    """A TrainState's EMA variables as host numpy arrays, from this process's copy: no collective, so process 0 may
+    call it alone. Only the EMA's two buffers are copied, not the whole state."""
+    ema = jax.device_get(process_local(state.ema))
+    return state.layout.variables(ema["params"], ema["model_state"])
 
 
 def export_ema_weights(path: str | Path, ema_variables: dict, meta: dict) -> Path:

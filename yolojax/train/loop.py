@@ -246,8 +246,8 @@ def _end_epoch(run: _Run, epoch: int, losses, started: float, board) -> None:
     if improved:
         run.meta.update(best_fitness=fitness, best_epoch=epoch)
     run.meta.update(epoch=epoch + 1, batch=0, epoch_losses=None, last_metrics=metrics)
-    row = _results_row(epoch, run.task, losses, metrics, hyper_at(run.plan, (epoch + 1) * run.data.batches_per_epoch
-                                                                  - 1, epoch), time.time() - started)
+    last_hyper = hyper_at(run.plan, (epoch + 1) * run.data.batches_per_epoch - 1, epoch)
+    row = records.results_row(epoch, run.task.loss_names, losses, metrics, last_hyper.lr, time.time() - started)
     if run.main:
         records.append_results(run.run_dir / "results.csv", row)
         board.scalars(row, epoch + 1)
@@ -354,7 +354,7 @@ def _validate_best(run: _Run, final_validation: Callable) -> None:
     best = run.run_dir / "weights" / "best"
     saved = (best / "meta.json").exists()
     print(f"\nValidating {best if saved else 'the last EMA weights'}...", flush=True)
-    variables = load_weights(best)[0] if saved else _host_ema(run)
+    variables = load_weights(best)[0] if saved else ckpt.host_ema_variables(run.state)
     placed = (jax.device_put(variables, run.mesh.local_devices[0]) if dist.is_multi_process()
               else replicate(variables, run.mesh))  # as the epochs' EMA was: the evaluator's compiled step is reused
     print(final_validation(run.task, placed, run.data, run.cfg, run.run_dir), flush=True)
@@ -392,28 +392,11 @@ class _Tally:
         return None if self.total is None else self.total / self.count
 
 
-def _results_row(epoch, task, losses, metrics, hyper, seconds) -> dict:
-    row = {"epoch": epoch + 1}
-    names = task.loss_names
-    if losses is not None:
-        row.update({f"train/{n}_loss": float(v) for n, v in zip(names, losses)})
-    row.update({k: float(v) for k, v in metrics.items() if np.isscalar(v) or np.ndim(v) == 0})
-    row.update(records.lr_columns(hyper.lr))
-    row["time/epoch_s"] = float(seconds)
-    return row
-
-
 def _export(path: Path, run: _Run) -> None:
     """EMA weights in the yolojax.models.weights format, for val / predict."""
     spec = run.task.spec()
     meta = {"model": run.task.name, "scale": spec.get("scale", ""), "num_classes": int(run.data.num_classes),
             "names": list(run.data.names), "imgsz": run.cfg.imgsz, "model_config": spec}
     if run.main:
-        ckpt.export_ema_weights(path, _host_ema(run), meta)
+        ckpt.export_ema_weights(path, ckpt.host_ema_variables(run.state), meta)
 
-
-def _host_ema(run: _Run) -> dict:
-    """The EMA variables as host numpy arrays, from this process's copy (no collective: process 0 may call it
-    alone)."""
-    ema = jax.device_get(dist.process_local(run.state.ema))  # the EMA's two buffers alone, not the whole state
-    return run.state.layout.variables(ema["params"], ema["model_state"])

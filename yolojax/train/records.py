@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import yaml
 
 from yolojax.train.optim import GROUP_BIAS, GROUP_DECAY, GROUP_NORM
@@ -23,6 +24,18 @@ def lr_columns(lr) -> dict[str, float]:
     """Per-group learning rates in our group order (yolojax.train.optim: decay, norm, bias) -> {"lr/pg0": ...}
     named as the reference's param groups."""
     return {f"lr/pg{j}": float(lr[group]) for j, group in enumerate(LR_GROUPS)}
+
+
+def results_row(epoch: int, loss_names, losses, metrics: Mapping[str, Any], lr, seconds: float) -> dict:
+    """One results.csv row: 1-based epoch, the epoch's mean train losses (None: no finite step), the evaluator's
+    scalar metrics, the lr of each group at the epoch's last iteration and the epoch's seconds."""
+    row: dict[str, Any] = {"epoch": epoch + 1}
+    if losses is not None:
+        row.update({f"train/{n}_loss": float(v) for n, v in zip(loss_names, losses)})
+    row.update({k: float(v) for k, v in metrics.items() if np.isscalar(v) or np.ndim(v) == 0})
+    row.update(lr_columns(lr))
+    row["time/epoch_s"] = float(seconds)
+    return row
 
 
 def results_columns(row: Mapping[str, Any]) -> list[str]:

@@ -2,17 +2,21 @@
 backward per activation shape.
 
     python benchmarks/scripts/bench_norm.py [--scale n] [--batch 64] [--imgsz 640]
+    python benchmarks/scripts/bench_norm.py --variants library,variadic,pallas,recompute [--largest N]
 
 The shapes are those of the model's training forward (recorded by tracing it). Each is timed alone (queued calls,
 fastest of 3 rounds; a small layer's time is then mostly the launch) and summed over the layers; GB/s counts the
 least traffic of each pass (forward: read x twice, write y; backward: read x and dy twice, write g and dx). Writes
-`--out` (JSON).
+`--out` (JSON). `--variants` times other formulations of the backward alone, from the same saved residuals, per
+shape, and lists the kernels XLA compiled for each (fusion kinds and result shapes).
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
 
 from yolojax.bench.timing import queued_ms  # noqa: E402
 from yolojax.models import layers  # noqa: E402
@@ -68,6 +73,133 @@ def time_shape(shape, dtype, steps: int) -> dict:
             "forward_backward_ms": queued_ms(lambda: both(x, scale, bias, dy), jax.block_until_ready, steps)}
 
 
+# Backward formulations tried against the library's (`--variants`); each gets the forward's residuals and the
+# cotangent of y alone (the statistics' cotangents are zero here) and returns (dx, d_scale, d_bias).
+def _silu_grad_terms(x, mean, inv_std, scale, bias, d_out):
+    x_hat = (x.astype(jnp.float32) - mean) * inv_std
+    y = x_hat * scale + bias
+    sig = jax.nn.sigmoid(y)
+    return x_hat, d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))
+
+
+def _dx(x_hat, g, sums, inv_std, scale, n, dtype):
+    sum_g, sum_g_xhat = sums
+    return ((scale * inv_std) * (g - sum_g / n - x_hat * (sum_g_xhat / n))).astype(dtype)
+
+
+def backward_recompute(x, mean, inv_std, scale, bias, d_out):
+    """The reduction and the dx pass each compute g from d_out and x (the dx pass's inputs behind a barrier)."""
+    n = math.prod(x.shape[:-1])
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    sums = g.sum(range(x.ndim - 1)), (g * x_hat).sum(range(x.ndim - 1))
+    x2, d2 = lax.optimization_barrier((x, d_out))
+    x_hat2, g2 = _silu_grad_terms(x2, mean, inv_std, scale, bias, d2)
+    return _dx(x_hat2, g2, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
+def backward_variadic(x, mean, inv_std, scale, bias, d_out):
+    """g stored in bf16 behind a barrier (as the library), both sums as one variadic reduction."""
+    n = math.prod(x.shape[:-1])
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    g = lax.optimization_barrier(g.astype(x.dtype)).astype(jnp.float32)
+    sums = lax.reduce((g, g * x_hat), (jnp.float32(0), jnp.float32(0)),
+                      lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(x.ndim - 1)))
+    return _dx(x_hat, g, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
+def _rows_per_block(rows: int, channels: int) -> int:
+    block = 1
+    while block < 4096 // max(1, channels // 16) and rows % (block * 2) == 0:
+        block *= 2
+    return block
+
+
+def backward_pallas(x, mean, inv_std, scale, bias, d_out):
+    """One Triton kernel reads d_out and x, writes g in bf16 and per-block partial sums; XLA's dx pass reads g."""
+    from jax.experimental import pallas as pl
+
+    c = x.shape[-1]
+    if c & (c - 1):
+        raise NotImplementedError(f"{c} channels: Pallas's Triton lowering takes power-of-2 block shapes only")
+    rows = math.prod(x.shape[:-1])
+    block = _rows_per_block(rows, c)
+    blocks = rows // block
+
+    def kernel(d_ref, x_ref, mean_ref, inv_ref, scale_ref, bias_ref, g_ref, sg_ref, sgx_ref):
+        x_hat = (x_ref[...].astype(jnp.float32) - mean_ref[...][None, :]) * inv_ref[...][None, :]
+        y = x_hat * scale_ref[...][None, :] + bias_ref[...][None, :]
+        sig = jax.nn.sigmoid(y)
+        g = (d_ref[...].astype(jnp.float32) * (sig * (1 + y * (1 - sig)))).astype(g_ref.dtype)
+        g_ref[...] = g
+        g32 = g.astype(jnp.float32)
+        sg_ref[...] = g32.sum(0)[None, :]
+        sgx_ref[...] = (g32 * x_hat).sum(0)[None, :]
+
+    rows_spec = pl.BlockSpec((block, c), lambda i: (i, 0))
+    vec_spec = pl.BlockSpec((c,), lambda i: (0,))
+    part_spec = pl.BlockSpec((1, c), lambda i: (i, 0))
+    g, sg, sgx = pl.pallas_call(
+        kernel, grid=(blocks,), in_specs=[rows_spec, rows_spec, vec_spec, vec_spec, vec_spec, vec_spec],
+        out_specs=[rows_spec, part_spec, part_spec],
+        out_shape=[jax.ShapeDtypeStruct((rows, c), x.dtype), jax.ShapeDtypeStruct((blocks, c), jnp.float32),
+                   jax.ShapeDtypeStruct((blocks, c), jnp.float32)],
+        interpret=jax.default_backend() == "cpu")(
+        d_out.reshape(rows, c), x.reshape(rows, c), mean, inv_std, scale, bias)
+    sums = sg.sum(0), sgx.sum(0)
+    x_hat = (x.astype(jnp.float32) - mean) * inv_std
+    dx = _dx(x_hat, g.reshape(x.shape).astype(jnp.float32), sums, inv_std, scale, rows, x.dtype)
+    return dx, sums[1], sums[0]
+
+
+def backward_library(x, mean, inv_std, scale, bias, d_out):
+    zeros = jnp.zeros_like(mean)
+    return norm._backward(1e-3, (x, mean, inv_std, scale, bias), (d_out, zeros, zeros))
+
+
+VARIANTS = {"library": backward_library, "recompute": backward_recompute, "variadic": backward_variadic,
+            "pallas": backward_pallas}
+
+
+def fusion_summary(compiled_text: str) -> list[str]:
+    """The entry computation's kernels: fusion kinds and custom calls, with their result shapes."""
+    entry = compiled_text[compiled_text.index("\nENTRY"):]
+    found = []
+    for line in entry.splitlines():
+        call = re.search(r"= (\(.*?\)|\S+) (fusion|custom-call)\(", line)
+        if call:
+            kind = re.search(r"kind=(\w+)|custom_call_target=\"([^\"]+)\"", line)
+            found.append(f"{next(k for k in kind.groups() if k) if kind else call[2]} {call[1]}")
+    return found
+
+
+def time_variants(shape, dtype, steps: int, names: list[str]) -> dict:
+    """ms of each backward formulation alone (from saved residuals) and its kernels, for one layer shape."""
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, shape, jnp.float32).astype(dtype)
+    d_out = jax.random.normal(jax.random.fold_in(key, 1), shape, jnp.float32).astype(dtype)
+    c = shape[-1]
+    scale, bias = jnp.full((c,), 1.1, jnp.float32), jnp.full((c,), 0.1, jnp.float32)
+    _, mean, var = jax.jit(lambda x: norm.batch_norm_silu(x, scale, bias, 1e-3))(x)
+    inv_std = lax.rsqrt(var + 1e-3)
+    args = (x, mean, inv_std, scale, bias, d_out)
+    results, reference = {}, None
+    for name in names:
+        fn = jax.jit(VARIANTS[name])
+        try:
+            out = fn(*args)
+        except NotImplementedError as error:
+            results[name] = {"skipped": str(error)}
+            continue
+        if reference is None:
+            reference = out
+        error = max(float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))) /
+                          (float(jnp.max(jnp.abs(b.astype(jnp.float32)))) + 1e-12)) for a, b in zip(out, reference))
+        kernels = fusion_summary(fn.lower(*args).compile().as_text())
+        results[name] = {"backward_ms": queued_ms(lambda: fn(*args), jax.block_until_ready, steps),
+                         "max_rel_error_vs_first": error, "kernels": kernels}
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="n")
@@ -75,6 +207,9 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--out", default="")
+    parser.add_argument("--variants", default="", help="comma list of backward formulations to time per shape "
+                        f"instead ({', '.join(VARIANTS)}); the first is the reference for the error column")
+    parser.add_argument("--largest", type=int, default=0, help="with --variants: only the N largest shapes")
     args = parser.parse_args()
 
     shapes = layer_shapes(args.scale, args.batch, args.imgsz)
@@ -84,6 +219,27 @@ def main() -> None:
               "layers": sum(shapes.values()), "activations": activations,
               "shapes": [{"shape": list(s), "dtype": d, "count": n} for (s, d), n in shapes.items()]}
     print(f"{result['layers']} layers, {activations / 1e9:.3f} G activations, {len(shapes)} shapes")
+    if args.variants:
+        names = args.variants.split(",")
+        chosen = sorted(shapes.items(), key=lambda item: -math.prod(item[0][0]))[:args.largest or None]
+        totals = dict.fromkeys(names, 0.0)
+        result["variants"] = []
+        for (shape, dtype), count in chosen:
+            timed = time_variants(shape, dtype, args.steps, names)
+            result["variants"].append({"shape": list(shape), "count": count, **timed})
+            for name, r in timed.items():
+                if "skipped" in r:
+                    print(f"  {tuple(shape)} x{count} {name}: skipped ({r['skipped']})")
+                    continue
+                totals[name] += count * r["backward_ms"]
+                print(f"  {tuple(shape)} x{count} {name}: {r['backward_ms']:.3f} ms, error "
+                      f"{r['max_rel_error_vs_first']:.1e}, {len(r['kernels'])} kernels: {'; '.join(r['kernels'])}")
+        result["variant_totals_ms"] = totals
+        print("backward totals (ms, count-weighted; a skipped shape adds nothing):",
+              {k: round(v, 3) for k, v in totals.items()})
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+        return
     per_shape = []
     for (shape, dtype), count in shapes.items():
         ms = time_shape(shape, dtype, args.steps)

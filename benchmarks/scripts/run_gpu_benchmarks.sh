@@ -29,7 +29,7 @@
 #            inference against ours (run peers and peers84 on the same machine, or compare only within each)
 #   speed    the train step's profile by kernel category with bytes and the memory floor, compile-time variants
 #            (cold caches), inference b1 / b32; BASE=<tree> profiles another tree's code first in the same call
-#   norm     the BatchNorm + SiLU layers alone, per activation shape
+#   norm     the BatchNorm + SiLU layers alone, per activation shape (VARIANTS=a,b,...: backward formulations)
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
@@ -177,16 +177,19 @@ if [ "$part" = multi_proc ]; then  # one process per GPU through jax.distributed
   wait; grep -v cuda_timer /tmp/proc0.log | tail -n 6; tail -n 3 /tmp/proc1.log
 fi
 if [ "$part" = multi_launch ]; then  # the train job's layout (one process per GPU, `yolojax train`'s default) with the
-  # train default's deterministic step, v8n and v8s (SCALES), against one GPU of the same machine
+  # train default's deterministic step, v8n and v8s (SCALES), against one GPU of the same machine. CORES=k pins each
+  # process (the one-GPU run too) to k CPU cores of its own: a slow or small host
   ngpu=$(nvidia-smi -L | wc -l)
   sc=(--scales "${SCALES:-n,s}" --exchanges flat --calls 0 --deterministic)
-  T=240 N=12 run python3 $S/bench_scaling.py "${sc[@]}" --devices 1 --out "$out/scaling_det_1gpu.json"
+  pin() { [ -z "${CORES:-}" ] || echo "taskset -c $(($1 * CORES))-$(($1 * CORES + CORES - 1))"; }
+  tag=${CORES:+_cores$CORES}
+  T=240 N=12 run $(pin 0) python3 $S/bench_scaling.py "${sc[@]}" --devices 1 --out "$out/scaling_det_1gpu$tag.json"
   for i in $(seq 0 $((ngpu - 1))); do
     JAX_COORDINATOR_ADDRESS=127.0.0.1:12359 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
-      timeout 280 python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_processes.json" \
-      > "/tmp/lproc$i.log" 2>&1 &
+      $(pin "$i") timeout 280 python3 $S/bench_scaling.py "${sc[@]}" --out "$out/scaling_det_processes$tag.json" \
+      > "$out/launch_proc$i$tag.log" 2>&1 &
   done
-  wait; grep -v -i "cuda_timer\|warn" /tmp/lproc0.log | tail -n 12; tail -n 2 /tmp/lproc1.log
+  wait; grep -v -i "cuda_timer\|warn" "$out/launch_proc0$tag.log" | tail -n 12; tail -n 2 "$out/launch_proc1$tag.log"
 fi
 if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU (jax.distributed), 3 epochs
   ngpu=$(nvidia-smi -L | wc -l)
@@ -337,7 +340,7 @@ if [ "$part" = infer_check ]; then  # folded against plain variables and NMS kep
   done
 fi
 if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape
-  T=${T:-300} N=20 run python3 $S/bench_norm.py --out "$out/norm.json"
+  T=${T:-300} N=20 run python3 $S/bench_norm.py ${VARIANTS:+--variants "$VARIANTS"} --out "$out/norm.json"
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

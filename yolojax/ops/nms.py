@@ -98,9 +98,13 @@ def nms(boxes, scores, iou_threshold: float, max_output_size: int, *, candidate_
         keep, changed = _sweeps(start_from, alive, pair_suppresses, SWEEPS_PER_STEP)
         commit = keep & ~changed
         slot = count + jnp.cumsum(commit) - 1
-        slot = jnp.where(commit & (slot < max_output_size), slot, max_output_size)  # out of range -> dropped
-        sel_boxes = sel_boxes.at[slot].set(tile_boxes, mode="drop")
-        sel_idx = sel_idx.at[slot].set(tile_idx, mode="drop")
+        # a box not committed gets an out-of-range slot of its own (dropped), so no two indices repeat. Declared
+        # unique, the scatter stays a plain one: with repeats possible, XLA's deterministic mode on GPUs
+        # (--xla_gpu_exclude_nondeterministic_ops, the train default) rewrites it, and validation inside GPU
+        # training then scored well below the same weights validated without that mode.
+        slot = jnp.where(commit & (slot < max_output_size), slot, max_output_size + rank)
+        sel_boxes = sel_boxes.at[slot].set(tile_boxes, mode="drop", unique_indices=True)
+        sel_idx = sel_idx.at[slot].set(tile_idx, mode="drop", unique_indices=True)
         count = jnp.minimum(count + jnp.sum(commit, dtype=jnp.int32), max_output_size)
         t = t + (~changed).astype(t.dtype)
         return t, count, sel_boxes, sel_idx, keep, ~changed  # a committed tile: the next one starts afresh

@@ -35,6 +35,8 @@
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
 #   infer_check  folded vs plain inference variables and NMS results over repeated calls, per command-buffer flag set
 #   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
+#   val_check  `yolojax train` with no arguments, then its best weights validated under the train job's XLA flags
+#            (deterministic, as validation inside training), the inference job's and on the CPU: the same mAP each
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
@@ -338,6 +340,12 @@ if [ "$part" = infer_check ]; then  # folded against plain variables and NMS kep
     YOLOJAX_XLA_FLAGS=0 XLA_FLAGS="--xla_gpu_enable_command_buffer=$f $G" T=150 N=12 run python3 \
       $S/check_inference_variables.py --batches 1 --out "$out/check_${f//[+,]/_}.json"
   done
+fi
+if [ "$part" = val_check ]; then  # in-training validation's flags against predict / val's and the CPU's
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jc_val
+  T=200 N=4 run python3 -m yolojax.cli train project=/tmp/val_runs
+  T=400 N=8 run python3 $S/check_val_flags.py /tmp/val_runs/shapes/weights/best --out "$out/val_flags.json"
+  cp /tmp/val_runs/shapes/results.csv "$out/val_check_train.csv"
 fi
 if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape
   T=${T:-300} N=20 run python3 $S/bench_norm.py ${VARIANTS:+--variants "$VARIANTS"} --out "$out/norm.json"

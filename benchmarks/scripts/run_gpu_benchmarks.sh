@@ -36,7 +36,8 @@
 #   infer_check  folded vs plain inference variables and NMS results over repeated calls, per command-buffer flag set
 #   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
 #   val_check  `yolojax train` with no arguments, then its best weights validated under the train job's XLA flags
-#            (deterministic, as validation inside training), the inference job's and on the CPU: the same mAP each
+#            (deterministic, as validation inside training), the inference job's and on the CPU: the same mAP each;
+#            then `yolojax predict` on the val images
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
@@ -346,6 +347,9 @@ if [ "$part" = val_check ]; then  # in-training validation's flags against predi
   T=200 N=4 run python3 -m yolojax.cli train project=/tmp/val_runs
   T=400 N=8 run python3 $S/check_val_flags.py /tmp/val_runs/shapes/weights/best --out "$out/val_flags.json"
   cp /tmp/val_runs/shapes/results.csv "$out/val_check_train.csv"
+  # predict with the compile cache the training filled (once seen failing in cuDNN, status 5003)
+  T=120 N=4 run python3 -m yolojax.cli predict "$(ls -d ~/.cache/yolojax/shapes-*/images/val | head -n 1)" \
+    weights=/tmp/val_runs/shapes/weights/best conf=0.25 save_txt=true project=/tmp/val_runs name=pred
 fi
 if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape
   T=${T:-300} N=20 run python3 $S/bench_norm.py ${VARIANTS:+--variants "$VARIANTS"} --out "$out/norm.json"

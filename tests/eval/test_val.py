@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from yolojax.cli import val as val_cli
-from yolojax.detectors import YOLOv8Task
+from yolojax.detectors import FasterRCNNTask, YOLOv8Task
 from yolojax.eval import coco, val
 
 SIZE = 160  # letterboxed input, pixels
@@ -258,10 +258,11 @@ def rewritten_by_deterministic_mode(stablehlo: str) -> list[str]:
     return found
 
 
-def test_validation_step_has_no_scatter_that_deterministic_gpu_mode_rewrites():
+@pytest.mark.parametrize("task", [YOLOv8Task(scale="n", num_classes=3),
+                                  FasterRCNNTask(num_classes=3, backbone="tiny")], ids=["yolov8", "faster_rcnn"])
+def test_validation_step_has_no_scatter_that_deterministic_gpu_mode_rewrites(task):
     # With the NMS's slot scatter rewritten (repeated out-of-range slots), GPU validation under the train default's
     # --xla_gpu_exclude_nondeterministic_ops scored 0.381 mAP50 where the same weights score 0.594 without it.
-    task = YOLOv8Task(scale="n", num_classes=3)
     variables = task.init(jax.random.PRNGKey(0), (64, 64))
     batch = {"images": jnp.zeros((2, 64, 64, 3), jnp.uint8), "gt_boxes": jnp.zeros((2, 16, 4)),
              "gt_cls": jnp.zeros((2, 16), jnp.int32), "gt_mask": jnp.zeros((2, 16), bool),

@@ -75,11 +75,10 @@ def time_shape(shape, dtype, steps: int) -> dict:
 
 # Backward formulations tried against the library's (`--variants`); each gets the forward's residuals and the
 # cotangent of y alone (the statistics' cotangents are zero here) and returns (dx, d_scale, d_bias).
+# x, d_out: (..., c) activations (bf16 in the benchmark); mean, inv_std, scale, bias: (c,) float32.
 def _silu_grad_terms(x, mean, inv_std, scale, bias, d_out):
     x_hat = (x.astype(jnp.float32) - mean) * inv_std
-    y = x_hat * scale + bias
-    sig = jax.nn.sigmoid(y)
-    return x_hat, d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))
+    return x_hat, norm.silu_backward(x_hat * scale + bias, d_out)
 
 
 def _dx(x_hat, g, sums, inv_std, scale, n, dtype):
@@ -128,8 +127,7 @@ def backward_pallas(x, mean, inv_std, scale, bias, d_out):
     def kernel(d_ref, x_ref, mean_ref, inv_ref, scale_ref, bias_ref, g_ref, sg_ref, sgx_ref):
         x_hat = (x_ref[...].astype(jnp.float32) - mean_ref[...][None, :]) * inv_ref[...][None, :]
         y = x_hat * scale_ref[...][None, :] + bias_ref[...][None, :]
-        sig = jax.nn.sigmoid(y)
-        g = (d_ref[...].astype(jnp.float32) * (sig * (1 + y * (1 - sig)))).astype(g_ref.dtype)
+        g = norm.silu_backward(y, d_ref[...]).astype(g_ref.dtype)
         g_ref[...] = g
         g32 = g.astype(jnp.float32)
         sg_ref[...] = g32.sum(0)[None, :]
@@ -158,9 +156,7 @@ def backward_lean(x, mean, inv_std, scale, bias, d_out):
     axes = tuple(range(x.ndim - 1))
     a = scale * inv_std
     centred = x.astype(jnp.float32) - mean
-    y = centred * a + bias
-    sig = jax.nn.sigmoid(y)
-    g = d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))
+    g = norm.silu_backward(centred * a + bias, d_out)
     g = lax.optimization_barrier(g.astype(x.dtype)).astype(jnp.float32)
     sum_g, sum_g_centred = g.sum(axes), (g * centred).sum(axes)
     dx = g * a + centred * (a * inv_std * inv_std * sum_g_centred * -inv_n) + a * sum_g * -inv_n

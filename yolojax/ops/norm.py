@@ -73,6 +73,12 @@ def _forward(x, scale, bias, epsilon):
     return (jax.nn.silu(y).astype(x.dtype), mean, var), (x, mean, inv_std, scale, bias)
 
 
+def silu_backward(y, d_out):
+    """dL/dy of SiLU(y) from the cotangent d_out of its output: y, d_out (...), any float dtypes -> float32 (...)."""
+    sig = jax.nn.sigmoid(y)
+    return d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))
+
+
 def _backward(epsilon, residuals, cotangents):
     x, mean, inv_std, scale, bias = residuals
     d_out, d_mean, d_var = cotangents
@@ -81,8 +87,7 @@ def _backward(epsilon, residuals, cotangents):
     x32 = x.astype(jnp.float32)
     x_hat = (x32 - mean) * inv_std
     y = x_hat * scale + bias
-    sig = jax.nn.sigmoid(y)
-    g = d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))  # dL/dy through SiLU
+    g = silu_backward(y, d_out)
     # XLA writes g out between the reduction and the dx pass; stored in x's dtype it costs half the bytes. The
     # barrier keeps that rounding, which XLA would otherwise drop along with the halved traffic.
     g = lax.optimization_barrier(g.astype(x.dtype)).astype(jnp.float32)

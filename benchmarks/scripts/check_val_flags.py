@@ -47,6 +47,11 @@ def evaluate_once(weights: str, data: str, dtype: str) -> dict:
             "map50_95": float(result["map50_95"]), "detections": int(result["detections"])}
 
 
+def _python_path() -> str:
+    """The repository first, then the caller's path (the GPU machine's carried wheels live there)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights")
@@ -60,7 +65,7 @@ def main() -> None:
     rows = []
     for name, (environ, dtype) in VARIANTS.items():
         child = subprocess.run([sys.executable, __file__, args.weights, "--data", args.data, "--one", dtype],
-                               env={**os.environ, **environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                               env={**os.environ, **environ, "PYTHONPATH": _python_path()}, capture_output=True,
                                text=True, timeout=300)
         lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
         row = {"variant": name, **(json.loads(lines[-1]) if lines else {"error": child.stderr[-400:]})}

@@ -30,6 +30,10 @@
 #   speed    the train step's profile by kernel category with bytes and the memory floor, compile-time variants
 #            (cold caches), inference b1 / b32; BASE=<tree> profiles another tree's code first in the same call
 #   norm     the BatchNorm + SiLU layers alone, per activation shape (VARIANTS=a,b,...: backward formulations)
+#   recipe   `yolojax train` with no arguments on the GPU with float32 compute, with augmentation on the host, both,
+#            and on the host's CPU cores: the final mAP of each (is the GPU run's lower mAP the bf16 compute?)
+#   wgrad    the k x k convolutions' weight gradients alone: cuDNN's against products over shifted views, with the
+#            train job's deterministic flag and without
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
@@ -353,6 +357,23 @@ if [ "$part" = val_check ]; then  # in-training validation's flags against predi
 fi
 if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape
   T=${T:-300} N=20 run python3 $S/bench_norm.py ${VARIANTS:+--variants "$VARIANTS"} --out "$out/norm.json"
+fi
+if [ "$part" = recipe ]; then  # the shapes recipe under each compute / augmentation setting, final mAP each
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jc_recipe
+  recipe() {  # NAME KEY=VALUE...
+    local name=$1; shift
+    T=300 N=3 run python3 -m yolojax.cli train project=/tmp/recipe name="$name" "$@"
+    cp "/tmp/recipe/$name/results.csv" "$out/recipe_$name.csv"
+  }
+  recipe f32 amp=false
+  recipe host_aug hsv_on_device=false warp_on_device=false
+  recipe f32_host_aug amp=false hsv_on_device=false warp_on_device=false
+  export JAX_PLATFORMS=cpu; recipe cpu; unset JAX_PLATFORMS
+fi
+if [ "$part" = wgrad ]; then  # cuDNN's weight gradients against products over shifted views, per layer shape
+  T=${T:-300} N=30 run python3 $S/bench_wgrad.py --out "$out/wgrad.json"
+  XLA_FLAGS=--xla_gpu_exclude_nondeterministic_ops=true T=${T:-300} N=30 run python3 $S/bench_wgrad.py \
+    --out "$out/wgrad_det.json"
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

@@ -2,6 +2,7 @@
 same gradient written as matrix products over shifted views of the input.
 
     python benchmarks/scripts/bench_wgrad.py [--scale n] [--batch 64] [--imgsz 640] [--variants library,taps,im2col]
+    python benchmarks/scripts/bench_wgrad.py --blocks 32
 
 The shapes are those of the model's training forward (recorded by tracing it), k x k kernels with k > 1 only (XLA
 already runs 1x1 convolutions as GEMMs). Variants, each from the same input x (b, h, w, c_in) and output gradient
@@ -12,11 +13,16 @@ dy (b, h/s, w/s, c_out), bf16 in, float32 accumulation, (k, k, c_in, c_out) out:
   im2col   the taps' views concatenated along channels, one (k * k * c_in, c_out) product
 Each is timed alone (queued calls, fastest of 3 rounds) and summed over the layers, with its largest difference
 from `library` relative to the gradient's largest magnitude. Writes `--out` (JSON).
+
+`--blocks C` times instead the 3x3 stride-1 convolutions of at most C input channels, forward and forward + both
+gradients, on pixels and on 2x2 pixel blocks (space to depth: (b, h/2, w/2, 4c), the kernel as a 3x3 kernel over
+blocks with 4c inputs and outputs, built from the 3x3 one in the timed program), the input already in blocks.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -25,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from yolojax.bench.timing import queued_ms  # noqa: E402
@@ -93,6 +100,63 @@ def wgrad_im2col(x, dy, kernel_shape, stride, padding):
 VARIANTS = {"library": wgrad_library, "taps": wgrad_taps, "im2col": wgrad_im2col}
 
 
+def to_blocks(x):
+    """(b, h, w, c) -> (b, h/2, w/2, 4c): 2x2 pixel blocks, channel (row_in_block * 2 + col_in_block) * c + i."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+
+
+def block_kernel_3x3(kernel):
+    """A 3x3 stride-1 kernel (3, 3, c_in, c_out) as the 3x3 kernel over 2x2 pixel blocks (3, 3, 4 c_in, 4 c_out) that
+    gives the same convolution on `to_blocks` layouts: output sub-pixel p reads sub-pixel q of block offset o where
+    p + d = 2 o + q for the tap d in {-1, 0, 1}."""
+    _, _, c_in, c_out = kernel.shape
+    select = np.zeros((3, 3, 2, 2, 2, 2, 3, 3), np.float32)  # (oy, ox, qy, qx, py, px, ky, kx)
+    for py, px, dy, dx in itertools.product(range(2), range(2), (-1, 0, 1), (-1, 0, 1)):
+        (oy, qy), (ox, qx) = divmod(py + dy, 2), divmod(px + dx, 2)
+        select[oy + 1, ox + 1, qy, qx, py, px, dy + 1, dx + 1] = 1
+    blocks = jnp.einsum("abcdefgh,ghio->abcdiefo", jnp.asarray(select, kernel.dtype), kernel)
+    return blocks.reshape(3, 3, 4 * c_in, 4 * c_out)
+
+
+def conv_pixels(x, kernel):
+    return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_blocks(xb, kernel):
+    return conv_pixels(xb, block_kernel_3x3(kernel))
+
+
+def time_blocks(x_shape, kernel_shape, steps: int) -> dict:
+    """ms of a 3x3 stride-1 convolution's forward and of forward + both gradients, on pixels and on 2x2 blocks (the
+    input already in block layout, as a stage kept in it would have it), and their largest difference."""
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, x_shape, jnp.float32).astype(jnp.bfloat16)
+    kernel = (jax.random.normal(jax.random.fold_in(key, 2), kernel_shape, jnp.float32) * 0.1).astype(jnp.bfloat16)
+    dy = jax.random.normal(jax.random.fold_in(key, 1), x_shape[:3] + kernel_shape[3:], jnp.float32)
+    dy = dy.astype(jnp.bfloat16)
+    row: dict = {}
+    for name, conv, inputs, grad in (("pixels", conv_pixels, x, dy), ("blocks", conv_blocks, to_blocks(x),
+                                                                      to_blocks(dy))):
+        forward = jax.jit(conv)
+
+        def both(a, k, g, conv=conv):
+            out, pullback = jax.vjp(conv, a, k)
+            return out, pullback(g)
+
+        both = jax.jit(both)
+        row[name] = {"forward_ms": queued_ms(lambda: forward(inputs, kernel), jax.block_until_ready, steps),
+                     "forward_backward_ms": queued_ms(lambda: both(inputs, kernel, grad), jax.block_until_ready,
+                                                      steps)}
+        row[name]["_result"] = both(inputs, kernel, grad)
+    (out_p, (dx_p, dk_p)), (out_b, (dx_b, dk_b)) = row["pixels"].pop("_result"), row["blocks"].pop("_result")
+    relative = lambda a, b: float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))) / max(
+        float(jnp.max(jnp.abs(a.astype(jnp.float32)))), 1e-30)
+    row["max_rel_diff"] = {"out": relative(to_blocks(out_p), out_b), "dx": relative(to_blocks(dx_p), dx_b),
+                           "dkernel": relative(dk_p, dk_b)}
+    return row
+
+
 def time_shape(x_shape, kernel_shape, stride, padding, names, steps: int) -> dict:
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, x_shape, jnp.float32).astype(jnp.bfloat16)
@@ -119,8 +183,13 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--variants", default="library,taps,im2col")
+    parser.add_argument("--blocks", type=int, default=0, metavar="C",
+                        help="instead: 3x3 stride-1 convolutions of <= C input channels on pixels and on 2x2 blocks")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    if args.blocks:
+        main_blocks(args)
+        return
     names = args.variants.split(",")
     if names[0] != "library":
         names.insert(0, "library")
@@ -135,6 +204,23 @@ def main() -> None:
     summary = {"device": jax.devices()[0].device_kind, "scale": args.scale, "batch": args.batch,
                "imgsz": args.imgsz, "total_ms": dict(totals), "layers": rows}
     print(json.dumps(summary["total_ms"]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=1))
+
+
+def main_blocks(args) -> None:
+    rows, totals = [], collections.Counter()
+    for (x_shape, kernel_shape, stride, _), count in sorted(conv_shapes(args.scale, args.batch, args.imgsz).items()):
+        if kernel_shape[:2] != (3, 3) or stride != 1 or kernel_shape[2] > args.blocks:
+            continue
+        timed = time_blocks(x_shape, kernel_shape, args.steps)
+        for name in ("pixels", "blocks"):
+            totals[name] += count * timed[name]["forward_backward_ms"]
+        rows.append({"x": x_shape, "kernel": kernel_shape, "count": count, **timed})
+        print(json.dumps(rows[-1]), flush=True)
+    summary = {"device": jax.devices()[0].device_kind, "scale": args.scale, "batch": args.batch,
+               "imgsz": args.imgsz, "forward_backward_total_ms": dict(totals), "layers": rows}
+    print(json.dumps(summary["forward_backward_total_ms"]))
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 

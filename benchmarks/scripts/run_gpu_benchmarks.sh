@@ -33,7 +33,8 @@
 #   recipe   `yolojax train` with no arguments on the GPU with float32 compute, with augmentation on the host, both,
 #            and on the host's CPU cores: the final mAP of each (is the GPU run's lower mAP the bf16 compute?)
 #   wgrad    the k x k convolutions' weight gradients alone: cuDNN's against products over shifted views, with the
-#            train job's deterministic flag and without
+#            train job's deterministic flag and without; then the narrow 3x3 convolutions on 2x2 pixel blocks
+#            (WGRAD=0: those alone; BLOCKS=c: up to c input channels)
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
@@ -98,7 +99,8 @@ if [ "$part" = profile ]; then  # variants name their XLA flags themselves: "def
 fi
 if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwidth, memory floor) and compile variants
   # BASE=<folder holding another tree's yolojax/ and benchmarks/scripts/> profiles that code first, in the same call;
-  # SCALE (default n); PEERS=1 then times ultralytics 8.4 eager and under torch.compile on the same card
+  # SCALE (default n); PEERS=1 then times ultralytics 8.4 eager and under torch.compile on the same card;
+  # DET_STEP=1 also profiles both trees' step with the deterministic flag
   export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
   sc=(--scale "${SCALE:-n}")
@@ -107,6 +109,10 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
   cache() { export JAX_COMPILATION_CACHE_DIR=/tmp/jc_$1; }  # a new name = an empty cache = a cold compile
   cache main; T=200 p train . train --calls 3 "${sc[@]}"
   [ -n "${BASE:-}" ] && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
+  if [ "${DET_STEP:-0}" = 1 ]; then  # the same with the train job's deterministic flag
+    cache det_main; XLA_FLAGS="$DET" T=150 p train_det . train --calls 3 "${sc[@]}"
+    cache det_base; [ -n "${BASE:-}" ] && XLA_FLAGS="$DET" T=150 p base_train_det "$BASE" train --calls 3 "${sc[@]}"
+  fi
   if [ "${STEP_ONLY:-0}" != 1 ]; then  # STEP_ONLY=1: the step (and the peers) only
     cache det; XLA_FLAGS="$DET" T=150 p cold_train_det . train --calls 3 "${sc[@]}"
     cache main; [ -n "${BASE:-}" ] && N=8 T=100 p base_infer "$BASE" infer --calls 5 --conf 0.25
@@ -371,9 +377,10 @@ if [ "$part" = recipe ]; then  # the shapes recipe under each compute / augmenta
   export JAX_PLATFORMS=cpu; recipe cpu; unset JAX_PLATFORMS
 fi
 if [ "$part" = wgrad ]; then  # cuDNN's weight gradients against products over shifted views, per layer shape
-  T=${T:-300} N=30 run python3 $S/bench_wgrad.py --out "$out/wgrad.json"
-  XLA_FLAGS=--xla_gpu_exclude_nondeterministic_ops=true T=${T:-300} N=30 run python3 $S/bench_wgrad.py \
-    --out "$out/wgrad_det.json"
+  [ "${WGRAD:-1}" = 0 ] || T=${T:-300} N=30 run python3 $S/bench_wgrad.py --out "$out/wgrad.json"
+  [ "${WGRAD:-1}" = 0 ] || XLA_FLAGS=--xla_gpu_exclude_nondeterministic_ops=true T=${T:-300} N=30 run \
+    python3 $S/bench_wgrad.py --out "$out/wgrad_det.json"
+  T=${T:-300} N=30 run python3 $S/bench_wgrad.py --blocks "${BLOCKS:-64}" --out "$out/blocks.json"
 fi
 if [ "$part" = multi_loop ]; then  # the train loop's busy share on all GPUs, 4 against 8 copy threads
   ngpu=$(nvidia-smi -L | wc -l)

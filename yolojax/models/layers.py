@@ -11,6 +11,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from yolojax.ops.norm import batch_moments, batch_norm_silu
@@ -26,6 +27,10 @@ BN_MOMENTUM = 0.97  # flax keeps `momentum` of the old value; the reference's Ba
 # convolution over 2x2 pixel blocks (12 channels, half the padded bytes of 8 channels at full size); any other
 # gets zero channels. Both give the same sums (zeros add exact zeros).
 HALF_MIN_INPUT_CHANNELS = 8
+# C2f blocks whose bottlenecks have at most this many channels train over 2x2 pixel blocks in half precision
+# (`runs_on_pixel_blocks`). Measured per 3x3 layer, forward + both gradients on an H200 (bench_wgrad.py --blocks):
+# faster at 16 and 32 channels, slower at 64.
+BLOCKS_MAX_CHANNELS = 32
 
 
 class BatchNorm(nn.Module):
@@ -89,41 +94,92 @@ def conv2d_same(x, kernel, stride: int = 1, min_input_channels: int = 1, kernel_
                                     dimension_numbers=("NHWC", kernel_layout, "NHWC"))
 
 
+def to_pixel_blocks(x):
+    """(b, h, w, c) -> (b, h/2, 4 w/2, c) for even h, w: each 2x2 pixel block as 4 consecutive columns, (row in
+    block, column in block) in row-major order. Per-pixel operations (1x1 convolutions, BatchNorm, activations) are
+    unchanged on this layout; `Conv(on_blocks=True)` convolves it as the pixels it holds."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, 2 * w, c)
+
+
+def from_pixel_blocks(x):
+    """The inverse of `to_pixel_blocks`: (b, h/2, 4 w/2, c) -> (b, h, w, c)."""
+    b, h2, w4, c = x.shape
+    return x.reshape(b, h2, w4 // 4, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h2, w4 // 2, c)
+
+
+def _block_taps(stride: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Along one axis, which (block offset, position in block) each tap of a 3-wide 'same' kernel reads for each
+    output position in a block, for a stride-`stride` convolution over 2-pixel blocks.
+    Returns select (offsets, 2 positions read, 2 // stride outputs, 3 taps) 0/1 and the padding (before, after) in
+    blocks."""
+    outputs = 2 // stride
+    reads = [(divmod(stride * p + d, 2), p, d + 1) for p in range(outputs) for d in (-1, 0, 1)]
+    first, last = min(r[0][0] for r in reads), max(r[0][0] for r in reads)
+    select = np.zeros((last - first + 1, 2, outputs, 3), np.float32)
+    for (offset, position), p, tap in reads:
+        select[offset - first, position, p, tap] = 1
+    return select, (-first, last)
+
+
+def block_kernel(kernel, stride: int):
+    """A 3x3 kernel (3, 3, c_in, c_out) for a stride-`stride` (1 or 2) 'same' convolution, as the kernel of the
+    stride-1 convolution over 2x2 pixel blocks that gives the same sums: (k, k, 4 c_in, (2 // stride)^2 c_out), input
+    channel (row, column in block) * c_in + i, output channel likewise. Returns it and the padding in blocks."""
+    select, padding = _block_taps(stride)
+    select = jnp.asarray(select, kernel.dtype)
+    k, _, outputs, _ = select.shape
+    blocks = jnp.einsum("aqpy,brsx,yxio->abqripso", select, select, kernel)
+    return blocks.reshape(k, k, 4 * kernel.shape[2], outputs * outputs * kernel.shape[3]), padding
+
+
+def conv3x3_on_pixel_blocks(x, kernel):
+    """conv2d_same(x, kernel, 1) for a 3x3 kernel with x and the result in `to_pixel_blocks` layout: one stride-1
+    convolution over the blocks, whose 4x wider channels get cuDNN's faster kernels than narrow ones at full size.
+    x (b, h/2, 4 w/2, c_in) -> (b, h/2, 4 w/2, c_out)."""
+    b, h2, w4, c = x.shape
+    kernel, padding = block_kernel(kernel, 1)
+    out = lax.conv_general_dilated(x.reshape(b, h2, w4 // 4, 4 * c), kernel, (1, 1), (padding, padding),
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return out.reshape(b, h2, w4, out.shape[-1] // 4)
+
+
 def conv3x3_stride2_by_blocks(x, kernel, min_input_channels: int = 1):
     """conv2d_same(x, kernel, 2) for a 3x3 kernel and even h, w, computed as a 2x2 stride-1 convolution over 2x2
-    pixel blocks (space to depth: channel (dy * 2 + dx) * c_in + i), zero channels up to min_input_channels.
+    pixel blocks (space to depth), zero channels up to min_input_channels.
     x (b, h, w, c_in), kernel (3, 3, c_in, c_out) -> (b, h/2, w/2, c_out)."""
     b, h, w, c = x.shape
-    blocks = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
-    # output row i reads input rows 2i-1 (block i-1, row 1), 2i (block i, row 0), 2i+1 (block i, row 1)
-    taps = ((0, 1, 0), (1, 0, 1), (1, 1, 2))  # (block offset, row in block, kernel row), the same for columns
-    block_kernel = jnp.zeros((2, 2, 2, 2) + kernel.shape[2:], kernel.dtype)
-    for by, py, ky in taps:
-        for bx, px, kx in taps:
-            block_kernel = block_kernel.at[by, bx, py, px].set(kernel[ky, kx])
-    block_kernel = block_kernel.reshape(2, 2, 4 * c, kernel.shape[-1])
+    blocks = to_pixel_blocks(x).reshape(b, h // 2, w // 2, 4 * c)
+    kernel, padding = block_kernel(kernel, 2)
     extra = (-4 * c) % min_input_channels
     if extra:
         blocks = jnp.pad(blocks, ((0, 0), (0, 0), (0, 0), (0, extra)))
-        block_kernel = jnp.pad(block_kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
-    return lax.conv_general_dilated(blocks, block_kernel, (1, 1), ((1, 0), (1, 0)),
+        kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
+    return lax.conv_general_dilated(blocks, kernel, (1, 1), (padding, padding),
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class Conv(nn.Module):
     """Square convolution, 'same' padding, no bias, computed in `dtype` (params float32): nn.Conv's variables
-    (`kernel` (k, k, c_in, features)) and result; half-precision stems reshaped for cuDNN (HALF_MIN_INPUT_CHANNELS)."""
+    (`kernel` (k, k, c_in, features)) and result; half-precision stems reshaped for cuDNN (HALF_MIN_INPUT_CHANNELS).
+    on_blocks: x and the result are in `to_pixel_blocks` layout (1x1, or 3x3 stride 1)."""
 
     features: int
     kernel: int = 1
     stride: int = 1
     dtype: Any = jnp.float32
+    on_blocks: bool = False
 
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", torch_conv_init, (self.kernel, self.kernel, x.shape[-1], self.features),
                             jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.on_blocks and self.kernel > 1:
+            if (self.kernel, self.stride) != (3, 1):
+                raise ValueError(f"Conv on pixel blocks: 1x1 or 3x3 stride 1 only, got {self.kernel}x{self.kernel} "
+                                 f"stride {self.stride}")
+            return conv3x3_on_pixel_blocks(x, kernel)
         if jnp.dtype(self.dtype).itemsize != 2 or x.shape[-1] >= HALF_MIN_INPUT_CHANNELS:
             return conv2d_same(x, kernel, self.stride)
         if self.kernel == 3 and self.stride == 2 and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
@@ -138,10 +194,11 @@ class ConvBNAct(nn.Module):
     kernel: int = 1
     stride: int = 1
     dtype: Any = jnp.float32
+    on_blocks: bool = False  # x and the result in `to_pixel_blocks` layout (BatchNorm is per pixel: unchanged)
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = Conv(self.features, self.kernel, self.stride, dtype=self.dtype, name="conv")(x)
+        x = Conv(self.features, self.kernel, self.stride, dtype=self.dtype, on_blocks=self.on_blocks, name="conv")(x)
         return BatchNorm(dtype=self.dtype, silu=True, name="bn")(x, train)
 
 
@@ -151,31 +208,48 @@ class Bottleneck(nn.Module):
     features: int
     shortcut: bool = True
     dtype: Any = jnp.float32
+    on_blocks: bool = False  # x and the result in `to_pixel_blocks` layout
 
     @nn.compact
     def __call__(self, x, train: bool):
-        y = ConvBNAct(self.features, 3, dtype=self.dtype, name="cv1")(x, train)
-        y = ConvBNAct(self.features, 3, dtype=self.dtype, name="cv2")(y, train)
+        y = ConvBNAct(self.features, 3, dtype=self.dtype, on_blocks=self.on_blocks, name="cv1")(x, train)
+        y = ConvBNAct(self.features, 3, dtype=self.dtype, on_blocks=self.on_blocks, name="cv2")(y, train)
         return x + y if self.shortcut and x.shape[-1] == self.features else y
+
+
+def runs_on_pixel_blocks(x, hidden: int, dtype: Any, train: bool) -> bool:
+    """Whether a C2f block of `hidden` bottleneck channels trains in `to_pixel_blocks` layout: in half precision
+    with at most BLOCKS_MAX_CHANNELS of them and even h, w. cuDNN runs narrow 3x3 convolutions at large sizes on
+    slow kernels; over 2x2 blocks the same convolution has 4x the channels on a quarter of the pixels."""
+    return (train and jnp.dtype(dtype).itemsize == 2 and hidden <= BLOCKS_MAX_CHANNELS
+            and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0)
 
 
 class C2f(nn.Module):
     """CSP block with two halves: split cv1's output, chain `repeats` bottlenecks on the second half, concatenate
-    every intermediate and fuse with a 1x1 conv. (b, h, w, c_in) -> (b, h, w, features)."""
+    every intermediate and fuse with a 1x1 conv. (b, h, w, c_in) -> (b, h, w, features). on_blocks: "auto"
+    (`runs_on_pixel_blocks`), True or False: compute in `to_pixel_blocks` layout (the same sums, other order)."""
 
     features: int
     repeats: int = 1
     shortcut: bool = False
     dtype: Any = jnp.float32
+    on_blocks: bool | str = "auto"
 
     @nn.compact
     def __call__(self, x, train: bool):
         hidden = self.features // 2
+        on_blocks = (runs_on_pixel_blocks(x, hidden, self.dtype, train) if self.on_blocks == "auto"
+                     else bool(self.on_blocks))
+        if on_blocks:
+            x = to_pixel_blocks(x)
         y = ConvBNAct(2 * hidden, 1, dtype=self.dtype, name="cv1")(x, train)
         parts = [y[..., :hidden], y[..., hidden:]]
         for i in range(self.repeats):
-            parts.append(Bottleneck(hidden, self.shortcut, dtype=self.dtype, name=f"m_{i}")(parts[-1], train))
-        return ConvBNAct(self.features, 1, dtype=self.dtype, name="cv2")(jnp.concatenate(parts, axis=-1), train)
+            parts.append(Bottleneck(hidden, self.shortcut, dtype=self.dtype, on_blocks=on_blocks,
+                                    name=f"m_{i}")(parts[-1], train))
+        y = ConvBNAct(self.features, 1, dtype=self.dtype, name="cv2")(jnp.concatenate(parts, axis=-1), train)
+        return from_pixel_blocks(y) if on_blocks else y
 
 
 class SPPF(nn.Module):

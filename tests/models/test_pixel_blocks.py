@@ -1,0 +1,73 @@
+"""Convolutions over 2x2 pixel blocks give the convolutions over pixels: layout round trip, the 3x3 stride-1
+convolution and its gradients, and a whole C2f block trained on blocks against the same block on pixels."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from yolojax.models.layers import (
+    C2f,
+    conv2d_same,
+    conv3x3_on_pixel_blocks,
+    from_pixel_blocks,
+    runs_on_pixel_blocks,
+    to_pixel_blocks,
+)
+
+
+def test_pixel_blocks_layout_round_trips_and_keeps_each_block_together():
+    x = jnp.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3)
+    blocks = to_pixel_blocks(x)
+    assert blocks.shape == (2, 2, 12, 3)
+    np.testing.assert_array_equal(from_pixel_blocks(blocks), x)
+    # block (1, 2) of image 1: pixels (2, 4), (2, 5), (3, 4), (3, 5) as columns 8..11 of block row 1
+    np.testing.assert_array_equal(blocks[1, 1, 8:12], x[1, [2, 2, 3, 3], [4, 5, 4, 5]])
+
+
+@pytest.mark.parametrize("seed, shape, c_out", [(0, (2, 8, 6, 4), 5), (1, (1, 6, 10, 16), 16), (2, (3, 2, 2, 3), 2)])
+def test_3x3_convolution_on_pixel_blocks_gives_the_pixel_convolution_and_its_gradients(seed, shape, c_out):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, shape[-1], c_out)), jnp.float32)
+    on_blocks = lambda x, k: from_pixel_blocks(conv3x3_on_pixel_blocks(to_pixel_blocks(x), k))  # noqa: E731
+    on_pixels = lambda x, k: conv2d_same(x, k, 1)  # noqa: E731
+    np.testing.assert_allclose(on_blocks(x, kernel), on_pixels(x, kernel), rtol=1e-5, atol=1e-4)
+
+    def loss(fn):
+        return lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
+    got = jax.grad(loss(on_blocks), (0, 1))(x, kernel)
+    want = jax.grad(loss(on_pixels), (0, 1))(x, kernel)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("repeats, shortcut", [(1, True), (2, False)])
+def test_c2f_trained_on_pixel_blocks_equals_it_on_pixels(repeats, shortcut):
+    """Output, updated BatchNorm statistics and parameter gradients of one training forward, float32."""
+    x = jax.random.normal(jax.random.key(repeats), (2, 8, 12, 6))
+    pixels = C2f(8, repeats, shortcut, on_blocks=False)
+    blocks = C2f(8, repeats, shortcut, on_blocks=True)
+    variables = pixels.init(jax.random.key(0), x, train=False)
+
+    def run(module):
+        def loss(params):
+            y, state = module.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(y)), (y, state)
+        return jax.grad(loss, has_aux=True)(variables["params"])
+
+    (grads_p, (y_p, state_p)), (grads_b, (y_b, state_b)) = run(pixels), run(blocks)
+    np.testing.assert_allclose(y_b, y_p, rtol=1e-5, atol=1e-5)
+    for got, want in zip(jax.tree.leaves(state_b), jax.tree.leaves(state_p)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(jax.tree.leaves(grads_b), jax.tree.leaves(grads_p)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_only_narrow_half_precision_training_blocks_run_on_pixel_blocks():
+    x = jnp.zeros((2, 160, 160, 32))
+    assert runs_on_pixel_blocks(x, 16, jnp.bfloat16, train=True)
+    assert runs_on_pixel_blocks(x, 32, jnp.float16, train=True)
+    assert not runs_on_pixel_blocks(x, 64, jnp.bfloat16, train=True)  # wide enough for cuDNN's fast kernels
+    assert not runs_on_pixel_blocks(x, 16, jnp.float32, train=True)
+    assert not runs_on_pixel_blocks(x, 16, jnp.bfloat16, train=False)  # inference and export stay on pixels
+    assert not runs_on_pixel_blocks(jnp.zeros((2, 15, 16, 32)), 16, jnp.bfloat16, train=True)

@@ -180,10 +180,12 @@ class Conv(nn.Module):
                 raise ValueError(f"Conv on pixel blocks: 1x1 or 3x3 stride 1 only, got {self.kernel}x{self.kernel} "
                                  f"stride {self.stride}")
             return conv3x3_on_pixel_blocks(x, kernel)
-        if jnp.dtype(self.dtype).itemsize != 2 or x.shape[-1] >= HALF_MIN_INPUT_CHANNELS:
-            return conv2d_same(x, kernel, self.stride)
-        if self.kernel == 3 and self.stride == 2 and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
+        half = jnp.dtype(self.dtype).itemsize == 2
+        if (half and self.kernel == 3 and self.stride == 2 and x.shape[-1] <= BLOCKS_MAX_CHANNELS
+                and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0):
             return conv3x3_stride2_by_blocks(x, kernel, HALF_MIN_INPUT_CHANNELS)
+        if not half or x.shape[-1] >= HALF_MIN_INPUT_CHANNELS:
+            return conv2d_same(x, kernel, self.stride)
         return conv2d_same(x, kernel, self.stride, HALF_MIN_INPUT_CHANNELS)
 
 

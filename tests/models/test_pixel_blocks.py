@@ -71,3 +71,31 @@ def test_only_narrow_half_precision_training_blocks_run_on_pixel_blocks():
     assert not runs_on_pixel_blocks(x, 16, jnp.float32, train=True)
     assert not runs_on_pixel_blocks(x, 16, jnp.bfloat16, train=False)  # inference and export stay on pixels
     assert not runs_on_pixel_blocks(jnp.zeros((2, 15, 16, 32)), 16, jnp.bfloat16, train=True)
+
+
+@pytest.mark.parametrize("seed, shape, c_out", [(0, (2, 8, 12, 3), 16), (1, (1, 16, 8, 5), 4)])
+def test_stride2_convolution_from_or_to_pixel_blocks_gives_the_pixel_convolution_and_its_gradients(seed, shape, c_out):
+    from yolojax.models.layers import conv3x3_stride2_by_blocks
+
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, shape[-1], c_out)), jnp.float32)
+    variants = {
+        "blocks out": lambda x, k: from_pixel_blocks(conv3x3_stride2_by_blocks(x, k, 8, blocks_out=True)),
+        "blocks in": lambda x, k: conv3x3_stride2_by_blocks(to_pixel_blocks(x), k, 8, blocks_in=True),
+    }
+    on_pixels = lambda x, k: conv2d_same(x, k, 2)  # noqa: E731
+
+    def loss(fn):
+        return lambda x, k: jnp.sum(jnp.sin(fn(x, k)))
+    want = jax.grad(loss(on_pixels), (0, 1))(x, kernel)
+    for name, fn in variants.items():
+        np.testing.assert_allclose(fn(x, kernel), on_pixels(x, kernel), rtol=1e-5, atol=1e-4, err_msg=name)
+        for g, w in zip(jax.grad(loss(fn), (0, 1))(x, kernel), want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_4x4_pixel_blocks_are_space_to_depth():
+    x = jnp.arange(1 * 8 * 4 * 2).reshape(1, 8, 4, 2)
+    blocks = to_pixel_blocks(x, 4).reshape(1, 2, 1, 32)
+    np.testing.assert_array_equal(blocks[0, 1, 0].reshape(4, 4, 2), x[0, 4:8, 0:4])

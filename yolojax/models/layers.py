@@ -94,92 +94,112 @@ def conv2d_same(x, kernel, stride: int = 1, min_input_channels: int = 1, kernel_
                                     dimension_numbers=("NHWC", kernel_layout, "NHWC"))
 
 
-def to_pixel_blocks(x):
-    """(b, h, w, c) -> (b, h/2, 4 w/2, c) for even h, w: each 2x2 pixel block as 4 consecutive columns, (row in
-    block, column in block) in row-major order. Per-pixel operations (1x1 convolutions, BatchNorm, activations) are
-    unchanged on this layout; `Conv(on_blocks=True)` convolves it as the pixels it holds."""
+def to_pixel_blocks(x, size: int = 2):
+    """(b, h, w, c) -> (b, h/size, size * w, c) for h, w divisible by size: each size x size pixel block as size^2
+    consecutive columns, (row in block, column in block) in row-major order; reshaped to (b, h/size, w/size,
+    size^2 c) it is space to depth. Per-pixel operations (1x1 convolutions, BatchNorm, activations) are unchanged on
+    this layout; `Conv(blocks_in=..., blocks_out=...)` convolves it as the pixels it holds."""
     b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, 2 * w, c)
+    return x.reshape(b, h // size, size, w // size, size, c).transpose(0, 1, 3, 2, 4, 5).reshape(
+        b, h // size, size * w, c)
 
 
 def from_pixel_blocks(x):
-    """The inverse of `to_pixel_blocks`: (b, h/2, 4 w/2, c) -> (b, h, w, c)."""
+    """The inverse of `to_pixel_blocks` (2x2 blocks): (b, h/2, 2 w, c) -> (b, h, w, c)."""
     b, h2, w4, c = x.shape
     return x.reshape(b, h2, w4 // 4, 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, 2 * h2, w4 // 2, c)
 
 
-def _block_taps(stride: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _block_taps(stride: int, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Along one axis, which (block offset, position in block) each tap of a 3-wide 'same' kernel reads for each
-    output position in a block, for a stride-`stride` convolution over 2-pixel blocks.
-    Returns select (offsets, 2 positions read, 2 // stride outputs, 3 taps) 0/1 and the padding (before, after) in
-    blocks."""
-    outputs = 2 // stride
-    reads = [(divmod(stride * p + d, 2), p, d + 1) for p in range(outputs) for d in (-1, 0, 1)]
+    output position of a block, for a stride-`stride` convolution over blocks of `size` pixels (a block holds
+    size / stride outputs: output p of block B is output pixel (size / stride) B + p; tap d reads input pixel
+    size B + stride p + d).
+    Returns select (offsets, size positions read, size // stride outputs, 3 taps) 0/1 and the padding (before,
+    after) in blocks."""
+    outputs = size // stride
+    reads = [(divmod(stride * p + d, size), p, d + 1) for p in range(outputs) for d in (-1, 0, 1)]
     first, last = min(r[0][0] for r in reads), max(r[0][0] for r in reads)
-    select = np.zeros((last - first + 1, 2, outputs, 3), np.float32)
+    select = np.zeros((last - first + 1, size, outputs, 3), np.float32)
     for (offset, position), p, tap in reads:
         select[offset - first, position, p, tap] = 1
     return select, (-first, last)
 
 
-def block_kernel(kernel, stride: int):
-    """A 3x3 kernel (3, 3, c_in, c_out) for a stride-`stride` (1 or 2) 'same' convolution, as the kernel of the
-    stride-1 convolution over 2x2 pixel blocks that gives the same sums: (k, k, 4 c_in, (2 // stride)^2 c_out), input
-    channel (row, column in block) * c_in + i, output channel likewise. Returns it and the padding in blocks."""
-    select, padding = _block_taps(stride)
+def block_kernel(kernel, stride: int, size: int = 2):
+    """A 3x3 kernel (3, 3, c_in, c_out) of a stride-`stride` 'same' convolution as the kernel of the stride-1
+    convolution over size x size pixel blocks that gives the same sums: (k, k, size^2 c_in, (size / stride)^2 c_out),
+    input channel (row, column in block) * c_in + i, output channel likewise. Returns it and the padding in blocks."""
+    select, padding = _block_taps(stride, size)
     select = jnp.asarray(select, kernel.dtype)
     k, _, outputs, _ = select.shape
     blocks = jnp.einsum("aqpy,brsx,yxio->abqripso", select, select, kernel)
-    return blocks.reshape(k, k, 4 * kernel.shape[2], outputs * outputs * kernel.shape[3]), padding
+    return blocks.reshape(k, k, size * size * kernel.shape[2], outputs * outputs * kernel.shape[3]), padding
+
+
+def _conv_blocks(blocks, kernel, padding):
+    return lax.conv_general_dilated(blocks, kernel, (1, 1), (padding, padding),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def conv3x3_on_pixel_blocks(x, kernel):
     """conv2d_same(x, kernel, 1) for a 3x3 kernel with x and the result in `to_pixel_blocks` layout: one stride-1
     convolution over the blocks, whose 4x wider channels get cuDNN's faster kernels than narrow ones at full size.
-    x (b, h/2, 4 w/2, c_in) -> (b, h/2, 4 w/2, c_out)."""
+    x (b, h/2, 2 w, c_in) -> (b, h/2, 2 w, c_out)."""
     b, h2, w4, c = x.shape
     kernel, padding = block_kernel(kernel, 1)
-    out = lax.conv_general_dilated(x.reshape(b, h2, w4 // 4, 4 * c), kernel, (1, 1), (padding, padding),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out = _conv_blocks(x.reshape(b, h2, w4 // 4, 4 * c), kernel, padding)
     return out.reshape(b, h2, w4, out.shape[-1] // 4)
 
 
-def conv3x3_stride2_by_blocks(x, kernel, min_input_channels: int = 1):
-    """conv2d_same(x, kernel, 2) for a 3x3 kernel and even h, w, computed as a 2x2 stride-1 convolution over 2x2
-    pixel blocks (space to depth), zero channels up to min_input_channels.
-    x (b, h, w, c_in), kernel (3, 3, c_in, c_out) -> (b, h/2, w/2, c_out)."""
-    b, h, w, c = x.shape
-    blocks = to_pixel_blocks(x).reshape(b, h // 2, w // 2, 4 * c)
-    kernel, padding = block_kernel(kernel, 2)
-    extra = (-4 * c) % min_input_channels
+def conv3x3_stride2_by_blocks(x, kernel, min_input_channels: int = 1, *, blocks_in: bool = False,
+                              blocks_out: bool = False):
+    """conv2d_same(x, kernel, 2) for a 3x3 kernel, computed as a 2x2 stride-1 convolution over pixel blocks (space
+    to depth), zero channels up to min_input_channels. x (b, h, w, c_in), h and w even, kernel (3, 3, c_in, c_out)
+    -> (b, h/2, w/2, c_out); blocks_in: x in `to_pixel_blocks` layout (b, h/2, 2 w, c_in); blocks_out (h, w
+    divisible by 4): the result in it, (b, h/4, w, c_out), from one convolution over 4x4 blocks with 4 c_out
+    outputs."""
+    if blocks_in and blocks_out:
+        raise ValueError("conv3x3_stride2_by_blocks: blocks in or blocks out, not both")
+    size = 4 if blocks_out else 2
+    if blocks_in:
+        b, h2, w4, c = x.shape
+        blocks = x.reshape(b, h2, w4 // 4, 4 * c)
+    else:
+        b, h, w, c = x.shape
+        blocks = to_pixel_blocks(x, size).reshape(b, h // size, w // size, size * size * c)
+    kernel, padding = block_kernel(kernel, 2, size)
+    extra = -blocks.shape[-1] % min_input_channels
     if extra:
         blocks = jnp.pad(blocks, ((0, 0), (0, 0), (0, 0), (0, extra)))
         kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, extra), (0, 0)))
-    return lax.conv_general_dilated(blocks, kernel, (1, 1), (padding, padding),
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out = _conv_blocks(blocks, kernel, padding)
+    if blocks_out:
+        b, h4, w4, c4 = out.shape
+        return out.reshape(b, h4, 4 * w4, c4 // 4)
+    return out
 
 
 class Conv(nn.Module):
     """Square convolution, 'same' padding, no bias, computed in `dtype` (params float32): nn.Conv's variables
     (`kernel` (k, k, c_in, features)) and result; half-precision stems reshaped for cuDNN (HALF_MIN_INPUT_CHANNELS).
-    on_blocks: x and the result are in `to_pixel_blocks` layout (1x1, or 3x3 stride 1)."""
+    blocks_in / blocks_out: x / the result in `to_pixel_blocks` layout (both: 1x1, or 3x3 stride 1; one: 3x3 stride
+    2, see `conv3x3_stride2_by_blocks`)."""
 
     features: int
     kernel: int = 1
     stride: int = 1
     dtype: Any = jnp.float32
-    on_blocks: bool = False
+    blocks_in: bool = False
+    blocks_out: bool = False
 
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", torch_conv_init, (self.kernel, self.kernel, x.shape[-1], self.features),
                             jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        if self.on_blocks and self.kernel > 1:
-            if (self.kernel, self.stride) != (3, 1):
-                raise ValueError(f"Conv on pixel blocks: 1x1 or 3x3 stride 1 only, got {self.kernel}x{self.kernel} "
-                                 f"stride {self.stride}")
-            return conv3x3_on_pixel_blocks(x, kernel)
+        if self.blocks_in or self.blocks_out:
+            return self._on_blocks(x, kernel)
         half = jnp.dtype(self.dtype).itemsize == 2
         if (half and self.kernel == 3 and self.stride == 2 and x.shape[-1] <= BLOCKS_MAX_CHANNELS
                 and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0):
@@ -187,6 +207,18 @@ class Conv(nn.Module):
         if not half or x.shape[-1] >= HALF_MIN_INPUT_CHANNELS:
             return conv2d_same(x, kernel, self.stride)
         return conv2d_same(x, kernel, self.stride, HALF_MIN_INPUT_CHANNELS)
+
+    def _on_blocks(self, x, kernel):
+        both = self.blocks_in and self.blocks_out
+        if both and self.kernel == 1:
+            return conv2d_same(x, kernel)
+        if both and (self.kernel, self.stride) == (3, 1):
+            return conv3x3_on_pixel_blocks(x, kernel)
+        if not both and (self.kernel, self.stride) == (3, 2):
+            return conv3x3_stride2_by_blocks(x, kernel, HALF_MIN_INPUT_CHANNELS, blocks_in=self.blocks_in,
+                                             blocks_out=self.blocks_out)
+        raise ValueError(f"Conv over pixel blocks (in {self.blocks_in}, out {self.blocks_out}): not for a "
+                         f"{self.kernel}x{self.kernel} stride-{self.stride} kernel")
 
 
 class ConvBNAct(nn.Module):
@@ -196,11 +228,13 @@ class ConvBNAct(nn.Module):
     kernel: int = 1
     stride: int = 1
     dtype: Any = jnp.float32
-    on_blocks: bool = False  # x and the result in `to_pixel_blocks` layout (BatchNorm is per pixel: unchanged)
+    blocks_in: bool = False  # as Conv's (BatchNorm is per pixel: the same on either layout)
+    blocks_out: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = Conv(self.features, self.kernel, self.stride, dtype=self.dtype, on_blocks=self.on_blocks, name="conv")(x)
+        x = Conv(self.features, self.kernel, self.stride, dtype=self.dtype, blocks_in=self.blocks_in,
+                 blocks_out=self.blocks_out, name="conv")(x)
         return BatchNorm(dtype=self.dtype, silu=True, name="bn")(x, train)
 
 
@@ -214,16 +248,17 @@ class Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        y = ConvBNAct(self.features, 3, dtype=self.dtype, on_blocks=self.on_blocks, name="cv1")(x, train)
-        y = ConvBNAct(self.features, 3, dtype=self.dtype, on_blocks=self.on_blocks, name="cv2")(y, train)
+        blocks = {"blocks_in": self.on_blocks, "blocks_out": self.on_blocks}
+        y = ConvBNAct(self.features, 3, dtype=self.dtype, **blocks, name="cv1")(x, train)
+        y = ConvBNAct(self.features, 3, dtype=self.dtype, **blocks, name="cv2")(y, train)
         return x + y if self.shortcut and x.shape[-1] == self.features else y
 
 
-def runs_on_pixel_blocks(x, hidden: int, dtype: Any, train: bool) -> bool:
-    """Whether a C2f block of `hidden` bottleneck channels trains in `to_pixel_blocks` layout: in half precision
-    with at most BLOCKS_MAX_CHANNELS of them and even h, w. cuDNN runs narrow 3x3 convolutions at large sizes on
-    slow kernels; over 2x2 blocks the same convolution has 4x the channels on a quarter of the pixels."""
-    return (train and jnp.dtype(dtype).itemsize == 2 and hidden <= BLOCKS_MAX_CHANNELS
+def runs_on_pixel_blocks(x, channels: int, dtype: Any, train: bool) -> bool:
+    """Whether layers of `channels` channels on x's (h, w) train in `to_pixel_blocks` layout: in half precision, at
+    most BLOCKS_MAX_CHANNELS of them and even h, w. cuDNN runs narrow 3x3 convolutions at large sizes on slow
+    kernels; over 2x2 blocks the same convolution has 4x the channels on a quarter of the pixels."""
+    return (train and jnp.dtype(dtype).itemsize == 2 and channels <= BLOCKS_MAX_CHANNELS
             and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0)
 
 

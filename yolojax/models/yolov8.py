@@ -16,6 +16,7 @@ from yolojax.models.layers import (
     SPPF,
     C2f,
     ConvBNAct,
+    runs_on_pixel_blocks,
     torch_conv_init,
     upsample_nearest2x,
 )
@@ -76,8 +77,9 @@ class YOLOv8(nn.Module):
     dtype: Any = jnp.float32
     strides = STRIDES
 
-    def _conv(self, base, kernel, stride, index):
-        return ConvBNAct(scaled_channels(base, self.scale), kernel, stride, dtype=self.dtype, name=f"model_{index}")
+    def _conv(self, base, kernel, stride, index, **blocks):
+        return ConvBNAct(scaled_channels(base, self.scale), kernel, stride, dtype=self.dtype, **blocks,
+                         name=f"model_{index}")
 
     def _c2f(self, base, repeats, shortcut, index):
         return C2f(scaled_channels(base, self.scale), scaled_repeats(repeats, self.scale), shortcut,
@@ -92,9 +94,10 @@ class YOLOv8(nn.Module):
         if images.shape[1] % 32 or images.shape[2] % 32:
             raise ValueError(f"YOLOv8: image height and width must be multiples of 32, got {images.shape[1:3]}")
         x = images.astype(self.dtype)
-        # backbone
-        x = self._conv(64, 3, 2, 0)(x, train)
-        x = self._conv(128, 3, 2, 1)(x, train)
+        # backbone; a narrow stem hands its map to layer 1 in 2x2 pixel blocks (images are multiples of 32)
+        stem_blocks = runs_on_pixel_blocks(x, scaled_channels(64, self.scale), self.dtype, train)
+        x = self._conv(64, 3, 2, 0, blocks_out=stem_blocks)(x, train)
+        x = self._conv(128, 3, 2, 1, blocks_in=stem_blocks)(x, train)
         x = self._c2f(128, 3, True, 2)(x, train)
         x = self._conv(256, 3, 2, 3)(x, train)
         p3 = self._c2f(256, 6, True, 4)(x, train)

@@ -14,15 +14,16 @@ dy (b, h/s, w/s, c_out), bf16 in, float32 accumulation, (k, k, c_in, c_out) out:
 Each is timed alone (queued calls, fastest of 3 rounds) and summed over the layers, with its largest difference
 from `library` relative to the gradient's largest magnitude. Writes `--out` (JSON).
 
-`--blocks C` times instead the 3x3 stride-1 convolutions of at most C input channels, forward and forward + both
-gradients, on pixels and on 2x2 pixel blocks (space to depth: (b, h/2, w/2, 4c), the kernel as a 3x3 kernel over
-blocks with 4c inputs and outputs, built from the 3x3 one in the timed program), the input already in blocks.
+The layers are recorded as the library runs them (its narrow layers over pixel blocks, see `yolojax.models.layers`).
+`--blocks C` times instead the model's 3x3 stride-1 convolutions of at most C input channels as they are on pixels,
+forward and forward + both gradients, on pixels and on 2x2 pixel blocks (`yolojax.models.layers`'
+`to_pixel_blocks` and `conv3x3_on_pixel_blocks`: the kernel over blocks, 4c inputs and outputs, built from the 3x3
+one in the timed program), the input already in blocks.
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -31,16 +32,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
 from yolojax.bench.timing import queued_ms  # noqa: E402
 from yolojax.models import layers  # noqa: E402
 
 
-def conv_shapes(scale: str, batch: int, imgsz: int) -> collections.Counter:
+def conv_shapes(scale: str, batch: int, imgsz: int, pixels: bool = False) -> collections.Counter:
     """Counter of (x shape, kernel shape, stride) of every k x k (k > 1) convolution in the training forward, as
-    cuDNN receives it (after the stem's space-to-depth rewrite)."""
+    cuDNN receives it (after the library's pixel-block rewrites; pixels=True: with none but the 3-channel stem's)."""
     from yolojax.models.yolov8 import YOLOv8, init_variables
 
     model = YOLOv8(scale, 80, dtype=jnp.bfloat16)
@@ -56,11 +56,14 @@ def conv_shapes(scale: str, batch: int, imgsz: int) -> collections.Counter:
         return original(x, kernel, strides, padding, **kwargs)
 
     layers.lax.conv_general_dilated = record
+    max_channels = layers.BLOCKS_MAX_CHANNELS
+    layers.BLOCKS_MAX_CHANNELS = 0 if pixels else max_channels
     try:
         images = jax.ShapeDtypeStruct((batch, imgsz, imgsz, 3), jnp.bfloat16)
         jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]), variables, images)
     finally:
         layers.lax.conv_general_dilated = original
+        layers.BLOCKS_MAX_CHANNELS = max_channels
     return seen
 
 
@@ -100,31 +103,8 @@ def wgrad_im2col(x, dy, kernel_shape, stride, padding):
 VARIANTS = {"library": wgrad_library, "taps": wgrad_taps, "im2col": wgrad_im2col}
 
 
-def to_blocks(x):
-    """(b, h, w, c) -> (b, h/2, w/2, 4c): 2x2 pixel blocks, channel (row_in_block * 2 + col_in_block) * c + i."""
-    b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
-
-
-def block_kernel_3x3(kernel):
-    """A 3x3 stride-1 kernel (3, 3, c_in, c_out) as the 3x3 kernel over 2x2 pixel blocks (3, 3, 4 c_in, 4 c_out) that
-    gives the same convolution on `to_blocks` layouts: output sub-pixel p reads sub-pixel q of block offset o where
-    p + d = 2 o + q for the tap d in {-1, 0, 1}."""
-    _, _, c_in, c_out = kernel.shape
-    select = np.zeros((3, 3, 2, 2, 2, 2, 3, 3), np.float32)  # (oy, ox, qy, qx, py, px, ky, kx)
-    for py, px, dy, dx in itertools.product(range(2), range(2), (-1, 0, 1), (-1, 0, 1)):
-        (oy, qy), (ox, qx) = divmod(py + dy, 2), divmod(px + dx, 2)
-        select[oy + 1, ox + 1, qy, qx, py, px, dy + 1, dx + 1] = 1
-    blocks = jnp.einsum("abcdefgh,ghio->abcdiefo", jnp.asarray(select, kernel.dtype), kernel)
-    return blocks.reshape(3, 3, 4 * c_in, 4 * c_out)
-
-
 def conv_pixels(x, kernel):
     return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def conv_blocks(xb, kernel):
-    return conv_pixels(xb, block_kernel_3x3(kernel))
 
 
 def time_blocks(x_shape, kernel_shape, steps: int) -> dict:
@@ -136,8 +116,9 @@ def time_blocks(x_shape, kernel_shape, steps: int) -> dict:
     dy = jax.random.normal(jax.random.fold_in(key, 1), x_shape[:3] + kernel_shape[3:], jnp.float32)
     dy = dy.astype(jnp.bfloat16)
     row: dict = {}
-    for name, conv, inputs, grad in (("pixels", conv_pixels, x, dy), ("blocks", conv_blocks, to_blocks(x),
-                                                                      to_blocks(dy))):
+    to_blocks = layers.to_pixel_blocks
+    for name, conv, inputs, grad in (("pixels", conv_pixels, x, dy),
+                                     ("blocks", layers.conv3x3_on_pixel_blocks, to_blocks(x), to_blocks(dy))):
         forward = jax.jit(conv)
 
         def both(a, k, g, conv=conv):
@@ -193,34 +174,35 @@ def main() -> None:
     names = args.variants.split(",")
     if names[0] != "library":
         names.insert(0, "library")
-    rows, totals = [], collections.Counter()
-    for (x_shape, kernel_shape, stride, padding), count in sorted(conv_shapes(args.scale, args.batch,
-                                                                              args.imgsz).items()):
-        timed = time_shape(x_shape, kernel_shape, stride, padding, names, args.steps)
-        for name in names:
-            totals[name] += count * timed[name]["ms"]
-        rows.append({"x": x_shape, "kernel": kernel_shape, "stride": stride, "count": count, **timed})
-        print(json.dumps(rows[-1]), flush=True)
-    summary = {"device": jax.devices()[0].device_kind, "scale": args.scale, "batch": args.batch,
-               "imgsz": args.imgsz, "total_ms": dict(totals), "layers": rows}
-    print(json.dumps(summary["total_ms"]))
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=1))
+    run_layers(args, lambda kernel_shape, stride: True,
+               lambda x_shape, kernel_shape, stride, padding: time_shape(x_shape, kernel_shape, stride, padding,
+                                                                         names, args.steps),
+               {name: "ms" for name in names}, "total_ms")
 
 
 def main_blocks(args) -> None:
+    run_layers(args, lambda kernel_shape, stride: kernel_shape[:2] == (3, 3) and stride == 1
+               and kernel_shape[2] <= args.blocks,
+               lambda x_shape, kernel_shape, stride, padding: time_blocks(x_shape, kernel_shape, args.steps),
+               {"pixels": "forward_backward_ms", "blocks": "forward_backward_ms"}, "forward_backward_total_ms")
+
+
+def run_layers(args, wanted, time_layer, summed: dict, total_key: str) -> None:
+    """Time every recorded layer that `wanted(kernel_shape, stride)` keeps, print a JSON line each, sum
+    `row[name][summed[name]]` over the layers (times their count) and write `--out`."""
     rows, totals = [], collections.Counter()
-    for (x_shape, kernel_shape, stride, _), count in sorted(conv_shapes(args.scale, args.batch, args.imgsz).items()):
-        if kernel_shape[:2] != (3, 3) or stride != 1 or kernel_shape[2] > args.blocks:
+    shapes = conv_shapes(args.scale, args.batch, args.imgsz, pixels=bool(args.blocks))
+    for (x_shape, kernel_shape, stride, padding), count in sorted(shapes.items()):
+        if not wanted(kernel_shape, stride):
             continue
-        timed = time_blocks(x_shape, kernel_shape, args.steps)
-        for name in ("pixels", "blocks"):
-            totals[name] += count * timed[name]["forward_backward_ms"]
-        rows.append({"x": x_shape, "kernel": kernel_shape, "count": count, **timed})
+        timed = time_layer(x_shape, kernel_shape, stride, padding)
+        for name, field in summed.items():
+            totals[name] += count * timed[name][field]
+        rows.append({"x": x_shape, "kernel": kernel_shape, "stride": stride, "count": count, **timed})
         print(json.dumps(rows[-1]), flush=True)
     summary = {"device": jax.devices()[0].device_kind, "scale": args.scale, "batch": args.batch,
-               "imgsz": args.imgsz, "forward_backward_total_ms": dict(totals), "layers": rows}
-    print(json.dumps(summary["forward_backward_total_ms"]))
+               "imgsz": args.imgsz, total_key: dict(totals), "layers": rows}
+    print(json.dumps(summary[total_key]))
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1))
 

@@ -335,10 +335,10 @@ fi
 if [ "$part" = queued_ab ]; then  # is a queued-time difference real? the fastest of 6 rounds, three processes a side
   export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   cp $S/profile_gpu.py "$BASE/benchmarks/scripts/"  # this tree's harness, BASE's code under test
-  for i in 1 2 3; do
+  for i in $(seq "${ROUNDS:-3}"); do  # ROUNDS alternations (default 3); SCALE (default n)
     for dir in "$BASE" .; do
       (cd "$dir" && JAX_COMPILATION_CACHE_DIR=/tmp/jq_${dir//[\/.]/_} N=2 T=200 run python3 \
-        benchmarks/scripts/profile_gpu.py train --calls 1 --print-top 0 --queued-rounds 6 --tag "$dir" \
+        benchmarks/scripts/profile_gpu.py train --scale "${SCALE:-n}" --calls 1 --print-top 0 --queued-rounds 6 --tag "$dir" \
         --out "$out/queued_${i}_${dir//[\/.]/_}.json")
     done
   done

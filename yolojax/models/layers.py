@@ -27,9 +27,10 @@ BN_MOMENTUM = 0.97  # flax keeps `momentum` of the old value; the reference's Ba
 # convolution over 2x2 pixel blocks (12 channels, half the padded bytes of 8 channels at full size); any other
 # gets zero channels. Both give the same sums (zeros add exact zeros).
 HALF_MIN_INPUT_CHANNELS = 8
-# C2f blocks whose bottlenecks have at most this many channels train over 2x2 pixel blocks in half precision
-# (`runs_on_pixel_blocks`). Measured per 3x3 layer, forward + both gradients on an H200 (bench_wgrad.py --blocks):
-# faster at 16 and 32 channels, slower at 64.
+# In half precision, C2f blocks of at most this many bottleneck channels train over 2x2 pixel blocks
+# (`runs_on_pixel_blocks`), as do 3x3 stride-2 convolutions reading at most this many channels and a stem writing
+# at most this many. Measured per 3x3 layer, forward + both gradients on an H200 (bench_wgrad.py --blocks): faster
+# at 16 and 32 channels, slower at 64.
 BLOCKS_MAX_CHANNELS = 32
 
 

@@ -103,10 +103,6 @@ def wgrad_im2col(x, dy, kernel_shape, stride, padding):
 VARIANTS = {"library": wgrad_library, "taps": wgrad_taps, "im2col": wgrad_im2col}
 
 
-def conv_pixels(x, kernel):
-    return lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 def time_blocks(x_shape, kernel_shape, steps: int) -> dict:
     """ms of a 3x3 stride-1 convolution's forward and of forward + both gradients, on pixels and on 2x2 blocks (the
     input already in block layout, as a stage kept in it would have it), and their largest difference."""
@@ -117,7 +113,7 @@ def time_blocks(x_shape, kernel_shape, steps: int) -> dict:
     dy = dy.astype(jnp.bfloat16)
     row: dict = {}
     to_blocks = layers.to_pixel_blocks
-    for name, conv, inputs, grad in (("pixels", conv_pixels, x, dy),
+    for name, conv, inputs, grad in (("pixels", layers.conv2d_same, x, dy),
                                      ("blocks", layers.conv3x3_on_pixel_blocks, to_blocks(x), to_blocks(dy))):
         forward = jax.jit(conv)
 

@@ -139,6 +139,8 @@ def block_kernel(kernel, stride: int, size: int = 2):
 
 
 def _conv_blocks(blocks, kernel, padding):
+    """Stride-1 convolution over blocks: (b, h', w', c_in') with a (k, k, c_in', c_out') kernel and (before, after)
+    padding in blocks on both axes -> (b, h'', w'', c_out')."""
     return lax.conv_general_dilated(blocks, kernel, (1, 1), (padding, padding),
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 

@@ -191,11 +191,13 @@ if [ "$part" = multi_proc ]; then  # one process per GPU through jax.distributed
 fi
 if [ "$part" = multi_launch ]; then  # the train job's layout (one process per GPU, `yolojax train`'s default) with the
   # train default's deterministic step, v8n and v8s (SCALES), against one GPU of the same machine. CORES=k pins each
-  # process (the one-GPU run too) to k CPU cores of its own: a slow or small host
+  # process (the one-GPU run too) to k CPU cores of its own: a slow or small host. DET=0: XLA's default kernels (the
+  # compile then autotunes, over a minute)
   ngpu=$(nvidia-smi -L | wc -l)
-  sc=(--scales "${SCALES:-n,s}" --exchanges flat --calls 0 --deterministic)
+  sc=(--scales "${SCALES:-n,s}" --exchanges flat --calls 0)
+  [ "${DET:-1}" = 0 ] || sc+=(--deterministic)
   pin() { [ -z "${CORES:-}" ] || echo "taskset -c $(($1 * CORES))-$(($1 * CORES + CORES - 1))"; }
-  tag=${CORES:+_cores$CORES}
+  tag=${CORES:+_cores$CORES}${DET:+_det$DET}
   T=240 N=12 run $(pin 0) python3 $S/bench_scaling.py "${sc[@]}" --devices 1 --out "$out/scaling_det_1gpu$tag.json"
   for i in $(seq 0 $((ngpu - 1))); do
     JAX_COORDINATOR_ADDRESS=127.0.0.1:12359 JAX_NUM_PROCESSES=$ngpu JAX_PROCESS_ID=$i CUDA_VISIBLE_DEVICES=$i \
@@ -242,11 +244,13 @@ if [ "$part" = multi_feed ]; then
     --out "$out/ddp_reference.json"
 fi
 if [ "$part" = multi_peer84 ]; then  # the strongest peer on all GPUs: 8.4.190 under torch.compile + DDP, and ours
+  # (OURS=0: the peer alone)
   ngpu=$(nvidia-smi -L | wc -l)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site84 .whl84/*.whl
   T=420 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m torch.distributed.run --nproc_per_node "$ngpu" \
     $S/bench_ddp_reference.py --scales n --compile --out "$out/ddp_reference_84_compiled.json"
-  T=150 run python3 $S/bench_scaling.py --scales n --exchanges flat --calls 0 --out "$out/scaling_n.json"
+  [ "${OURS:-1}" = 0 ] || T=150 run python3 $S/bench_scaling.py --scales n --exchanges flat --calls 0 \
+    --out "$out/scaling_n.json"
 fi
 if [ "$part" = multi_dispatch ]; then  # the deterministic v8n step on 1 and all GPUs: host dispatch, CUDA-graph flags
   ngpu=$(nvidia-smi -L | wc -l)

@@ -1,0 +1,65 @@
+"""Tuned forward-convolution algorithms for deterministic GPU training.
+
+With `--xla_gpu_exclude_nondeterministic_ops` (the train job's `deterministic=True`), XLA's autotuner takes the first
+configuration it is offered for every instruction instead of timing the candidates: each convolution runs the
+algorithm cuDNN's heuristics rank first, which for the narrow layers of the small models is often not the fastest.
+XLA still consults autotuning results loaded from a file (`--xla_gpu_load_autotune_results_from`) before it
+selects.
+
+So a tuning compile without the deterministic flag (fusion autotuning off: only the library calls are timed) dumps
+its results and its per-candidate log (`--xla_gpu_dump_autotune_results_to`, `--xla_gpu_dump_autotune_logs_to`), and
+`forward_conv_results` keeps from those results the forward convolutions alone. cuDNN's forward algorithms are
+deterministic (the ones that accumulate with atomics are among the weight- and data-gradient algorithms), so a
+deterministic compile that loads the kept entries runs tuned forward convolutions and picks its gradient
+convolutions as before. The results are keyed by the device and each instruction's fingerprint: a file tuned for
+one card, model and batch shape changes nothing for another.
+"""
+from __future__ import annotations
+
+import re
+
+FORWARD_CONV_TARGETS = ("__cudnn$convForward", "__cudnn$convBiasActivationForward")
+TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
+_FINGERPRINT = re.compile(r'hlo_fingerprint: "([0-9a-f]+)"')
+_CALL_TARGET = re.compile(r'custom_call_target=\\"([^\\"]+)\\"')
+
+
+def top_level_blocks(text: str, name: str) -> list[str]:
+    """The `name { ... }` blocks at the top level of a text-format protocol buffer, each as its text."""
+    blocks, depth, start = [], 0, None
+    for match in re.finditer(r"[{}]|\"(?:[^\"\\]|\\.)*\"", text):
+        token = match.group()
+        if token == "{":
+            if depth == 0 and text[text.rfind("\n", 0, match.start()) + 1:match.start()].strip() == name:
+                start = text.rfind("\n", 0, match.start()) + 1
+            depth += 1
+        elif token == "}":
+            depth -= 1
+            if depth == 0 and start is not None:
+                blocks.append(text[start:match.end()])
+                start = None
+    return blocks
+
+
+def forward_conv_fingerprints(logs_text: str) -> set[str]:
+    """Fingerprints of the instructions that an autotuning log (`--xla_gpu_dump_autotune_logs_to`, text format)
+    shows as forward convolutions."""
+    found = set()
+    for block in top_level_blocks(logs_text, "instruction_profiles"):
+        fingerprint = _FINGERPRINT.search(block)
+        targets = set(_CALL_TARGET.findall(block))
+        if fingerprint and targets & set(FORWARD_CONV_TARGETS):
+            found.add(fingerprint.group(1))
+    return found
+
+
+def forward_conv_results(results_text: str, logs_text: str) -> tuple[str, int]:
+    """The entries of autotuning results (`--xla_gpu_dump_autotune_results_to`, text format) that are forward
+    convolutions according to the log of the same compile, as a results file's text; and how many there are."""
+    keep = forward_conv_fingerprints(logs_text)
+    kept = []
+    for block in top_level_blocks(results_text, "entries"):
+        fingerprint = _FINGERPRINT.search(block)
+        if fingerprint and fingerprint.group(1) in keep and "backend: CUDNN" in block:
+            kept.append(block)
+    return "".join(block + "\n" for block in kept), len(kept)

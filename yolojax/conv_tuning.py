@@ -8,7 +8,7 @@ selects.
 
 So a tuning compile without the deterministic flag (fusion autotuning off: only the library calls are timed) dumps
 its results and its per-candidate log (`--xla_gpu_dump_autotune_results_to`, `--xla_gpu_dump_autotune_logs_to`), and
-`forward_conv_results` keeps from those results the forward convolutions alone. cuDNN's forward algorithms are
+`conv_results` keeps from those results the forward convolutions alone. cuDNN's forward algorithms are
 deterministic (the ones that accumulate with atomics are among the weight- and data-gradient algorithms), so a
 deterministic compile that loads the kept entries runs tuned forward convolutions and picks its gradient
 convolutions as before. The results are keyed by the device and each instruction's fingerprint: a file tuned for
@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 FORWARD_CONV_TARGETS = ("__cudnn$convForward", "__cudnn$convBiasActivationForward")
+GRADIENT_CONV_TARGETS = ("__cudnn$convBackwardInput", "__cudnn$convBackwardFilter")
 TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
 _FINGERPRINT = re.compile(r'hlo_fingerprint: "([0-9a-f]+)"')
 _CALL_TARGET = re.compile(r'custom_call_target=\\"([^\\"]+)\\"')
@@ -41,22 +42,22 @@ def top_level_blocks(text: str, name: str) -> list[str]:
     return blocks
 
 
-def forward_conv_fingerprints(logs_text: str) -> set[str]:
+def conv_fingerprints(logs_text: str, targets: tuple[str, ...] = FORWARD_CONV_TARGETS) -> set[str]:
     """Fingerprints of the instructions that an autotuning log (`--xla_gpu_dump_autotune_logs_to`, text format)
-    shows as forward convolutions."""
+    shows as convolutions of `targets` (cuDNN custom-call targets)."""
     found = set()
     for block in top_level_blocks(logs_text, "instruction_profiles"):
         fingerprint = _FINGERPRINT.search(block)
-        targets = set(_CALL_TARGET.findall(block))
-        if fingerprint and targets & set(FORWARD_CONV_TARGETS):
+        if fingerprint and set(_CALL_TARGET.findall(block)) & set(targets):
             found.add(fingerprint.group(1))
     return found
 
 
-def forward_conv_results(results_text: str, logs_text: str) -> tuple[str, int]:
-    """The entries of autotuning results (`--xla_gpu_dump_autotune_results_to`, text format) that are forward
-    convolutions according to the log of the same compile, as a results file's text; and how many there are."""
-    keep = forward_conv_fingerprints(logs_text)
+def conv_results(results_text: str, logs_text: str,
+                 targets: tuple[str, ...] = FORWARD_CONV_TARGETS) -> tuple[str, int]:
+    """The entries of autotuning results (`--xla_gpu_dump_autotune_results_to`, text format) that are convolutions
+    of `targets` according to the log of the same compile, as a results file's text; and how many there are."""
+    keep = conv_fingerprints(logs_text, targets)
     kept = []
     for block in top_level_blocks(results_text, "entries"):
         fingerprint = _FINGERPRINT.search(block)

@@ -22,8 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from yolojax.conv_tuning import TUNING_FLAGS, forward_conv_results  # noqa: E402
+from yolojax.conv_tuning import FORWARD_CONV_TARGETS, GRADIENT_CONV_TARGETS, TUNING_FLAGS, conv_results  # noqa: E402
 from yolojax.xla_flags import DETERMINISTIC_FLAGS  # noqa: E402
+
+KINDS = {"forward": FORWARD_CONV_TARGETS, "all": FORWARD_CONV_TARGETS + GRADIENT_CONV_TARGETS}
 
 
 def child(args) -> dict:
@@ -80,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--kinds", default="forward", help="which tuned convolutions to load, each a variant: "
+                        "forward, all (also the gradients' algorithms: a check of determinism, not a default)")
     parser.add_argument("--timeout", type=float, default=240)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
@@ -95,12 +99,16 @@ def main(argv=None) -> int:
                                           f"--xla_gpu_dump_autotune_logs_to={logs}"], args.timeout)
         print(json.dumps(rows["tune"]), flush=True)
         read = lambda path: Path(path).read_text() if Path(path).exists() else ""  # noqa: E731 (none on a CPU)
-        text, count = forward_conv_results(read(results), read(logs))
-        Path(tuned).write_text(text)
-        rows["forward_conv_entries"] = count
-        load = f"--xla_gpu_load_autotune_results_from={tuned}"
+        variants = [("deterministic", [*DETERMINISTIC_FLAGS])]
+        for kind in args.kinds.split(","):
+            text, count = conv_results(read(results), read(logs), KINDS[kind])
+            Path(f"{tuned}.{kind}").write_text(text)
+            rows[f"{kind}_conv_entries"] = count
+            variants.append((f"tuned_{kind}", [*DETERMINISTIC_FLAGS,
+                                               f"--xla_gpu_load_autotune_results_from={tuned}.{kind}"]))
+        text = Path(f"{tuned}.forward").read_text() if Path(f"{tuned}.forward").exists() else ""
         for r in range(args.rounds):
-            for name, flags in (("deterministic", [*DETERMINISTIC_FLAGS]), ("tuned", [*DETERMINISTIC_FLAGS, load])):
+            for name, flags in variants:
                 rows[f"{name}_{r}"] = run_child(common, flags, args.timeout)
                 print(name, json.dumps(rows[f"{name}_{r}"]), flush=True)
         if args.out:

@@ -44,7 +44,8 @@
 #            (deterministic, as validation inside training), the inference job's and on the CPU: the same mAP each;
 #            then `yolojax predict` on the val images
 #   conv_tuning  the deterministic step with tuned forward convolutions (yolojax.conv_tuning) against the plain
-#            one, ROUNDS alternating processes each (SCALE), with bit-for-bit repeat digests
+#            one, ROUNDS alternating processes each (SCALE), with bit-for-bit repeat digests; KINDS=forward,all also
+#            loads the gradient convolutions' tuned algorithms (a determinism check)
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
@@ -129,7 +130,7 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
 fi
 if [ "$part" = conv_tuning ]; then
   T=590 N=30 run python3 $S/bench_conv_tuning.py --scale "${SCALE:-n}" --rounds "${ROUNDS:-2}" \
-    --out "$out/conv_tuning_${SCALE:-n}.json"
+    --kinds "${KINDS:-forward}" --out "$out/conv_tuning_${SCALE:-n}.json"
 fi
 if [ "$part" = hsv ]; then
   T=90 run python3 $S/check_device_hsv.py

@@ -20,7 +20,6 @@ import re
 
 FORWARD_CONV_TARGETS = ("__cudnn$convForward", "__cudnn$convBiasActivationForward")
 GRADIENT_CONV_TARGETS = ("__cudnn$convBackwardInput", "__cudnn$convBackwardFilter")
-TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
 _FINGERPRINT = re.compile(r'hlo_fingerprint: "([0-9a-f]+)"')
 _CALL_TARGET = re.compile(r'custom_call_target=\\"([^\\"]+)\\"')
 
@@ -64,3 +63,19 @@ def conv_results(results_text: str, logs_text: str,
         if fingerprint and fingerprint.group(1) in keep and "backend: CUDNN" in block:
             kept.append(block)
     return "".join(block + "\n" for block in kept), len(kept)
+
+
+def _entry_key(block: str) -> tuple[str, str]:
+    device = re.search(r'device: "([^"]*)"', block)
+    fingerprint = _FINGERPRINT.search(block)
+    return (device.group(1) if device else "", fingerprint.group(1) if fingerprint else block)
+
+
+def merge_results(*texts: str) -> str:
+    """Results files' entries merged into one file's text, one entry per (device, instruction): a later text's
+    entry replaces an earlier one (XLA refuses a file that names an instruction twice)."""
+    entries: dict[tuple[str, str], str] = {}
+    for text in texts:
+        for block in top_level_blocks(text, "entries"):
+            entries[_entry_key(block)] = block
+    return "".join(block + "\n" for block in entries.values())

@@ -19,6 +19,11 @@ With `deterministic` (the train config's `deterministic`, True by default as in 
 weight gradients or scatter-adds), so a step is bit-reproducible. It also halves the cold compile, since far fewer
 cuDNN candidates are autotuned, at the cost of a slower step (benchmarks/2026-11-25_profiles_flags/README.md).
 
+Convolution algorithms tuned once per machine (`yolojax tune`, `yolojax.conv_tuning`): where the file of tuned
+results for this jaxlib exists in the cache folder, training jobs load it
+(`--xla_gpu_load_autotune_results_from`), so that the deterministic step runs the tuned algorithms instead of
+cuDNN's first-ranked ones. The tuning job itself (`job="tune"`) compiles without fusion autotuning and loads nothing.
+
 The CLI and the benchmark scripts call `apply_default_xla_flags(job=...)` first thing. From Python, call it before
 the first JAX computation (or set the flags yourself). A flag already present in `XLA_FLAGS` is left as the user set
 it, and `YOLOJAX_XLA_FLAGS=0` turns the defaults off.
@@ -29,6 +34,7 @@ disk, so a second run skips most of the compile. `jax_setting(name, value)` sets
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 from pathlib import Path
 from typing import Any, Iterator, MutableMapping
@@ -40,7 +46,24 @@ COMMAND_BUFFER_FLAGS = (
     "--xla_gpu_graph_min_graph_size=1",
 )
 DETERMINISTIC_FLAGS = ("--xla_gpu_exclude_nondeterministic_ops=true",)
-JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": ()}
+TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
+JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": (), "tune": TUNING_FLAGS}
+LOAD_TUNED_FLAG = "--xla_gpu_load_autotune_results_from"
+
+
+def cache_root(environ: MutableMapping[str, str] = os.environ) -> Path:
+    """yolojax's cache folder: $YOLOJAX_CACHE, else ~/.cache/yolojax."""
+    return Path(environ.get("YOLOJAX_CACHE") or Path.home() / ".cache" / "yolojax")
+
+
+def tuned_conv_file(environ: MutableMapping[str, str] = os.environ) -> Path:
+    """Where `yolojax tune` keeps the tuned convolution algorithms for the installed jaxlib (every card's entries
+    in one file: XLA keys each by its device and instruction)."""
+    try:
+        jaxlib = importlib.metadata.version("jaxlib")
+    except importlib.metadata.PackageNotFoundError:
+        jaxlib = "unknown"
+    return cache_root(environ) / "conv_autotune" / f"jaxlib-{jaxlib}.textproto"
 
 
 def flags_for(job: str, *, deterministic: bool = False) -> tuple[str, ...]:
@@ -59,9 +82,13 @@ def with_default_flags(current: str, defaults: tuple[str, ...]) -> str:
 
 def apply_default_xla_flags(environ: MutableMapping[str, str] = os.environ, *, job: str = "infer",
                             deterministic: bool = False) -> str:
-    """Add `flags_for(job, deterministic=...)` to `environ["XLA_FLAGS"]` (unless YOLOJAX_XLA_FLAGS=0); returns the
-    resulting value. Has an effect only before JAX initialises its backends."""
+    """Add `flags_for(job, deterministic=...)` (and for training the tuned convolutions' file, where it exists) to
+    `environ["XLA_FLAGS"]` (unless YOLOJAX_XLA_FLAGS=0); returns the resulting value. Has an effect only before JAX
+    initialises its backends."""
     flags = flags_for(job, deterministic=deterministic)
+    tuned = tuned_conv_file(environ)
+    if job == "train" and tuned.is_file() and tuned.stat().st_size:
+        flags += (f"{LOAD_TUNED_FLAG}={tuned}",)
     if environ.get("YOLOJAX_XLA_FLAGS", "1") == "0":
         return environ.get("XLA_FLAGS", "")
     environ["XLA_FLAGS"] = with_default_flags(environ.get("XLA_FLAGS", ""), flags)
@@ -72,8 +99,7 @@ def enable_compilation_cache() -> None:
     """Keep compiled steps on disk ($YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax) so repeated runs start at once."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(jax.config, "jax_compilation_cache_dir", None):
         return
-    root = Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 

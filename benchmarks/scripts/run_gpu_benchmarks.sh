@@ -43,9 +43,8 @@
 #   val_check  `yolojax train` with no arguments, then its best weights validated under the train job's XLA flags
 #            (deterministic, as validation inside training), the inference job's and on the CPU: the same mAP each;
 #            then `yolojax predict` on the val images
-#   conv_tuning  the deterministic step with tuned forward convolutions (yolojax.conv_tuning) against the plain
-#            one, ROUNDS alternating processes each (SCALE), with bit-for-bit repeat digests; KINDS=forward,all also
-#            loads the gradient convolutions' tuned algorithms (a determinism check)
+#   conv_tuning  `yolojax tune`, then the deterministic step with the tuned convolutions against the plain one,
+#            ROUNDS alternating processes each (SCALE), with bit-for-bit repeat digests
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
 part=${1:-train}; out=${2:-/tmp/bench_out}
@@ -130,7 +129,7 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
 fi
 if [ "$part" = conv_tuning ]; then
   T=590 N=30 run python3 $S/bench_conv_tuning.py --scale "${SCALE:-n}" --rounds "${ROUNDS:-2}" \
-    --kinds "${KINDS:-forward}" --out "$out/conv_tuning_${SCALE:-n}.json"
+    --out "$out/conv_tuning_${SCALE:-n}.json"
 fi
 if [ "$part" = hsv ]; then
   T=90 run python3 $S/check_device_hsv.py
@@ -212,6 +211,15 @@ if [ "$part" = multi_launch ]; then  # the train job's layout (one process per G
       > "$out/launch_proc$i$tag.log" 2>&1 &
   done
   wait; grep -v -i "cuda_timer\|warn" "$out/launch_proc0$tag.log" | tail -n 12; tail -n 2 "$out/launch_proc1$tag.log"
+fi
+if [ "$part" = multi_tuned ]; then  # multi_launch (v8n, deterministic) before and after `yolojax tune` (on GPU 0,
+  # 64 images, into the cache folder the train job loads): the tuned convolutions on one GPU and one process per GPU
+  rm -rf ~/.cache/yolojax/conv_autotune
+  SCALES=n bash "$0" multi_launch "$out/untuned" > "$out/untuned.log" 2>&1
+  CUDA_VISIBLE_DEVICES=0 T=300 run python3 -m yolojax.cli tune scales=n batch=64
+  SCALES=n bash "$0" multi_launch "$out/tuned" > "$out/tuned.log" 2>&1
+  for v in untuned tuned; do grep -h '^{' "$out/$v/"*.json "$out/$v/launch_proc0.log" 2>/dev/null | cut -c1-400; done
+  python3 -c "import json,glob; [print(f, json.load(open(f))[0]['ms_per_step']) for f in sorted(glob.glob('$out/*/scaling*.json'))]"
 fi
 if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU (jax.distributed), 3 epochs
   ngpu=$(nvidia-smi -L | wc -l)

@@ -7,6 +7,7 @@ step, not the input pipeline.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 
 import jax
@@ -54,22 +55,46 @@ class SteppedState:
         return metrics
 
 
+def random_step_inputs(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
+                       boxes_per_image: int = 8, max_boxes: int = 16, dtype=jnp.bfloat16, seed: int = 0):
+    """The train step of a fresh YOLOv8 of `scale` on all local devices (`build_training`, the reference's SGD
+    recipe) with a batch of random uint8 images (batch, imgsz, imgsz, 3) and random boxes padded to `max_boxes`,
+    and the hyper-parameters past warmup. Returns (training, batch, hyper), each on the training's mesh."""
+    task = YOLOv8Task(scale=scale, num_classes=num_classes, dtype=dtype)
+    plan = sgd_plan(batch)
+    run = build_training(task, plan, (imgsz, imgsz), seed=seed)
+    hyper = replicate(hyper_at(plan, 10_000, 10), run.mesh)
+    rng = np.random.default_rng(seed)
+    cls, bboxes, mask = padded_targets(rng, batch, boxes_per_image, max_boxes, num_classes)
+    images = rng.integers(0, 256, size=(batch, imgsz, imgsz, 3), dtype=np.uint8)
+    data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, run.mesh)
+    return run, data, hyper
+
+
+def repeat_digests(compiled, start, batch, hyper, *, repeats: int = 3, steps: int = 2) -> list[str]:
+    """Run `steps` steps of the compiled step from a copy of the state `start`, `repeats` times; a digest (hex) of
+    the state each time reached. Equal digests: the step repeats bit for bit."""
+    digests = []
+    for _ in range(repeats):
+        state = jax.tree.map(lambda x: x.copy(), start)
+        for _ in range(steps):
+            state, _ = compiled(state, batch, hyper)
+        digest = hashlib.sha256()
+        for leaf in jax.tree.leaves(jax.device_get(state)):
+            digest.update(np.ascontiguousarray(leaf).tobytes())
+        digests.append(digest.hexdigest()[:16])
+    return digests
+
+
 def time_train_step(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
                     boxes_per_image: int = 8, max_boxes: int = 16, steps: int = 30, warmup: int = 5,
                     dtype=jnp.bfloat16, seed: int = 0) -> dict:
     """Time our jitted data-parallel train step on all local devices. Returns ms/step, img/s, compile s, memory."""
-    task = YOLOv8Task(scale=scale, num_classes=num_classes, dtype=dtype)
-    plan = sgd_plan(batch)
-    run = build_training(task, plan, (imgsz, imgsz), seed=seed)
-    mesh, state = run.mesh, run.state
-    hyper = replicate(hyper_at(plan, 10_000, 10), mesh)
-
-    rng = np.random.default_rng(seed)
-    cls, bboxes, mask = padded_targets(rng, batch, boxes_per_image, max_boxes, num_classes)
-    images = rng.integers(0, 256, size=(batch, imgsz, imgsz, 3), dtype=np.uint8)
-    data = shard_batch({"images": images, "bboxes": bboxes, "cls": cls, "mask": mask}, mesh)
-
-    stepped = SteppedState(run.step, state, data, hyper)
+    run, data, hyper = random_step_inputs(scale, batch=batch, imgsz=imgsz, num_classes=num_classes,
+                                          boxes_per_image=boxes_per_image, max_boxes=max_boxes, dtype=dtype,
+                                          seed=seed)
+    mesh = run.mesh
+    stepped = SteppedState(run.step, run.state, data, hyper)
     ms = queued_ms(stepped.one, jax.block_until_ready, steps, rounds=1, warmup=warmup)
     finite = bool(stepped.one()["finite"])
     compile_s = stepped.compile_s

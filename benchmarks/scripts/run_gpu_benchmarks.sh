@@ -220,6 +220,7 @@ if [ "$part" = multi_tuned ]; then  # multi_launch (v8n, deterministic) before a
   SCALES=n bash "$0" multi_launch "$out/tuned" > "$out/tuned.log" 2>&1
   for v in untuned tuned; do grep -h '^{' "$out/$v/"*.json "$out/$v/launch_proc0.log" 2>/dev/null | cut -c1-400; done
   python3 -c "import json,glob; [print(f, json.load(open(f))[0]['ms_per_step']) for f in sorted(glob.glob('$out/*/scaling*.json'))]"
+  rm -f "$out"/*/jaxcache.tar "$out"/*/launch_proc1.log
 fi
 if [ "$part" = multi_proc_cli ]; then  # `yolojax train` as one process per GPU (jax.distributed), 3 epochs
   ngpu=$(nvidia-smi -L | wc -l)
@@ -425,7 +426,7 @@ fi
 if [ "$part" = multi_cli ]; then
   T=580 run bash $S/multi_gpu_train.sh "$out"
 fi
-if [[ "$part" = multi* ]]; then
+if [[ "$part" = multi* && "$part" != multi_tuned ]]; then
   tar cf "$out/jaxcache.tar" -C /tmp jaxcache; ls -la "$out/jaxcache.tar"
 elif [[ " train ops e2e all " = *" $part "* ]]; then
   tar czf "$out/benchmarks_$part.tgz" benchmarks

@@ -10,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "yolojax"
 # what each layer may import (besides itself); the data flow is data -> model -> assign -> loss -> step -> eval
 ALLOWED = {
     "xla_flags": set(),
+    "conv_tuning": set(),
     "configs": set(),
     "ops": set(),
     "assign": {"ops"},
@@ -23,7 +24,7 @@ ALLOWED = {
     "export": {"ops", "models", "detectors", "eval", "convert", "xla_flags"},
     "bench": {"ops", "assign", "models", "losses", "detectors", "data", "train", "configs", "xla_flags"},
     "cli": {"ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "export", "bench",
-            "configs", "xla_flags"},
+            "configs", "xla_flags", "conv_tuning"},
     "api": {"ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "bench", "export",
             "cli", "configs", "xla_flags"},
 }

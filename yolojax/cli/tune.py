@@ -42,9 +42,9 @@ def tune_scale(scale: str, opts, folder: str) -> dict:
                                            dtype=jnp.bfloat16)
     start = jax.tree.map(lambda x: x.copy(), run.state)
     stepped = SteppedState(run.step, run.state, batch, hyper)
-    results, logs = (Path(folder, name) for name in ("results.textproto", "logs.textproto"))
     # read before any other compile rewrites them
-    results, logs = (path.read_text() if path.is_file() else "" for path in (results, logs))
+    results, logs = (path.read_text() if path.is_file() else ""
+                     for path in (Path(folder, "results.textproto"), Path(folder, "logs.textproto")))
     digests = repeat_digests(stepped.compiled, start, batch, hyper)
     repeats = len(set(digests)) == 1
     targets = FORWARD_CONV_TARGETS + (GRADIENT_CONV_TARGETS if repeats else ())

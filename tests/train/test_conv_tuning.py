@@ -2,6 +2,7 @@
 it. The data files are an excerpt of a real dump (v8n train step, one H100): a fusion, a forward, a weight-gradient
 and a data-gradient convolution, with two timed candidates each in the log."""
 from pathlib import Path
+from types import SimpleNamespace
 
 from yolojax.cli import main
 from yolojax.conv_tuning import (
@@ -12,6 +13,7 @@ from yolojax.conv_tuning import (
     merge_results,
     top_level_blocks,
 )
+from yolojax.train.console import tuning_hint
 from yolojax.xla_flags import LOAD_TUNED_FLAG, TUNING_FLAGS, apply_default_xla_flags, tuned_conv_file
 
 DATA = Path(__file__).parent / "data"
@@ -79,3 +81,10 @@ def test_tune_on_a_cpu_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys)
     assert main(["tune", "imgsz=64", "batch=2", f"out={out}"]) == 2
     assert "only GPUs tune convolution algorithms" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_deterministic_gpu_training_without_a_tuned_file_suggests_tuning():
+    gpu, cpu = SimpleNamespace(platform="gpu"), SimpleNamespace(platform="cpu")
+    assert "yolojax tune" in tuning_hint(True, [gpu, gpu], "")
+    assert tuning_hint(True, [gpu], f"{LOAD_TUNED_FLAG}=/x/tuned.textproto") is None
+    assert tuning_hint(False, [gpu], "") is None and tuning_hint(True, [cpu], "") is None

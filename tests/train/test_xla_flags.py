@@ -24,13 +24,15 @@ def test_inference_keeps_while_loops_out_of_cuda_graphs():
     assert command_buffer == ["--xla_gpu_enable_command_buffer=+CONVOLUTION"]
 
 
-def test_training_never_gets_command_buffers():
+def test_training_never_gets_command_buffers(tmp_path):
     # they broke the 2-GPU train step (CUDA graph destroy error) and did not speed up the 1-GPU one
     for deterministic in (False, True):
         flags = flags_for("train", deterministic=deterministic)
         assert not any("command_buffer" in f or "graph_min_graph_size" in f for f in flags)
-    assert apply_default_xla_flags({}, job="train") == ""
-    assert apply_default_xla_flags({}, job="train", deterministic=True).split() == list(DETERMINISTIC_FLAGS)
+    no_tuned_file = {"YOLOJAX_CACHE": str(tmp_path)}
+    assert apply_default_xla_flags(dict(no_tuned_file), job="train") == ""
+    assert apply_default_xla_flags(dict(no_tuned_file), job="train", deterministic=True).split() == list(
+        DETERMINISTIC_FLAGS)
 
 
 def test_cli_commands_choose_their_job():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -321,6 +322,9 @@ def train(cfg: Config, *, task: DetectionTask | None = None, data: TrainData | N
     if cfg.batch % len(devices):
         raise ConfigError(f"batch={cfg.batch} does not split over the {describe(devices)} devices of this run; "
                           f"choose a multiple of {len(devices)}")
+    hint = console.tuning_hint(bool(cfg.get("deterministic")), devices, os.environ.get("XLA_FLAGS", ""))
+    if hint and jax.process_index() == 0:
+        print(hint, flush=True)
     with jax.default_device(local_devices(devices)[0]) if cfg.get("device") else contextlib.nullcontext():
         return _train(cfg, task, data, evaluate, final_validation, devices, stop_at_iteration, progress)
 

@@ -22,7 +22,7 @@ from yolojax.train.ema import ema_update
 from yolojax.train.optim import OptimizerPlan, build_optimizer, hyper_at
 from yolojax.train.setup import build_training
 from yolojax.train.state import VariablesLayout
-from yolojax.train.step import replicate, shard_batch
+from yolojax.train.step import make_mesh, replicate, shard_batch
 
 
 def padded_targets(rng: np.random.Generator, batch: int, boxes_per_image: int, max_boxes: int, num_classes: int):
@@ -56,13 +56,15 @@ class SteppedState:
 
 
 def random_step_inputs(scale: str = "n", *, batch: int = 64, imgsz: int = 640, num_classes: int = 80,
-                       boxes_per_image: int = 8, max_boxes: int = 16, dtype=jnp.bfloat16, seed: int = 0):
-    """The train step of a fresh YOLOv8 of `scale` on all local devices (`build_training`, the reference's SGD
-    recipe) with a batch of random uint8 images (batch, imgsz, imgsz, 3) and random boxes padded to `max_boxes`,
-    and the hyper-parameters past warmup. Returns (training, batch, hyper), each on the training's mesh."""
+                       boxes_per_image: int = 8, max_boxes: int = 16, dtype=jnp.bfloat16, seed: int = 0,
+                       devices=None):
+    """The train step of a fresh YOLOv8 of `scale` on `devices` (default: all) (`build_training`, the reference's
+    SGD recipe) with a batch of random uint8 images (batch, imgsz, imgsz, 3) and random boxes padded to
+    `max_boxes`, and the hyper-parameters past warmup. Returns (training, batch, hyper), each on the training's
+    mesh."""
     task = YOLOv8Task(scale=scale, num_classes=num_classes, dtype=dtype)
     plan = sgd_plan(batch)
-    run = build_training(task, plan, (imgsz, imgsz), seed=seed)
+    run = build_training(task, plan, (imgsz, imgsz), seed=seed, mesh=make_mesh(devices))
     hyper = replicate(hyper_at(plan, 10_000, 10), run.mesh)
     rng = np.random.default_rng(seed)
     cls, bboxes, mask = padded_targets(rng, batch, boxes_per_image, max_boxes, num_classes)

@@ -24,10 +24,12 @@ COMMAND = args.Command(
             "data of the given shapes) and keep the fastest in yolojax's cache folder, where every later training "
             "job on this machine loads them: the deterministic step (the train default) then runs tuned algorithms "
             "instead of cuDNN's first-ranked ones. Gradient convolutions are kept only if the tuned step repeats "
-            "bit for bit. Tune with the shapes you train with: results are kept per card, jaxlib and layer shape.",
+            "bit for bit. Tune with the shapes you train with (batch per GPU): results are kept per card, jaxlib "
+            "and layer shape.",
     keys={
         "scales": args.own_key("n", "(str) model scales to tune, comma-separated"),
-        "batch": args.config_key("batch", 64, "(int) the train job's batch on this host (split over its GPUs)"),
+        "batch": args.config_key("batch", 64, "(int) images per GPU of the train job (its batch / its GPUs); "
+                                              "tuning runs on the first GPU"),
         "imgsz": args.config_key("imgsz"),
         "nc": args.own_key(80, "(int) number of classes of the dataset you train on (sets the head's shapes)"),
         "out": args.own_key(None, "(str) results file to merge into (default: the cache folder's, which training "
@@ -39,7 +41,7 @@ COMMAND = args.Command(
 def tune_scale(scale: str, opts, folder: str) -> dict:
     """Compile and check one scale's step; returns its numbers and the tuned entries (text) of its convolutions."""
     run, batch, hyper = random_step_inputs(scale, batch=opts.batch, imgsz=opts.imgsz, num_classes=opts.nc,
-                                           dtype=jnp.bfloat16)
+                                           dtype=jnp.bfloat16, devices=jax.local_devices()[:1])
     start = jax.tree.map(lambda x: x.copy(), run.state)
     stepped = SteppedState(run.step, run.state, batch, hyper)
     # read before any other compile rewrites them

@@ -146,7 +146,7 @@ def tuning_hint(deterministic: bool, devices: Sequence[Any], xla_flags: str) -> 
     if not deterministic or LOAD_TUNED_FLAG in xla_flags or not any(d.platform == "gpu" for d in devices):
         return None
     return ("deterministic: each convolution runs the algorithm cuDNN ranks first; `yolojax tune` once on this "
-            "machine, with this run's model scale, per-host batch, imgsz and nc, makes the step ~10% faster")
+            "machine, with this run's model scale, batch per GPU, imgsz and nc, makes the step ~10% faster")
 
 
 def completed(epochs: int, seconds: float) -> str:

@@ -65,6 +65,7 @@ def _main(parsed: args.Parsed) -> int:
         dumps = (f"--xla_gpu_dump_autotune_results_to={folder}/results.textproto",
                  f"--xla_gpu_dump_autotune_logs_to={folder}/logs.textproto")
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *dumps]).strip()
+        jax.config.update("jax_enable_compilation_cache", False)  # a cached step would time nothing
         if jax.default_backend() != "gpu":  # the first JAX call: the flags above are in
             print(f"yolojax tune: only GPUs tune convolution algorithms (this backend: {jax.default_backend()}); "
                   "nothing written")
@@ -75,7 +76,10 @@ def _main(parsed: args.Parsed) -> int:
     out.write_text(merge_results(previous, *(row.pop("text") for row in rows)))
     for row in rows:
         print(json.dumps(row))
-        if not row["repeats_bit_for_bit"]:
+        if not row["convolutions_kept"]:
+            print(f"yolojax tune: XLA timed no convolution of the v8{row['scale']} step (is "
+                  "--xla_gpu_exclude_nondeterministic_ops or --xla_gpu_autotune_level=0 in XLA_FLAGS?)")
+        elif not row["repeats_bit_for_bit"]:
             print(f"yolojax tune: the v8{row['scale']} step with the tuned gradient convolutions did not repeat bit "
                   "for bit; kept its forward convolutions only")
     print(f"yolojax tune: wrote {out} ({jax.devices()[0].device_kind}); training jobs on this machine load it "

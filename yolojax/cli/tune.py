@@ -73,7 +73,9 @@ def _main(parsed: args.Parsed) -> int:
         rows = [tune_scale(scale, opts, folder) for scale in scales]
     previous = out.read_text() if out.is_file() else ""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(merge_results(previous, *(row.pop("text") for row in rows)))
+    partial = out.with_name(out.name + ".partial")  # training jobs never read a half-written file
+    partial.write_text(merge_results(previous, *(row.pop("text") for row in rows)))
+    partial.replace(out)
     for row in rows:
         print(json.dumps(row))
         if not row["convolutions_kept"]:

@@ -1,4 +1,4 @@
-"""Tuned convolution algorithms for deterministic GPU training (`yolojax tune`).
+"""Tuned convolution algorithms for deterministic GPU training (`yolojax autotune`).
 
 With `--xla_gpu_exclude_nondeterministic_ops` (the train job's `deterministic=True`), XLA's autotuner takes the first
 configuration it is offered for every instruction instead of timing the candidates: each convolution runs the
@@ -10,7 +10,7 @@ So a tuning compile without the deterministic flag (fusion autotuning off: only 
 its results and its per-candidate log (`--xla_gpu_dump_autotune_results_to`, `--xla_gpu_dump_autotune_logs_to`), and
 `conv_results` keeps from those results the convolutions of the kinds asked for, told apart by the log's
 instruction text. cuDNN's forward algorithms are deterministic; the ones that accumulate with atomics are among the
-gradient algorithms, so `yolojax tune` keeps the gradient convolutions only when the tuned step repeats bit for bit.
+gradient algorithms, so `yolojax autotune` keeps the gradient convolutions only when the tuned step repeats bit for bit.
 The results are keyed by the device and each instruction's fingerprint: a file tuned for one card, model and batch
 shape changes nothing for another, and one file can hold several cards' entries (`merge_results`).
 """

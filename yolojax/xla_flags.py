@@ -19,10 +19,11 @@ With `deterministic` (the train config's `deterministic`, True by default as in 
 weight gradients or scatter-adds), so a step is bit-reproducible. It also halves the cold compile, since far fewer
 cuDNN candidates are autotuned, at the cost of a slower step (benchmarks/2026-11-25_profiles_flags/README.md).
 
-Convolution algorithms tuned once per machine (`yolojax tune`, `yolojax.conv_tuning`): where the file of tuned
+Convolution algorithms tuned once per machine (`yolojax autotune`, `yolojax.conv_tuning`): where the file of tuned
 results for this jaxlib exists in the cache folder, training jobs load it
 (`--xla_gpu_load_autotune_results_from`), so that the deterministic step runs the tuned algorithms instead of
-cuDNN's first-ranked ones. The tuning job itself (`job="tune"`) compiles without fusion autotuning and loads nothing.
+cuDNN's first-ranked ones. The tuning job itself (`job="autotune"`) compiles without fusion autotuning and loads
+nothing.
 
 The CLI and the benchmark scripts call `apply_default_xla_flags(job=...)` first thing. From Python, call it before
 the first JAX computation (or set the flags yourself). A flag already present in `XLA_FLAGS` is left as the user set
@@ -47,7 +48,7 @@ COMMAND_BUFFER_FLAGS = (
 )
 DETERMINISTIC_FLAGS = ("--xla_gpu_exclude_nondeterministic_ops=true",)
 TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
-JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": (), "tune": TUNING_FLAGS}
+JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": (), "autotune": TUNING_FLAGS}
 LOAD_TUNED_FLAG = "--xla_gpu_load_autotune_results_from"
 
 
@@ -57,7 +58,7 @@ def cache_root(environ: MutableMapping[str, str] = os.environ) -> Path:
 
 
 def tuned_conv_file(environ: MutableMapping[str, str] = os.environ) -> Path:
-    """Where `yolojax tune` keeps the tuned convolution algorithms for the installed jaxlib (every card's entries
+    """Where `yolojax autotune` keeps the tuned convolution algorithms for the installed jaxlib (every card's entries
     in one file: XLA keys each by its device and instruction)."""
     try:
         jaxlib = importlib.metadata.version("jaxlib")

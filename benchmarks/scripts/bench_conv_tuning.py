@@ -1,12 +1,13 @@
-"""The deterministic train step with tuned convolutions (`yolojax tune`, `yolojax.conv_tuning`) against the plain one.
+"""The deterministic train step with tuned convolutions (`yolojax autotune`, `yolojax.conv_tuning`) against the plain
+one.
 
     python3 benchmarks/scripts/bench_conv_tuning.py --scale n --rounds 2 --out tuning.json   # on the GPU host
 
-One process tunes (`yolojax tune` into a file of its own, not the cache folder's). Then, per round, one process each:
-the deterministic step as the train job compiles it without a tuned file, and the same loading the tuned file. Each
-reports its compile time, ms per step (queued), and a digest of the state after two steps from the same start, three
-times in the process: equal digests within a process and across the rounds of a variant mean the step repeats bit
-for bit.
+One process tunes (`yolojax autotune` into a file of its own, not the cache folder's). Then, per round, one process
+each: the deterministic step as the train job compiles it without a tuned file, and the same loading the tuned
+file. Each reports its compile time, ms per step (queued), and a digest of the state after two steps from the same
+start, three times in the process: equal digests within a process and across the rounds of a variant mean the step
+repeats bit for bit.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     rows: dict = {"scale": args.scale, "batch": args.batch, "imgsz": args.imgsz}
     with tempfile.TemporaryDirectory() as tmp:
         tuned = f"{tmp}/tuned.textproto"
-        tune = ["-m", "yolojax.cli", "tune", f"scales={args.scale}", f"batch={args.batch}", f"imgsz={args.imgsz}",
+        tune = ["-m", "yolojax.cli", "autotune", f"scales={args.scale}", f"batch={args.batch}", f"imgsz={args.imgsz}",
                 f"out={tuned}"]
         rows["tune"] = run_process(tune, [*TUNING_FLAGS], args.timeout)
         print("tune", json.dumps(rows["tune"]), flush=True)

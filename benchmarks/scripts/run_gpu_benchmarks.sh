@@ -43,7 +43,7 @@
 #   val_check  `yolojax train` with no arguments, then its best weights validated under the train job's XLA flags
 #            (deterministic, as validation inside training), the inference job's and on the CPU: the same mAP each;
 #            then `yolojax predict` on the val images
-#   conv_tuning  `yolojax tune`, then the deterministic step with the tuned convolutions against the plain one,
+#   conv_tuning  `yolojax autotune`, then the deterministic step with the tuned convolutions against the plain one,
 #            ROUNDS alternating processes each (SCALE), with bit-for-bit repeat digests
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
 set -uo pipefail
@@ -212,11 +212,11 @@ if [ "$part" = multi_launch ]; then  # the train job's layout (one process per G
   done
   wait; grep -v -i "cuda_timer\|warn" "$out/launch_proc0$tag.log" | tail -n 12; tail -n 2 "$out/launch_proc1$tag.log"
 fi
-if [ "$part" = multi_tuned ]; then  # multi_launch (v8n, deterministic) before and after `yolojax tune` (on GPU 0,
+if [ "$part" = multi_tuned ]; then  # multi_launch (v8n, deterministic) before and after `yolojax autotune` (on GPU 0,
   # 64 images, into the cache folder the train job loads): the tuned convolutions on one GPU and one process per GPU
   rm -rf ~/.cache/yolojax/conv_autotune
   SCALES=n bash "$0" multi_launch "$out/untuned" > "$out/untuned.log" 2>&1
-  CUDA_VISIBLE_DEVICES=0 T=300 run python3 -m yolojax.cli tune scales=n batch=64
+  CUDA_VISIBLE_DEVICES=0 T=300 run python3 -m yolojax.cli autotune scales=n batch=64
   SCALES=n bash "$0" multi_launch "$out/tuned" > "$out/tuned.log" 2>&1
   for v in untuned tuned; do grep -h '^{' "$out/$v/"*.json "$out/$v/launch_proc0.log" 2>/dev/null | cut -c1-400; done
   python3 -c "import json,glob; [print(f, json.load(open(f))[0]['ms_per_step']) for f in sorted(glob.glob('$out/*/scaling*.json'))]"

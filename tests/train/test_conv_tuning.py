@@ -1,4 +1,4 @@
-"""The tuned-convolutions file: which autotuning entries `yolojax tune` keeps, how files merge, and which jobs load
+"""The tuned-convolutions file: which autotuning entries `yolojax autotune` keeps, how files merge, and which jobs load
 it. The data files are an excerpt of a real dump (v8n train step, one H100): a fusion, a forward, a weight-gradient
 and a data-gradient convolution, with two timed candidates each in the log."""
 from pathlib import Path
@@ -70,21 +70,21 @@ def test_training_jobs_load_the_tuned_file_where_it_exists(tmp_path):
     assert LOAD_TUNED_FLAG not in apply_default_xla_flags(dict(env), job="train", deterministic=True)
     tuned.write_text(conv_results(*dumps())[0])
     assert f"{LOAD_TUNED_FLAG}={tuned}" in apply_default_xla_flags(dict(env), job="train", deterministic=True)
-    for job in ("infer", "tune"):  # inference has other shapes; tuning must time every candidate again
+    for job in ("infer", "autotune"):  # inference has other shapes; tuning must time every candidate again
         assert LOAD_TUNED_FLAG not in apply_default_xla_flags(dict(env), job=job)
-    assert apply_default_xla_flags(dict(env), job="tune").split() == list(TUNING_FLAGS)
+    assert apply_default_xla_flags(dict(env), job="autotune").split() == list(TUNING_FLAGS)
 
 
-def test_tune_on_a_cpu_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
+def test_autotune_on_a_cpu_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XLA_FLAGS", "")
     out = tmp_path / "tuned.textproto"
-    assert main(["tune", "imgsz=64", "batch=2", f"out={out}"]) == 2
+    assert main(["autotune", "imgsz=64", "batch=2", f"out={out}"]) == 2
     assert "only GPUs tune convolution algorithms" in capsys.readouterr().out
     assert not out.exists()
 
 
 def test_deterministic_gpu_training_without_a_tuned_file_suggests_tuning():
     gpu, cpu = SimpleNamespace(platform="gpu"), SimpleNamespace(platform="cpu")
-    assert "yolojax tune" in tuning_hint(True, [gpu, gpu], "")
+    assert "yolojax autotune" in tuning_hint(True, [gpu, gpu], "")
     assert tuning_hint(True, [gpu], f"{LOAD_TUNED_FLAG}=/x/tuned.textproto") is None
     assert tuning_hint(False, [gpu], "") is None and tuning_hint(True, [cpu], "") is None

@@ -41,7 +41,7 @@ def test_cli_commands_choose_their_job():
     assert set(JOB_OF_COMMAND) == set(COMMANDS)
     assert JOB_OF_COMMAND["train"] == JOB_OF_COMMAND["bench"] == "train"
     assert JOB_OF_COMMAND["predict"] == JOB_OF_COMMAND["val"] == "infer"
-    assert JOB_OF_COMMAND["tune"] == "tune"
+    assert JOB_OF_COMMAND["autotune"] == "autotune"
 
 
 def test_opt_out_and_unknown_job():

@@ -18,14 +18,14 @@ COMMANDS = {
     "predict": ("yolojax.cli.predict", "Detect objects in images, folders, globs, lists or videos."),
     "convert": ("yolojax.cli.convert", "Import reference (PyTorch/ultralytics) weights into an orbax checkpoint."),
     "bench": ("yolojax.cli.bench", "Time the training step (and the reference's) on this machine."),
-    "tune": ("yolojax.cli.tune", "Tune the train step's convolution algorithms once on this machine's GPU."),
+    "autotune": ("yolojax.cli.autotune", "Time the train step's convolution algorithms once on this machine's GPU."),
     "data": ("yolojax.cli.data", "Preview augmented batches (data preview) or generate the shapes dataset."),
     "export": ("yolojax.cli.export", "Export weights as ONNX or StableHLO for inference elsewhere."),
 }
 
 
 # Which XLA flag set each command runs with (yolojax.xla_flags): training jobs never get CUDA-graph flags.
-JOB_OF_COMMAND = {"train": "train", "bench": "train", "tune": "tune", "val": "infer", "predict": "infer",
+JOB_OF_COMMAND = {"train": "train", "bench": "train", "autotune": "autotune", "val": "infer", "predict": "infer",
                   "convert": "infer", "data": "infer", "export": "infer"}
 
 

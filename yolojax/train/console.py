@@ -142,10 +142,10 @@ def epoch_lines(row: dict, table: str | None) -> str:
 
 
 def tuning_hint(deterministic: bool, devices: Sequence[Any], xla_flags: str) -> str | None:
-    """A line suggesting `yolojax tune` for deterministic training on GPUs that loads no tuned convolutions."""
+    """A line suggesting `yolojax autotune` for deterministic training on GPUs that loads no tuned convolutions."""
     if not deterministic or LOAD_TUNED_FLAG in xla_flags or not any(d.platform == "gpu" for d in devices):
         return None
-    return ("deterministic: each convolution runs the algorithm cuDNN ranks first; `yolojax tune` once on this "
+    return ("deterministic: each convolution runs the algorithm cuDNN ranks first; `yolojax autotune` once on this "
             "machine, with this run's model scale, batch per GPU, imgsz and nc, makes the step ~10% faster")
 
 

@@ -1,5 +1,5 @@
-"""`yolojax tune`: time the train step's convolution algorithms once on this machine's GPU and keep the fastest, so
-that deterministic training (`yolojax train`, deterministic=True by default) runs them (`yolojax.conv_tuning`)."""
+"""`yolojax autotune`: time the train step's convolution algorithms once on this machine's GPU and keep the fastest,
+so that deterministic training (`yolojax train`, deterministic=True by default) runs them (`yolojax.conv_tuning`)."""
 from __future__ import annotations
 
 import json
@@ -19,15 +19,15 @@ from yolojax.models.yolov8 import SCALES
 from yolojax.xla_flags import tuned_conv_file
 
 COMMAND = args.Command(
-    name="tune",
+    name="autotune",
     summary="Time the train step's convolution algorithms on this machine's GPU (one compile per scale, random "
             "data of the given shapes) and keep the fastest in yolojax's cache folder, where every later training "
             "job on this machine loads them: the deterministic step (the train default) then runs tuned algorithms "
             "instead of cuDNN's first-ranked ones. Gradient convolutions are kept only if the tuned step repeats "
             "bit for bit. Tune with the shapes you train with (batch per GPU): results are kept per card, jaxlib "
-            "and layer shape.",
+            "and layer shape. (Not the reference's `tune`, which searches hyper-parameters.)",
     keys={
-        "scales": args.own_key("n", "(str) model scales to tune, comma-separated"),
+        "scales": args.own_key("n", "(str) model scales to time, comma-separated"),
         "batch": args.config_key("batch", 64, "(int) images per GPU of the train job (its batch / its GPUs); "
                                               "tuning runs on the first GPU"),
         "imgsz": args.config_key("imgsz"),
@@ -67,7 +67,7 @@ def _main(parsed: args.Parsed) -> int:
         os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *dumps]).strip()
         jax.config.update("jax_enable_compilation_cache", False)  # a cached step would time nothing
         if jax.default_backend() != "gpu":  # the first JAX call: the flags above are in
-            print(f"yolojax tune: only GPUs tune convolution algorithms (this backend: {jax.default_backend()}); "
+            print(f"yolojax autotune: only GPUs tune convolution algorithms (this backend: {jax.default_backend()}); "
                   "nothing written")
             return 2
         rows = [tune_scale(scale, opts, folder) for scale in scales]
@@ -79,12 +79,12 @@ def _main(parsed: args.Parsed) -> int:
     for row in rows:
         print(json.dumps(row))
         if not row["convolutions_kept"]:
-            print(f"yolojax tune: XLA timed no convolution of the v8{row['scale']} step (is "
+            print(f"yolojax autotune: XLA timed no convolution of the v8{row['scale']} step (is "
                   "--xla_gpu_exclude_nondeterministic_ops or --xla_gpu_autotune_level=0 in XLA_FLAGS?)")
         elif not row["repeats_bit_for_bit"]:
-            print(f"yolojax tune: the v8{row['scale']} step with the tuned gradient convolutions did not repeat bit "
-                  "for bit; kept its forward convolutions only")
-    print(f"yolojax tune: wrote {out} ({jax.devices()[0].device_kind}); training jobs on this machine load it "
+            print(f"yolojax autotune: the v8{row['scale']} step with the tuned gradient convolutions did not repeat "
+                  "bit for bit; kept its forward convolutions only")
+    print(f"yolojax autotune: wrote {out} ({jax.devices()[0].device_kind}); training jobs on this machine load it "
           "(delete the file to stop)")
     return 0
 

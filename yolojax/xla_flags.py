@@ -86,12 +86,12 @@ def apply_default_xla_flags(environ: MutableMapping[str, str] = os.environ, *, j
     """Add `flags_for(job, deterministic=...)` (and for training the tuned convolutions' file, where it exists) to
     `environ["XLA_FLAGS"]` (unless YOLOJAX_XLA_FLAGS=0); returns the resulting value. Has an effect only before JAX
     initialises its backends."""
-    flags = flags_for(job, deterministic=deterministic)
-    tuned = tuned_conv_file(environ)
-    if job == "train" and tuned.is_file() and tuned.stat().st_size:
-        flags += (f"{LOAD_TUNED_FLAG}={tuned}",)
     if environ.get("YOLOJAX_XLA_FLAGS", "1") == "0":
         return environ.get("XLA_FLAGS", "")
+    flags = flags_for(job, deterministic=deterministic)
+    tuned = tuned_conv_file(environ) if job == "train" else None
+    if tuned is not None and tuned.is_file() and tuned.stat().st_size:
+        flags += (f"{LOAD_TUNED_FLAG}={tuned}",)
     environ["XLA_FLAGS"] = with_default_flags(environ.get("XLA_FLAGS", ""), flags)
     return environ["XLA_FLAGS"]
 

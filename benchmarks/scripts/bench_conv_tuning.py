@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from yolojax.conv_tuning import top_level_blocks  # noqa: E402
 from yolojax.xla_flags import DETERMINISTIC_FLAGS, LOAD_TUNED_FLAG, TUNING_FLAGS  # noqa: E402
 
 
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         rows["tune"] = run_process(tune, [*TUNING_FLAGS], args.timeout)
         print("tune", json.dumps(rows["tune"]), flush=True)
         text = Path(tuned).read_text() if Path(tuned).exists() else ""
-        rows["tuned_entries"] = text.count("\nentries {") + text.startswith("entries {")
+        rows["tuned_entries"] = len(top_level_blocks(text, "entries"))
         load = f"{LOAD_TUNED_FLAG}={tuned}"
         variants = [("deterministic", [*DETERMINISTIC_FLAGS]), ("tuned", [*DETERMINISTIC_FLAGS, load])]
         for r in range(args.rounds):

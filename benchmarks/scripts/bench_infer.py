@@ -41,7 +41,7 @@ apply_default_xla_flags(job="infer")
 
 import numpy as np  # noqa: E402
 
-from yolojax.bench.timing import median_ms  # noqa: E402
+from yolojax.bench.timing import median_ms, patch_constants  # noqa: E402
 
 TARGETS = {"batch1_total_ms": 1.5, "batch32_ratio_to_reference": 0.5}
 
@@ -199,8 +199,11 @@ def main(argv=None):
                         "interleaved; the median of them is reported")
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the installed ultralytics (--no-reference: ours alone)")
+    parser.add_argument("--patch", action="append", default=[],
+                        help="module.NAME=value set before building (A/B of a module constant), repeatable")
     parser.add_argument("--out", default=str(ROOT / "benchmarks"))
     args = parser.parse_args(argv)
+    patch_constants(args.patch)
     if args.small:
         args.imgsz, args.batches, args.iters, args.warmup, args.rounds = 160, [1, 2], 5, 2, 2
 
@@ -222,7 +225,7 @@ def main(argv=None):
         print(f"{line} | reference {ref['total_ms']:.3f} ms (forward {ref['forward_ms']:.3f} + nms "
               f"{ref['nms_ms']:.3f}) | x{runs[-1]['speedup']:.2f} | detections/img ours "
               f"{ours['detections_per_image']:.1f} ref {ref['detections_per_image']:.1f}")
-    result = dict(scale=args.scale, nc=args.nc, imgsz=args.imgsz, conf=args.conf, iou=args.iou,
+    result = dict(scale=args.scale, nc=args.nc, imgsz=args.imgsz, conf=args.conf, iou=args.iou, patch=args.patch,
                   max_det=args.max_det, tile=args.tile, load=args.load, cls_bias=getattr(args, "cls_bias", None),
                   small=args.small, iters=args.iters, xla_flags=os.environ.get("XLA_FLAGS", ""), runs=runs,
                   targets=TARGETS, targets_met=targets_met(runs))

@@ -15,7 +15,6 @@ import collections
 import faulthandler
 import glob
 import gzip
-import importlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from yolojax.bench.timing import median_ms, queued_ms  # noqa: E402
+from yolojax.bench.timing import median_ms, patch_constants, queued_ms  # noqa: E402
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 
@@ -402,10 +401,7 @@ def main(argv=None) -> int:
         faulthandler.dump_traceback_later(args.dump_after, exit=False)
     apply_default_xla_flags(job=args.what)  # JAX's backends start at the first computation, after this
     args.batch = args.batch or (1 if args.what == "infer" else 64)
-    for item in args.patch:
-        target, value = item.split("=", 1)
-        module, attr = target.rsplit(".", 1)
-        setattr(importlib.import_module(module), attr, json.loads(value))
+    patch_constants(args.patch)
     result = profile_infer(args) if args.what == "infer" else profile_train(args)
     result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind)
     skip = ("top", "attributed", "event_arg_keys", "host_top", "by_category_ms", "by_layer_kind_ms")

@@ -35,6 +35,8 @@
 #   wgrad    the k x k convolutions' weight gradients alone: cuDNN's against products over shifted views, with the
 #            train job's deterministic flag and without; then the narrow 3x3 convolutions on 2x2 pixel blocks
 #            (WGRAD=0: those alone; BLOCKS=c: up to c input channels)
+#   infer_blocks  bench_infer at batches 1, 8, 32 with inference over pixel blocks from batch 1 on and never
+#            (BASE=<tree> first), then folded-forward profiles at batch 1 and 32
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
@@ -334,6 +336,20 @@ if [ "$part" = infer_variables ]; then  # inference with the weights per array /
       N=${N:-3} T=${T:-100} run python3 $S/profile_gpu.py infer --calls 5 --conf 0.25 --print-top 0 --batch $b \
         --variables $v --dump-after "${DUMP_AFTER:-0}" --out "$out/infer_b${b}_$v.json"
     done
+  done
+fi
+if [ "$part" = infer_blocks ]; then  # inference over pixel blocks by batch size: BASE=<tree> first, then this tree
+  # with them from batch 1 on and never, alternating; then a batch-1 and a batch-32 profile of the folded forward
+  bi=(--no-reference --batches 1 8 32 --rounds 5)
+  lb=yolojax.models.layers.BLOCKS_MIN_INFERENCE_BATCH
+  [ -n "${BASE:-}" ] && (cd "$BASE" && T=200 N=4 run python3 benchmarks/scripts/bench_infer.py "${bi[@]}" \
+    --out "$out/blocks_base")
+  for min in 1 100000; do
+    T=200 N=4 run python3 $S/bench_infer.py "${bi[@]}" --patch "$lb=$min" --out "$out/blocks_min$min"
+  done
+  for b in 1 32; do
+    N=6 T=100 run python3 $S/profile_gpu.py infer --calls 5 --conf 0.25 --print-top 0 --variables prepared \
+      --batch $b --out "$out/profile_b$b.json"
   done
 fi
 if [ "$part" = infer ]; then  # forward + NMS at batch 1 and 32, the older tree (BASE) first; then the NMS kept-count

@@ -1,6 +1,9 @@
-"""Wall-clock timing of device work for the benchmark scripts (host-side I/O helper, not used inside jit)."""
+"""Wall-clock timing of device work for the benchmark scripts (host-side I/O helper, not used inside jit), and the
+module-constant patches their A/B variants use."""
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import statistics
 import time
@@ -58,3 +61,12 @@ def share_process_with_reference(environ: MutableMapping[str, str] = os.environ)
     environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     environ.setdefault("YOLO_VERBOSE", "False")
     environ.setdefault("YOLO_OFFLINE", "True")
+
+
+def patch_constants(items: list[str]) -> None:
+    """Set module constants for an A/B variant before anything is built: each item "package.module.NAME=json value",
+    e.g. "yolojax.models.layers.BLOCKS_MIN_INFERENCE_BATCH=1"."""
+    for item in items:
+        target, value = item.split("=", 1)
+        module, name = target.rsplit(".", 1)
+        setattr(importlib.import_module(module), name, json.loads(value))

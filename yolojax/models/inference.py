@@ -16,7 +16,7 @@ import flax.struct
 import jax.numpy as jnp
 from jax import lax
 
-from yolojax.models.layers import BN_EPSILON, HALF_MIN_INPUT_CHANNELS, BatchNorm, Conv, conv2d_same
+from yolojax.models.layers import BN_EPSILON, HALF_MIN_INPUT_CHANNELS, BatchNorm, Conv
 
 
 @flax.struct.dataclass
@@ -84,8 +84,7 @@ def folded_forward(variables: FoldedVariables):
             y = (x.astype(jnp.float32) + module.get_variable("params", "bias")).astype(module.dtype)
             return nn.silu(y) if module.silu else y
         if isinstance(module, Conv) and module.path in variables.ohwi:
-            kernel = module.get_variable("params", "kernel")
-            return conv2d_same(args[0].astype(module.dtype), kernel, module.stride, kernel_layout="OHWI")
+            return module.convolve(args[0], module.get_variable("params", "kernel"), "OHWI")
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(intercept):

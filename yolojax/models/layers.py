@@ -32,6 +32,9 @@ HALF_MIN_INPUT_CHANNELS = 8
 # at most this many. Measured per 3x3 layer, forward + both gradients on an H200 (bench_wgrad.py --blocks): faster
 # at 16 and 32 channels, slower at 64.
 BLOCKS_MAX_CHANNELS = 32
+# Inference (train=False) uses those layouts from this batch size on: larger batches gain as training does, while a
+# small batch is launch-bound and pays for the extra layout changes and block kernels.
+BLOCKS_MIN_INFERENCE_BATCH = 8
 
 
 class BatchNorm(nn.Module):
@@ -200,16 +203,23 @@ class Conv(nn.Module):
     def __call__(self, x):
         kernel = self.param("kernel", torch_conv_init, (self.kernel, self.kernel, x.shape[-1], self.features),
                             jnp.float32)
+        return self.convolve(x, kernel)
+
+    def convolve(self, x, kernel, kernel_layout: str = "HWIO"):
+        """This module's convolution of x with `kernel` given in `kernel_layout` ("HWIO" as the parameter, or
+        "OHWI": `yolojax.models.inference` keeps folded kernels so). The pixel-block paths build their kernels from
+        the HWIO form."""
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        hwio = kernel.transpose(1, 2, 3, 0) if kernel_layout == "OHWI" else kernel
         if self.blocks_in or self.blocks_out:
-            return self._on_blocks(x, kernel)
+            return self._on_blocks(x, hwio)
         half = jnp.dtype(self.dtype).itemsize == 2
         if (half and self.kernel == 3 and self.stride == 2 and x.shape[-1] <= BLOCKS_MAX_CHANNELS
                 and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0):
-            return conv3x3_stride2_by_blocks(x, kernel, HALF_MIN_INPUT_CHANNELS)
+            return conv3x3_stride2_by_blocks(x, hwio, HALF_MIN_INPUT_CHANNELS)
         if not half or x.shape[-1] >= HALF_MIN_INPUT_CHANNELS:
-            return conv2d_same(x, kernel, self.stride)
-        return conv2d_same(x, kernel, self.stride, HALF_MIN_INPUT_CHANNELS)
+            return conv2d_same(x, kernel, self.stride, kernel_layout=kernel_layout)
+        return conv2d_same(x, kernel, self.stride, HALF_MIN_INPUT_CHANNELS, kernel_layout=kernel_layout)
 
     def _on_blocks(self, x, kernel):
         both = self.blocks_in and self.blocks_out
@@ -258,11 +268,12 @@ class Bottleneck(nn.Module):
 
 
 def runs_on_pixel_blocks(x, channels: int, dtype: Any, train: bool) -> bool:
-    """Whether layers of `channels` channels on x's (h, w) train in `to_pixel_blocks` layout: in half precision, at
-    most BLOCKS_MAX_CHANNELS of them and even h, w. cuDNN runs narrow 3x3 convolutions at large sizes on slow
-    kernels; over 2x2 blocks the same convolution has 4x the channels on a quarter of the pixels."""
-    return (train and jnp.dtype(dtype).itemsize == 2 and channels <= BLOCKS_MAX_CHANNELS
-            and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0)
+    """Whether layers of `channels` channels on x's (b, h, w) run in `to_pixel_blocks` layout: in half precision, at
+    most BLOCKS_MAX_CHANNELS of them, even h, w, and in training or from BLOCKS_MIN_INFERENCE_BATCH images on.
+    cuDNN runs narrow 3x3 convolutions at large sizes on slow kernels; over 2x2 blocks the same convolution has 4x
+    the channels on a quarter of the pixels."""
+    return (jnp.dtype(dtype).itemsize == 2 and channels <= BLOCKS_MAX_CHANNELS
+            and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0 and (train or x.shape[0] >= BLOCKS_MIN_INFERENCE_BATCH))
 
 
 class C2f(nn.Module):

@@ -300,6 +300,21 @@ def prepared_weights(variables, kernels_ohwi: bool, fns):
     return [wrap(fn) for fn in fns]
 
 
+def busy_variables(variables, rng: np.random.Generator):
+    """Random variables with a signal that survives the depth (every kernel x 2.2, BatchNorm statistics drawn at
+    random, as bench_infer's busy load), so that scores differ between anchors."""
+    def busy(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "'kernel'" in name:
+            return leaf * 2.2
+        if "'var'" in name:
+            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
+        if "'mean'" in name:
+            return jnp.asarray(rng.normal(0.0, 0.1, leaf.shape), leaf.dtype)
+        return leaf
+    return jax.tree_util.tree_map_with_path(busy, variables)
+
+
 def profile_infer(args) -> dict:
     from yolojax.detectors.postprocess import non_max_suppression
     from yolojax.models.yolov8 import YOLOv8, init_variables
@@ -308,29 +323,45 @@ def profile_infer(args) -> dict:
     variables = jax.device_put(init_variables(model, jax.random.PRNGKey(0), (args.imgsz, args.imgsz)))
     rng = np.random.default_rng(0)
     x = jax.device_put(jnp.asarray(rng.random((args.batch, args.imgsz, args.imgsz, 3)), jnp.bfloat16))
+    if args.candidates:  # conf set so that about that many anchors of image 0 enter NMS, as a trained model's
+        variables = busy_variables(variables, rng)
+        best = np.asarray(jax.jit(lambda v, images: model.apply(v, images, train=False))(variables, x)[1][0]).max(-1)
+        args.conf = float(np.sort(best)[-args.candidates - 1])
 
-    def detect_fn(v, images):
-        boxes_xywh, class_probs = model.apply(v, images, train=False)
-        # a random model scores ~1e-4; conf 0 + max_det keeps NMS busy the way a trained model's output does
+    def nms_fn(boxes_xywh, class_probs):
         return non_max_suppression(boxes_xywh, class_probs, conf_thres=args.conf, iou_thres=0.7, max_det=300)
 
-    detect, forward = with_variables(args.variables, variables, detect_fn,
-                                     lambda v, images: model.apply(v, images, train=False))
+    def detect_fn(v, images):
+        # a random model scores ~1e-4; conf 0 + max_det keeps NMS busy the way a trained model's output does
+        return nms_fn(*model.apply(v, images, train=False))
+
+    def read_arguments(v, images):  # one kernel reading an element of every array: the per-argument host cost
+        return sum(leaf.ravel()[0].astype(jnp.float32) for leaf in jax.tree.leaves(v)) + images[0, 0, 0, 0]
+
+    detect, forward, arguments = with_variables(args.variables, variables, detect_fn,
+                                                lambda v, images: model.apply(v, images, train=False),
+                                                read_arguments)
     if args.variables != "tree":  # the same function of the images alone from here on
         variables = ()
 
     start = time.perf_counter()
     jax.block_until_ready(detect(variables, x))
     compile_s = time.perf_counter() - start
-    out = {"what": "infer", "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s,
+    raw = jax.block_until_ready(forward(variables, x))
+    nms_alone = jax.jit(nms_fn)
+    out = {"what": "infer", "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s, "conf": args.conf,
            "forward_ms": median_ms(lambda: forward(variables, x), jax.block_until_ready, 200, 20),
-           "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20)}
+           "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20),
+           "nms_alone_ms": median_ms(lambda: nms_alone(*raw), jax.block_until_ready, 200, 20),
+           "arguments_ms": median_ms(lambda: arguments(variables, x), jax.block_until_ready, 200, 20),
+           "detections_per_image": float(np.asarray(detect(variables, x)["valid"]).sum(-1).mean())}
     events, wall, host = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
     # kernels are joined to HLO instructions for the per-array program only (the others' names differ)
     no_hlo = {"by_name": {}, "by_site": {}, "callee": {}}
     hlo = hlo_instructions(detect.lower(variables, x).compile().as_text()) if args.variables == "tree" else no_hlo
+    nms_events, nms_wall, nms_host = trace(lambda: nms_alone(*raw), jax.block_until_ready, args.calls)
     return {**out, **summarise(events, args.calls, wall), **attribute(events, args.calls, hlo, peak_bandwidth()),
-            "host_top": host}
+            "host_top": host, "nms_alone": {**summarise(nms_events, args.calls, nms_wall), "host_top": nms_host}}
 
 
 def profile_train(args) -> dict:
@@ -380,6 +411,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="default: 1 for infer, 64 for train")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--conf", type=float, default=0.0)
+    parser.add_argument("--candidates", type=int, default=0,
+                        help="infer: weights with a signal and conf set so that about this many anchors per image "
+                        "enter NMS (0: --conf as given, random weights)")
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--tag", default="", help="label of this variant (e.g. the XLA flags)")
     parser.add_argument("--queued-rounds", type=int, default=1,

@@ -37,6 +37,8 @@
 #            (WGRAD=0: those alone; BLOCKS=c: up to c input channels)
 #   infer_blocks  bench_infer at batches 1, 8, 32 with inference over pixel blocks from batch 1 on and never
 #            (BASE=<tree> first), then folded-forward profiles at batch 1 and 32
+#   infer_overhead  batch-1 inference's host costs: profiles of forward + NMS with and without CUDA graphs, the
+#            arguments alone, the NMS alone; batch 32 likewise
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
@@ -351,6 +353,17 @@ if [ "$part" = infer_blocks ]; then  # inference over pixel blocks by batch size
     N=6 T=100 run python3 $S/profile_gpu.py infer --calls 5 --conf 0.25 --print-top 0 --variables prepared \
       --batch $b --out "$out/profile_b$b.json"
   done
+fi
+if [ "$part" = infer_overhead ]; then  # where batch-1 inference's time goes besides the GPU's: the folded forward +
+  # NMS (about 300 candidates per image) with the inference flags, without CUDA graphs, with XLA's graph types only;
+  # each run also times a program that only reads its arguments and the NMS alone (traced too); then batch 32
+  io=(--calls 3 --candidates 300 --print-top 0 --variables prepared)
+  N=3 T=100 run python3 $S/profile_gpu.py infer "${io[@]}" --batch 1 --out "$out/overhead_b1_default.json"
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=" N=3 T=100 run python3 $S/profile_gpu.py infer "${io[@]}" --batch 1 \
+    --out "$out/overhead_b1_no_graphs.json"
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN" N=3 T=100 run python3 \
+    $S/profile_gpu.py infer "${io[@]}" --batch 1 --out "$out/overhead_b1_xla_types.json"
+  N=3 T=100 run python3 $S/profile_gpu.py infer "${io[@]}" --batch 32 --out "$out/overhead_b32_default.json"
 fi
 if [ "$part" = infer ]; then  # forward + NMS at batch 1 and 32, the older tree (BASE) first; then the NMS kept-count
   # check and the peers (each bench_infer run times ours and the installed reference in the same process)

@@ -98,8 +98,8 @@ def time_ours(model, variables, images_nhwc, args):
     from yolojax.models.inference import apply_folded, fold_batchnorm
 
     x = jax.device_put(jnp.asarray(images_nhwc, dtype=model.dtype))
-    if args.variables == "folded":  # as predict and val run them
-        variables = fold_batchnorm(variables, kernel_dtype=model.dtype, ohwi=True)
+    if args.variables in ("folded", "packed"):  # as predict and val run them
+        variables = fold_batchnorm(variables, kernel_dtype=model.dtype, ohwi=True, pack=args.variables == "packed")
         apply = lambda v, images: apply_folded(model, v, images, train=False)  # noqa: E731
     else:
         apply = lambda v, images: model.apply(v, images, train=False)  # noqa: E731
@@ -191,8 +191,9 @@ def main(argv=None):
     parser.add_argument("--load", choices=["busy", "stock"], default="busy")
     parser.add_argument("--candidates", type=int, default=300, help="busy load: anchors per image above conf")
     parser.add_argument("--tile", type=int, default=512, help="our NMS tile size (speed knob)")
-    parser.add_argument("--variables", choices=["folded", "plain"], default="folded",
-                        help="ours: BatchNorm folded as predict runs it, or the training variables as they are")
+    parser.add_argument("--variables", choices=["folded", "packed", "plain"], default="folded",
+                        help="ours: BatchNorm folded as predict runs it, those packed in one buffer per dtype, or the "
+                        "training variables as they are")
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5, help="ours: medians of --iters calls, this many times "

@@ -266,8 +266,8 @@ def with_variables(how: str, variables, *fns):
     The last two return functions called as fn((), images)."""
     if how == "tree":
         return [jax.jit(fn) for fn in fns]
-    if how in ("folded", "prepared"):
-        return prepared_weights(variables, how == "prepared", fns)
+    if how in ("folded", "prepared", "packed"):
+        return prepared_weights(variables, how != "folded", fns, pack=how == "packed")
     leaves, treedef = jax.tree.flatten(variables)
     if how == "constant":
         return [jax.jit(lambda _, images, fn=fn: fn(variables, images)) for fn in fns]
@@ -283,17 +283,18 @@ def with_variables(how: str, variables, *fns):
     return [lambda _, images, f=f: f(flat, images) for f in jitted]
 
 
-def prepared_weights(variables, kernels_ohwi: bool, fns):
-    """`with_variables` for "folded" (BatchNorm folded into bfloat16 kernels: `yolojax.models.inference`) and
-    "prepared" (also in cuDNN's OHWI filter layout, as predict and val run them)."""
+def prepared_weights(variables, kernels_ohwi: bool, fns, pack: bool = False):
+    """`with_variables` for "folded" (BatchNorm folded into bfloat16 kernels: `yolojax.models.inference`),
+    "prepared" (also in cuDNN's OHWI filter layout, as predict and val run them) and "packed" (those as one buffer
+    per dtype)."""
     from yolojax.models.inference import fold_batchnorm, folded_forward
 
-    prepared = jax.device_put(fold_batchnorm(variables, kernel_dtype=jnp.bfloat16, ohwi=kernels_ohwi))
+    prepared = jax.device_put(fold_batchnorm(variables, kernel_dtype=jnp.bfloat16, ohwi=kernels_ohwi, pack=pack))
 
     def wrap(fn):
         def run(v, images):
             with folded_forward(v):
-                return fn(v.variables, images)
+                return fn(v.tree(), images)
         jitted = jax.jit(run)
         return lambda _, images: jitted(prepared, images)
 
@@ -349,11 +350,13 @@ def profile_infer(args) -> dict:
     compile_s = time.perf_counter() - start
     raw = jax.block_until_ready(forward(variables, x))
     nms_alone = jax.jit(nms_fn)
+    images_only = jax.jit(lambda images: images[0, 0, 0, 0] + 1)  # the same with one argument
     out = {"what": "infer", "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s, "conf": args.conf,
            "forward_ms": median_ms(lambda: forward(variables, x), jax.block_until_ready, 200, 20),
            "detect_ms": median_ms(lambda: detect(variables, x), jax.block_until_ready, 200, 20),
            "nms_alone_ms": median_ms(lambda: nms_alone(*raw), jax.block_until_ready, 200, 20),
            "arguments_ms": median_ms(lambda: arguments(variables, x), jax.block_until_ready, 200, 20),
+           "images_only_ms": median_ms(lambda: images_only(x), jax.block_until_ready, 200, 20),
            "detections_per_image": float(np.asarray(detect(variables, x)["valid"]).sum(-1).mean())}
     events, wall, host = trace(lambda: detect(variables, x), jax.block_until_ready, args.calls)
     # kernels are joined to HLO instructions for the per-array program only (the others' names differ)
@@ -420,9 +423,11 @@ def main(argv=None) -> int:
                         help="train: rounds of 30 queued steps; the fastest is reported (one round can catch a slow "
                         "spell of the host: 24-37 ms against 21 ms)")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--variables", choices=["tree", "flat", "constant", "folded", "prepared"], default="tree",
+    parser.add_argument("--variables", default="tree",
+                        choices=["tree", "flat", "constant", "folded", "prepared", "packed"],
                         help="infer: the weights as one argument per array, one flat buffer, program constants, "
-                        "BatchNorm folded (bf16 kernels), or folded with kernels in cuDNN's OHWI layout")
+                        "BatchNorm folded (bf16 kernels), folded with kernels in cuDNN's OHWI layout, or those packed "
+                        "in one buffer per dtype")
     parser.add_argument("--dump-after", type=float, default=0,
                         help="print every thread's Python stack after this many seconds (where a run hangs)")
     parser.add_argument("--trace-compile", action="store_true",

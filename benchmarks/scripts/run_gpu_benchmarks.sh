@@ -39,6 +39,8 @@
 #            (BASE=<tree> first), then folded-forward profiles at batch 1 and 32
 #   infer_overhead  batch-1 inference's host costs: profiles of forward + NMS with and without CUDA graphs, the
 #            arguments alone, the NMS alone; batch 32 likewise
+#   infer_packed  folded inference variables per array against packed in one buffer per dtype (profiles and
+#            bench_infer at batch 1 and 32)
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
@@ -364,6 +366,16 @@ if [ "$part" = infer_overhead ]; then  # where batch-1 inference's time goes bes
   XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN" N=3 T=100 run python3 \
     $S/profile_gpu.py infer "${io[@]}" --batch 1 --out "$out/overhead_b1_xla_types.json"
   N=3 T=100 run python3 $S/profile_gpu.py infer "${io[@]}" --batch 32 --out "$out/overhead_b32_default.json"
+fi
+if [ "$part" = infer_packed ]; then  # the folded variables one argument per array against packed in one buffer per
+  # dtype: profiles at batch 1 and 32 (about 300 candidates per image), then bench_infer, alternating
+  io=(--calls 3 --candidates 300 --print-top 0)
+  for b in 1 32; do for v in prepared packed; do
+    N=3 T=120 run python3 $S/profile_gpu.py infer "${io[@]}" --variables $v --batch $b --out "$out/${v}_b$b.json"
+  done; done
+  for r in 1 2; do for v in folded packed; do
+    T=150 N=4 run python3 $S/bench_infer.py --no-reference --batches 1 32 --variables $v --out "$out/bench_${v}_r$r"
+  done; done
 fi
 if [ "$part" = infer ]; then  # forward + NMS at batch 1 and 32, the older tree (BASE) first; then the NMS kept-count
   # check and the peers (each bench_infer run times ours and the installed reference in the same process)

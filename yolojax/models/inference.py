@@ -4,15 +4,19 @@ fuses them for prediction and export.
 The plain eval forward casts every kernel to the compute dtype, lays it out for cuDNN and applies each BatchNorm
 from its four vectors on every call. Small-batch inference is launch-bound, so those ~60 small kernels and ~300
 arguments cost more than their arithmetic. Folded once, a pair is one kernel (already in the compute dtype, and
-optionally in cuDNN's OHWI filter layout) and one bias added before the SiLU.
+optionally in cuDNN's OHWI filter layout) and one bias added before the SiLU. Packed (`pack=True`), the folded
+variables travel as one buffer per dtype: each program argument costs host time on every call, and the ~125 arrays
+of a folded v8n cost more of it than the batch-1 forward's kernels leave.
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import flax.linen as nn
 import flax.struct
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -20,23 +24,59 @@ from yolojax.models.layers import BN_EPSILON, HALF_MIN_INPUT_CHANNELS, BatchNorm
 
 
 @flax.struct.dataclass
+class PackedArrays:
+    """A pytree of arrays kept as one 1-D buffer per dtype. buffers: {dtype name: (n,) array}; treedef and leaves
+    ((dtype name, offset, shape) per array) are static. `unpack()` (inside a program: slices of the buffers) gives the
+    pytree back."""
+
+    buffers: dict
+    treedef: Any = flax.struct.field(pytree_node=False)
+    leaves: tuple = flax.struct.field(pytree_node=False)
+
+    def unpack(self):
+        arrays = [lax.slice_in_dim(self.buffers[dtype], offset, offset + math.prod(shape)).reshape(shape)
+                  for dtype, offset, shape in self.leaves]
+        return jax.tree.unflatten(self.treedef, arrays)
+
+
+def pack_arrays(tree) -> PackedArrays:
+    """`tree`'s arrays as one buffer per dtype, in leaf order (see PackedArrays)."""
+    arrays, treedef = jax.tree.flatten(tree)
+    parts: dict[str, list] = {}
+    leaves = []
+    for array in arrays:
+        array = jnp.asarray(array)
+        dtype = jnp.dtype(array.dtype).name
+        group = parts.setdefault(dtype, [])
+        leaves.append((dtype, sum(part.size for part in group), tuple(array.shape)))
+        group.append(array.ravel())
+    return PackedArrays({dtype: jnp.concatenate(group) for dtype, group in parts.items()}, treedef, tuple(leaves))
+
+
+@flax.struct.dataclass
 class FoldedVariables:
     """variables: {"params", "batch_stats"} with every folded pair's conv kernel and BatchNorm bias and without its
-    statistics (the other modules' variables as they were). folded: module paths of the folded pairs. ohwi: paths of
-    the Conv modules whose kernel is stored (c_out, k, k, c_in) instead of (k, k, c_in, c_out). A pytree: pass it
-    through jit as any variables."""
+    statistics (the other modules' variables as they were), or those packed (`PackedArrays`). folded: module paths of
+    the folded pairs. ohwi: paths of the Conv modules whose kernel is stored (c_out, k, k, c_in) instead of
+    (k, k, c_in, c_out). A pytree: pass it through jit as any variables."""
 
-    variables: dict
+    variables: Any
     folded: frozenset = flax.struct.field(pytree_node=False, default=frozenset())
     ohwi: frozenset = flax.struct.field(pytree_node=False, default=frozenset())
 
+    def tree(self) -> dict:
+        """The variables as `model.apply` takes them (unpacked, if packed)."""
+        return self.variables.unpack() if isinstance(self.variables, PackedArrays) else self.variables
 
-def fold_batchnorm(variables: dict, *, kernel_dtype: Any = jnp.float32, ohwi: bool = False) -> FoldedVariables:
+
+def fold_batchnorm(variables: dict, *, kernel_dtype: Any = jnp.float32, ohwi: bool = False,
+                   pack: bool = False) -> FoldedVariables:
     """Fold each Conv -> BatchNorm (eval) pair of `variables` ({"params", "batch_stats"}): kernel * s and
     bias - mean * s, with s = scale / sqrt(var + eps), computed in float32. A pair is a module with children `conv`
     (a kernel, no bias) and `bn`. kernel_dtype: the folded kernels' dtype (the model's compute dtype, so that no
     call casts them). ohwi: store the kernels of convolutions over at least HALF_MIN_INPUT_CHANNELS channels as
-    (c_out, k, k, c_in), the layout cuDNN reads for NHWC images (so that no call transposes them)."""
+    (c_out, k, k, c_in), the layout cuDNN reads for NHWC images (so that no call transposes them). pack: keep them as
+    `PackedArrays` (a few program arguments instead of one per array)."""
     params = dict(variables["params"])
     stats = dict(variables.get("batch_stats", {}))
     folded, transposed = [], []
@@ -67,12 +107,13 @@ def fold_batchnorm(variables: dict, *, kernel_dtype: Any = jnp.float32, ohwi: bo
                 visit(child, sub_stats, path + (name,))
 
     visit(params, stats, ())
-    return FoldedVariables({"params": params, "batch_stats": stats}, frozenset(folded), frozenset(transposed))
+    out: Any = {"params": params, "batch_stats": stats}
+    return FoldedVariables(pack_arrays(out) if pack else out, frozenset(folded), frozenset(transposed))
 
 
 @contextlib.contextmanager
 def folded_forward(variables: FoldedVariables):
-    """Inside, `model.apply(variables.variables, ...)` runs the folded pairs: each folded BatchNorm adds its bias
+    """Inside, `model.apply(variables.tree(), ...)` runs the folded pairs: each folded BatchNorm adds its bias
     (then its SiLU, if any) and each OHWI kernel convolves as such (flax method interceptors)."""
 
     def intercept(next_fun, args, kwargs, context):
@@ -97,4 +138,4 @@ def apply_folded(model: nn.Module, variables: FoldedVariables | dict, *args, **k
     if not isinstance(variables, FoldedVariables):
         return model.apply(variables, *args, **kwargs)
     with folded_forward(variables):
-        return model.apply(variables.variables, *args, **kwargs)
+        return model.apply(variables.tree(), *args, **kwargs)

@@ -7,7 +7,7 @@ import pytest
 
 from yolojax.bench.weights import batchnorm_off_identity
 from yolojax.detectors import YOLOv8Task, inference_variables
-from yolojax.models.inference import FoldedVariables, apply_folded, fold_batchnorm
+from yolojax.models.inference import FoldedVariables, PackedArrays, apply_folded, fold_batchnorm, pack_arrays
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_half_precision_folded_forward_tracks_the_plain_one(task_and_variables):
     x = jnp.asarray(images(2), jnp.bfloat16) / 255.0
     plain = task.model.apply(variables, x, train=False)
     prepared = task.inference_variables(variables)
-    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(prepared.variables)
+    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(prepared.tree())
                if path[-1].key == "kernel" and path[-2].key == "conv"]
     assert {leaf.dtype for leaf in kernels} == {jnp.dtype(jnp.bfloat16)}  # cast once, not per call
     out = apply_folded(task.model, prepared, x, train=False)
@@ -62,11 +62,42 @@ def test_half_precision_folded_forward_tracks_the_plain_one(task_and_variables):
     assert np.abs(probs - ref_probs).max() < 0.02
 
 
-def test_the_prepared_program_takes_fewer_arguments(task_and_variables):
+def test_the_prepared_program_takes_one_weight_argument_per_dtype(task_and_variables):
     task, variables = task_and_variables
-    prepared = task.inference_variables(variables)
+    folded = fold_batchnorm(variables, ohwi=True)
     # per pair: kernel, scale, bias, mean, var -> kernel, bias
-    assert len(jax.tree.leaves(prepared)) < 0.45 * len(jax.tree.leaves(variables))
+    assert len(jax.tree.leaves(folded)) < 0.45 * len(jax.tree.leaves(variables))
+    half = YOLOv8Task("n", num_classes=3, dtype=jnp.bfloat16)
+    prepared = half.inference_variables(variables)
+    assert sorted(leaf.dtype.name for leaf in jax.tree.leaves(prepared)) == ["bfloat16", "float32"]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_packed_variables_unpack_to_the_same_arrays_and_forward(task_and_variables, dtype):
+    task, variables = task_and_variables
+    folded = fold_batchnorm(variables, kernel_dtype=dtype, ohwi=True)
+    packed = fold_batchnorm(variables, kernel_dtype=dtype, ohwi=True, pack=True)
+    assert isinstance(packed.variables, PackedArrays)
+    unpacked = jax.jit(lambda p: p.tree())(packed)
+    assert jax.tree.structure(unpacked) == jax.tree.structure(folded.tree())
+    for got, want in zip(jax.tree.leaves(unpacked), jax.tree.leaves(folded.tree())):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+    model = YOLOv8Task("n", num_classes=3, dtype=dtype).model
+    forward = jax.jit(lambda v, x: apply_folded(model, v, x, train=False))
+    x = jnp.asarray(images(3), dtype) / 255.0
+    for got, want in zip(forward(packed, x), forward(folded, x)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_pack_arrays_keeps_order_shapes_and_dtypes():
+    tree = {"a": jnp.arange(6.0).reshape(2, 3), "b": [jnp.ones((4,), jnp.int32), jnp.zeros((), jnp.float32)]}
+    packed = pack_arrays(tree)
+    assert {k: v.shape for k, v in packed.buffers.items()} == {"float32": (7,), "int32": (4,)}
+    back = packed.unpack()
+    for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(tree)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
 
 
 def test_tasks_without_inference_variables_get_their_variables_back():

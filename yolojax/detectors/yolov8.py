@@ -13,7 +13,7 @@ from yolojax.models.inference import apply_folded, fold_batchnorm
 from yolojax.models.yolov8 import YOLOv8, init_variables
 
 # one program, not a dispatch per operation of each of YOLOv8's 57 folds (validation folds the EMA every epoch)
-_fold_on_device = jax.jit(fold_batchnorm, static_argnames=("kernel_dtype", "ohwi"))
+_fold_on_device = jax.jit(fold_batchnorm, static_argnames=("kernel_dtype", "ohwi", "pack"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +54,9 @@ class YOLOv8Task:
 
     def inference_variables(self, variables):
         """`variables` for `predict`, BatchNorm folded into the convolutions once (kernels in the compute dtype and
-        cuDNN's layout): the same detections up to rounding, from a program with fewer kernels and arguments."""
-        return _fold_on_device(variables, kernel_dtype=self.dtype, ohwi=True)
+        cuDNN's layout) and packed into one buffer per dtype: the same detections up to rounding, from a program
+        with fewer kernels and two weight arguments."""
+        return _fold_on_device(variables, kernel_dtype=self.dtype, ohwi=True, pack=True)
 
     def predict(self, variables, images, *, conf=0.001, iou=0.7, max_det=300, multi_label=False, classes=None,
                 agnostic=False):

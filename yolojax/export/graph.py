@@ -30,9 +30,10 @@ def yolo_forward(task, variables: dict) -> Callable:
     """`images (b, h, w, 3) uint8 -> (boxes_xywh (b, a, 4), class_probs (b, a, nc))`, float32, BatchNorm folded."""
     # float32 jax arrays throughout: jax2onnx's Conv casts a jax kernel (not a numpy one) to the compute dtype
     folded = fold_batchnorm(jax.tree.map(jnp.asarray, variables))
+    model = task.model.clone(inference_blocks=False)
 
     def forward(images):
-        return apply_folded(task.model, folded, images.astype(task.dtype) / 255.0, train=False)
+        return apply_folded(model, folded, images.astype(task.dtype) / 255.0, train=False)
 
     return forward
 

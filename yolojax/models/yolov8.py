@@ -63,6 +63,9 @@ class YOLOv8(nn.Module):
       num_classes: number of classes (nc).
       reg_max: DFL bins per box side.
       dtype: compute dtype (bfloat16 on GPU); parameters and BatchNorm statistics are always float32.
+      inference_blocks: with train=False, run the narrow layers over 2x2 pixel blocks as training does, from
+        BLOCKS_MIN_INFERENCE_BATCH images on (`runs_on_pixel_blocks`); the export turns it off (ONNX runtimes get
+        the plain convolutions). The same sums in another order.
 
     Call `apply(variables, images, train=...)`, images (b, h, w, 3) float in [0, 1], h and w multiples of 32:
       train=True (pass `mutable=["batch_stats"]`): list of 3 raw maps, level P3/P4/P5 (strides 8, 16, 32), each
@@ -75,15 +78,17 @@ class YOLOv8(nn.Module):
     num_classes: int = 80
     reg_max: int = 16
     dtype: Any = jnp.float32
+    inference_blocks: bool = True
     strides = STRIDES
 
     def _conv(self, base, kernel, stride, index, **blocks):
         return ConvBNAct(scaled_channels(base, self.scale), kernel, stride, dtype=self.dtype, **blocks,
                          name=f"model_{index}")
 
-    def _c2f(self, base, repeats, shortcut, index):
+    def _c2f(self, base, repeats, shortcut, index, train):
         return C2f(scaled_channels(base, self.scale), scaled_repeats(repeats, self.scale), shortcut,
-                   dtype=self.dtype, name=f"model_{index}")
+                   dtype=self.dtype, on_blocks="auto" if train or self.inference_blocks else False,
+                   name=f"model_{index}")
 
     @nn.compact
     def __call__(self, images, train: bool = False):
@@ -95,26 +100,27 @@ class YOLOv8(nn.Module):
             raise ValueError(f"YOLOv8: image height and width must be multiples of 32, got {images.shape[1:3]}")
         x = images.astype(self.dtype)
         # backbone; a narrow stem hands its map to layer 1 in 2x2 pixel blocks (images are multiples of 32)
-        stem_blocks = runs_on_pixel_blocks(x, scaled_channels(64, self.scale), self.dtype, train)
+        stem_blocks = (train or self.inference_blocks) and runs_on_pixel_blocks(
+            x, scaled_channels(64, self.scale), self.dtype, train)
         x = self._conv(64, 3, 2, 0, blocks_out=stem_blocks)(x, train)
         x = self._conv(128, 3, 2, 1, blocks_in=stem_blocks)(x, train)
-        x = self._c2f(128, 3, True, 2)(x, train)
+        x = self._c2f(128, 3, True, 2, train)(x, train)
         x = self._conv(256, 3, 2, 3)(x, train)
-        p3 = self._c2f(256, 6, True, 4)(x, train)
+        p3 = self._c2f(256, 6, True, 4, train)(x, train)
         x = self._conv(512, 3, 2, 5)(p3, train)
-        p4 = self._c2f(512, 6, True, 6)(x, train)
+        p4 = self._c2f(512, 6, True, 6, train)(x, train)
         x = self._conv(1024, 3, 2, 7)(p4, train)
-        x = self._c2f(1024, 3, True, 8)(x, train)
+        x = self._c2f(1024, 3, True, 8, train)(x, train)
         p5 = SPPF(scaled_channels(1024, self.scale), dtype=self.dtype, name="model_9")(x, train)
         # neck: top-down (layers 10-15), then bottom-up (16-21)
         x = jnp.concatenate([upsample_nearest2x(p5), p4], axis=-1)
-        h4 = self._c2f(512, 3, False, 12)(x, train)
+        h4 = self._c2f(512, 3, False, 12, train)(x, train)
         x = jnp.concatenate([upsample_nearest2x(h4), p3], axis=-1)
-        out3 = self._c2f(256, 3, False, 15)(x, train)
+        out3 = self._c2f(256, 3, False, 15, train)(x, train)
         x = jnp.concatenate([self._conv(256, 3, 2, 16)(out3, train), h4], axis=-1)
-        out4 = self._c2f(512, 3, False, 18)(x, train)
+        out4 = self._c2f(512, 3, False, 18, train)(x, train)
         x = jnp.concatenate([self._conv(512, 3, 2, 19)(out4, train), p5], axis=-1)
-        out5 = self._c2f(1024, 3, False, 21)(x, train)
+        out5 = self._c2f(1024, 3, False, 21, train)(x, train)
         maps = DetectHead(self.num_classes, self.reg_max, dtype=self.dtype, name="model_22")(
             [out3, out4, out5], train)
         if train:

@@ -1,7 +1,8 @@
 """Inference latency: forward + NMS of our jitted YOLOv8 against the reference's eager PyTorch, same weights, same run.
 
-  ours       one jitted function: YOLOv8 forward (compute dtype bf16, BatchNorm folded into the kernels as
-             predict runs it; `--variables plain`: the fp32 training variables) + non_max_suppression
+  ours       one jitted function: YOLOv8 forward (compute dtype bf16, BatchNorm folded into the kernels and the
+             variables packed in one buffer per dtype as predict runs it; `--variables folded`: one argument per
+             array, `--variables plain`: the fp32 training variables) + non_max_suppression
              (conf 0.25, iou 0.7, max_det 300, predict settings); also the forward alone, to split the time.
   reference  ultralytics DetectionModel from its yaml, fused Conv+BN (as its predictor's AutoBackend does),
              .half().cuda().eval() on GPU (float32 on CPU, where half convolutions are not a fair baseline), eager;
@@ -191,9 +192,9 @@ def main(argv=None):
     parser.add_argument("--load", choices=["busy", "stock"], default="busy")
     parser.add_argument("--candidates", type=int, default=300, help="busy load: anchors per image above conf")
     parser.add_argument("--tile", type=int, default=512, help="our NMS tile size (speed knob)")
-    parser.add_argument("--variables", choices=["folded", "packed", "plain"], default="folded",
-                        help="ours: BatchNorm folded as predict runs it, those packed in one buffer per dtype, or the "
-                        "training variables as they are")
+    parser.add_argument("--variables", choices=["packed", "folded", "plain"], default="packed",
+                        help="ours: BatchNorm folded and packed in one buffer per dtype as predict runs it, folded "
+                        "(one argument per array), or the training variables as they are")
     parser.add_argument("--iters", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5, help="ours: medians of --iters calls, this many times "

@@ -1,5 +1,7 @@
 """On the GPU: does the forward with folded inference variables (`yolojax.models.inference`) give the plain eval
-forward's outputs, per batch size, with and without the OHWI kernel layout?
+forward's outputs, per batch size, with and without the OHWI kernel layout, packed (as predict and val take them),
+and packed on plain convolutions (the export's forward; at batch 32 the others run the narrow layers over pixel
+blocks)?
 
     python benchmarks/scripts/check_inference_variables.py [--batches 1 2 32] [--imgsz 640]
 
@@ -42,8 +44,10 @@ def main() -> None:
     model = YOLOv8("n", 80, dtype=jnp.bfloat16)
     variables = jax.device_put(batchnorm_off_identity(init_variables(model, jax.random.PRNGKey(0)),
                                                       np.random.default_rng(0)))
+    pixels = model.clone(inference_blocks=False)  # the export's forward: large batches too on plain convolutions
     plain = jax.jit(lambda v, x: model.apply(v, x, train=False))
     folded = jax.jit(lambda v, x: apply_folded(model, v, x, train=False))
+    folded_pixels = jax.jit(lambda v, x: apply_folded(pixels, v, x, train=False))
     def detect(apply):
         def run(v, x, conf):
             boxes, probs = apply(v, x)
@@ -71,11 +75,14 @@ def main() -> None:
                      "nms_alone_kept": on_device[:8], "nms_alone_kept_cpu": on_cpu[:8],
                      "nms_alone_matches_cpu": on_device == on_cpu})
         print(json.dumps(rows[-1]), flush=True)
-        for ohwi in (False, True):
-            prepared = fold_batchnorm(variables, kernel_dtype=jnp.bfloat16, ohwi=ohwi)
-            boxes, probs = (np.asarray(a, np.float32) for a in folded(prepared, x))
-            kept = [np.asarray(folded_detect(prepared, x, conf)).tolist() for _ in range(args.repeats)]
-            row = {"batch": batch, "variables": "folded_ohwi" if ohwi else "folded",
+        variants = {"folded": (False, False, folded), "folded_ohwi": (True, False, folded),
+                    "packed (predict, val)": (True, True, folded), "packed, on pixels": (True, True, folded_pixels)}
+        for name, (ohwi, pack, forward) in variants.items():
+            prepared = fold_batchnorm(variables, kernel_dtype=jnp.bfloat16, ohwi=ohwi, pack=pack)
+            boxes, probs = (np.asarray(a, np.float32) for a in forward(prepared, x))
+            kept = ([np.asarray(folded_detect(prepared, x, conf)).tolist() for _ in range(args.repeats)]
+                    if forward is folded else [[-1]])
+            row = {"batch": batch, "variables": name,
                    "kept_image0": sorted({k[0] for k in kept}),
                    "boxes_max_abs_px": float(np.abs(boxes - ref_boxes).max()),
                    "boxes_median_abs_px": float(np.median(np.abs(boxes - ref_boxes))),

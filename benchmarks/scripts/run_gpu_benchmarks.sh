@@ -379,10 +379,10 @@ if [ "$part" = infer_packed ]; then  # the folded variables one argument per arr
 fi
 if [ "$part" = infer ]; then  # forward + NMS at batch 1 and 32, the older tree (BASE) first; then the NMS kept-count
   # check and the peers (each bench_infer run times ours and the installed reference in the same process)
-  ib=(--calls 5 --conf 0.25 --print-top 0)
-  for b in 1 32; do
-    [ -n "${BASE:-}" ] && (cd "$BASE" && N=4 T=100 run python3 benchmarks/scripts/profile_gpu.py infer "${ib[@]}" \
-      --batch $b --out "$out/base_infer_b$b.json")
+  ib=(--calls 5 --candidates 300 --print-top 0 --variables packed)
+  for b in 1 32; do  # (an older tree's profile_gpu may lack those options: its plain variables, conf 0.25)
+    [ -n "${BASE:-}" ] && (cd "$BASE" && N=4 T=100 run python3 benchmarks/scripts/profile_gpu.py infer --calls 5 \
+      --conf 0.25 --print-top 0 --batch $b --out "$out/base_infer_b$b.json")
     N=4 T=100 run python3 $S/profile_gpu.py infer "${ib[@]}" --batch $b --out "$out/infer_b$b.json"
   done
   T=150 N=12 run python3 $S/check_inference_variables.py --out "$out/check_default.json"

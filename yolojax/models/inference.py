@@ -11,7 +11,6 @@ of a folded v8n cost more of it than the batch-1 forward's kernels leave.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -21,36 +20,37 @@ import jax.numpy as jnp
 from jax import lax
 
 from yolojax.models.layers import BN_EPSILON, HALF_MIN_INPUT_CHANNELS, BatchNorm, Conv
+from yolojax.ops.flat import FlatLayout
 
 
 @flax.struct.dataclass
 class PackedArrays:
-    """A pytree of arrays kept as one 1-D buffer per dtype. buffers: {dtype name: (n,) array}; treedef and leaves
-    ((dtype name, offset, shape) per array) are static. `unpack()` (inside a program: slices of the buffers) gives the
-    pytree back."""
+    """A pytree of arrays kept as one 1-D buffer per dtype. buffers: {dtype name: (n,) array}; treedef and groups
+    ((dtype name, leaf indices, their `FlatLayout`) per buffer) are static. `unpack()` (inside a program: slices of
+    the buffers) gives the pytree back."""
 
     buffers: dict
     treedef: Any = flax.struct.field(pytree_node=False)
-    leaves: tuple = flax.struct.field(pytree_node=False)
+    groups: tuple = flax.struct.field(pytree_node=False)
 
     def unpack(self):
-        arrays = [lax.slice_in_dim(self.buffers[dtype], offset, offset + math.prod(shape)).reshape(shape)
-                  for dtype, offset, shape in self.leaves]
+        arrays: list = [None] * self.treedef.num_leaves
+        for dtype, indices, layout in self.groups:
+            for i, array in zip(indices, layout.unflatten(self.buffers[dtype])):
+                arrays[i] = array
         return jax.tree.unflatten(self.treedef, arrays)
 
 
 def pack_arrays(tree) -> PackedArrays:
-    """`tree`'s arrays as one buffer per dtype, in leaf order (see PackedArrays)."""
+    """`tree`'s arrays as one buffer per dtype (see PackedArrays)."""
     arrays, treedef = jax.tree.flatten(tree)
-    parts: dict[str, list] = {}
-    leaves = []
-    for array in arrays:
-        array = jnp.asarray(array)
-        dtype = jnp.dtype(array.dtype).name
-        group = parts.setdefault(dtype, [])
-        leaves.append((dtype, sum(part.size for part in group), tuple(array.shape)))
-        group.append(array.ravel())
-    return PackedArrays({dtype: jnp.concatenate(group) for dtype, group in parts.items()}, treedef, tuple(leaves))
+    by_dtype: dict[str, list[int]] = {}
+    for i, array in enumerate(arrays):
+        by_dtype.setdefault(jnp.dtype(array.dtype).name, []).append(i)
+    groups = tuple((dtype, tuple(indices), FlatLayout.of([arrays[i] for i in indices]))
+                   for dtype, indices in by_dtype.items())
+    buffers = {dtype: layout.flatten([arrays[i] for i in indices], dtype) for dtype, indices, layout in groups}
+    return PackedArrays(buffers, treedef, groups)
 
 
 @flax.struct.dataclass

@@ -1,6 +1,6 @@
 """The training state: one pytree holding everything a step reads and writes (and a checkpoint saves).
 
-The parameters, their gradient sum, the optimizer's buffers and the EMA are flat fp32 buffers (yolojax.train.flat);
+The parameters, their gradient sum, the optimizer's buffers and the EMA are flat fp32 buffers (yolojax.ops.flat);
 `VariablesLayout` maps them to and from the model's variables.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from yolojax.train.flat import FlatLayout
+from yolojax.ops.flat import FlatLayout
 from yolojax.train.optim import NUM_GROUPS, param_groups
 
 

@@ -27,7 +27,7 @@ Per iteration (the reference's inner loop body, as one pure function):
   5. when `iteration - last_opt_step >= accumulate`, the optimizer (clip + grouped SGD/Adam) applies the summed
      gradient and the EMA is updated. Both outcomes are computed and selected with `where` (no host round trip).
 The state is replicated; its buffers are donated. Parameters, gradient sum, optimizer buffers and EMA are flat
-(yolojax.train.flat), so steps 4 and 5 are a few elementwise passes, not a few per leaf. Hyper-parameters arrive
+(yolojax.ops.flat), so steps 4 and 5 are a few elementwise passes, not a few per leaf. Hyper-parameters arrive
 as device scalars, so new values never recompile. Compute dtype (bf16 on GPU/TPU) is the task's choice; params
 and optimizer state stay fp32.
 """
@@ -44,8 +44,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from yolojax.data.device.augment import WARP_PREFIX, finish_augmentation
+from yolojax.ops.flat import FlatLayout
 from yolojax.train.ema import ema_update
-from yolojax.train.flat import FlatLayout
 from yolojax.train.optim import Hyper
 from yolojax.train.state import TrainState, split_variables
 

@@ -4,7 +4,8 @@ The training state keeps the parameters, their gradient sum, the optimizer's buf
 array. The update is then a few elementwise passes over a few million values, where over a pytree it is a pass per
 leaf and per buffer: YOLOv8 has a few hundred leaves, so a few thousand more operations for XLA to compile and
 kernels to launch. The devices' exchange (`yolojax.train.step.psum_flat`) uses the same layout for its one
-all-reduce.
+all-reduce. Folded inference weights travel as one such buffer per dtype (`yolojax.models.inference.PackedArrays`):
+a jitted program's every argument costs host time on each call.
 """
 from __future__ import annotations
 

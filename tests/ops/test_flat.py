@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.train.flat import FlatLayout
+from yolojax.ops.flat import FlatLayout
 
 
 def _tree():

@@ -85,10 +85,9 @@ class YOLOv8(nn.Module):
         return ConvBNAct(scaled_channels(base, self.scale), kernel, stride, dtype=self.dtype, **blocks,
                          name=f"model_{index}")
 
-    def _c2f(self, base, repeats, shortcut, index, train):
+    def _c2f(self, base, repeats, shortcut, index, on_blocks):
         return C2f(scaled_channels(base, self.scale), scaled_repeats(repeats, self.scale), shortcut,
-                   dtype=self.dtype, on_blocks="auto" if train or self.inference_blocks else False,
-                   name=f"model_{index}")
+                   dtype=self.dtype, on_blocks=on_blocks, name=f"model_{index}")
 
     @nn.compact
     def __call__(self, images, train: bool = False):
@@ -100,27 +99,28 @@ class YOLOv8(nn.Module):
             raise ValueError(f"YOLOv8: image height and width must be multiples of 32, got {images.shape[1:3]}")
         x = images.astype(self.dtype)
         # backbone; a narrow stem hands its map to layer 1 in 2x2 pixel blocks (images are multiples of 32)
-        stem_blocks = (train or self.inference_blocks) and runs_on_pixel_blocks(
-            x, scaled_channels(64, self.scale), self.dtype, train)
+        blocks_allowed = train or self.inference_blocks
+        stem_blocks = blocks_allowed and runs_on_pixel_blocks(x, scaled_channels(64, self.scale), self.dtype, train)
+        c2f_blocks = "auto" if blocks_allowed else False
         x = self._conv(64, 3, 2, 0, blocks_out=stem_blocks)(x, train)
         x = self._conv(128, 3, 2, 1, blocks_in=stem_blocks)(x, train)
-        x = self._c2f(128, 3, True, 2, train)(x, train)
+        x = self._c2f(128, 3, True, 2, c2f_blocks)(x, train)
         x = self._conv(256, 3, 2, 3)(x, train)
-        p3 = self._c2f(256, 6, True, 4, train)(x, train)
+        p3 = self._c2f(256, 6, True, 4, c2f_blocks)(x, train)
         x = self._conv(512, 3, 2, 5)(p3, train)
-        p4 = self._c2f(512, 6, True, 6, train)(x, train)
+        p4 = self._c2f(512, 6, True, 6, c2f_blocks)(x, train)
         x = self._conv(1024, 3, 2, 7)(p4, train)
-        x = self._c2f(1024, 3, True, 8, train)(x, train)
+        x = self._c2f(1024, 3, True, 8, c2f_blocks)(x, train)
         p5 = SPPF(scaled_channels(1024, self.scale), dtype=self.dtype, name="model_9")(x, train)
         # neck: top-down (layers 10-15), then bottom-up (16-21)
         x = jnp.concatenate([upsample_nearest2x(p5), p4], axis=-1)
-        h4 = self._c2f(512, 3, False, 12, train)(x, train)
+        h4 = self._c2f(512, 3, False, 12, c2f_blocks)(x, train)
         x = jnp.concatenate([upsample_nearest2x(h4), p3], axis=-1)
-        out3 = self._c2f(256, 3, False, 15, train)(x, train)
+        out3 = self._c2f(256, 3, False, 15, c2f_blocks)(x, train)
         x = jnp.concatenate([self._conv(256, 3, 2, 16)(out3, train), h4], axis=-1)
-        out4 = self._c2f(512, 3, False, 18, train)(x, train)
+        out4 = self._c2f(512, 3, False, 18, c2f_blocks)(x, train)
         x = jnp.concatenate([self._conv(512, 3, 2, 19)(out4, train), p5], axis=-1)
-        out5 = self._c2f(1024, 3, False, 21, train)(x, train)
+        out5 = self._c2f(1024, 3, False, 21, c2f_blocks)(x, train)
         maps = DetectHead(self.num_classes, self.reg_max, dtype=self.dtype, name="model_22")(
             [out3, out4, out5], train)
         if train:

@@ -49,3 +49,21 @@ def test_lean_graph_keeps_outputs_and_drops_transposes(tmp_path, monkeypatch):
     batch = np.random.default_rng(1).integers(0, 256, (2, IMGSZ, IMGSZ, 3), dtype=np.uint8)
     for ours, reference in zip(outputs(lean, batch), outputs(raw, batch)):
         np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+def test_the_exported_forward_keeps_plain_convolutions_at_large_half_batches():
+    from yolojax.export.graph import yolo_forward
+    from yolojax.models.inference import apply_folded, fold_batchnorm
+    from yolojax.models.layers import BLOCKS_MIN_INFERENCE_BATCH
+
+    task = YOLOv8Task("n", num_classes=3, dtype=jax.numpy.float16)  # the half export's
+    shapes = jax.eval_shape(lambda key: task.init(key, (64, 64)), jax.random.key(0))
+    variables = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes)  # the program's form needs no values
+    images = jax.ShapeDtypeStruct((BLOCKS_MIN_INFERENCE_BATCH, 64, 64, 3), np.uint8)
+    folded = fold_batchnorm(variables)
+
+    def transposes(forward):
+        return str(jax.make_jaxpr(forward)(images)).count("transpose[")
+
+    on_blocks = transposes(lambda im: apply_folded(task.model, folded, im.astype(task.dtype) / 255.0, train=False))
+    assert transposes(yolo_forward(task, variables)) < on_blocks  # predict at this batch runs over pixel blocks

@@ -8,6 +8,7 @@ import pytest
 from yolojax.bench.weights import batchnorm_off_identity
 from yolojax.detectors import YOLOv8Task, inference_variables
 from yolojax.models.inference import FoldedVariables, PackedArrays, apply_folded, fold_batchnorm, pack_arrays
+from yolojax.models.layers import BLOCKS_MIN_INFERENCE_BATCH
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +107,18 @@ def test_tasks_without_inference_variables_get_their_variables_back():
 
     variables = {"params": {"w": jnp.ones(2)}}
     assert inference_variables(Plain(), variables) is variables
+
+
+def test_large_batch_inference_over_pixel_blocks_tracks_the_pixel_forward(task_and_variables):
+    _, variables = task_and_variables
+    task = YOLOv8Task("n", num_classes=3, dtype=jnp.bfloat16)
+    prepared = task.inference_variables(variables)  # as predict and val take them
+    images = jnp.asarray(np.random.default_rng(1).random((BLOCKS_MIN_INFERENCE_BATCH, 32, 32, 3)), jnp.bfloat16)
+    programs = {on: jax.jit(lambda v, x, m=task.model.clone(inference_blocks=on): apply_folded(m, v, x, train=False))
+                for on in (True, False)}
+    texts = {on: program.lower(prepared, images).as_text() for on, program in programs.items()}
+    assert texts[True].count("transpose") > texts[False].count("transpose")  # the layout changes are there
+    (boxes_b, probs_b), (boxes_p, probs_p) = (programs[on](prepared, images) for on in (True, False))
+    # bf16: the other summation order moves the outputs by rounding only; boxes in pixels of the 32-px input
+    assert float(jnp.abs(boxes_b - boxes_p).max()) < 1.0
+    assert float(jnp.abs(probs_b - probs_p).max()) < 0.02

@@ -9,7 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "yolojax"
 
 # what each layer may import (besides itself); the data flow is data -> model -> assign -> loss -> step -> eval
 ALLOWED = {
-    "xla_flags": set(),
+    "cache": set(),
+    "xla_flags": {"cache"},
     "conv_tuning": set(),
     "configs": set(),
     "ops": set(),
@@ -17,16 +18,16 @@ ALLOWED = {
     "models": {"ops"},
     "losses": {"ops", "assign"},
     "detectors": {"ops", "assign", "models", "losses"},
-    "data": {"ops", "configs"},
-    "train": {"ops", "assign", "models", "losses", "detectors", "data", "configs", "xla_flags"},
-    "eval": {"ops", "models", "detectors", "data", "configs", "convert", "xla_flags"},
+    "data": {"cache", "ops", "configs"},
+    "train": {"cache", "ops", "assign", "models", "losses", "detectors", "data", "configs", "xla_flags"},
+    "eval": {"cache", "ops", "models", "detectors", "data", "configs", "convert", "xla_flags"},
     "convert": {"ops", "models"},
-    "export": {"ops", "models", "detectors", "eval", "convert", "xla_flags"},
-    "bench": {"ops", "assign", "models", "losses", "detectors", "data", "train", "configs", "xla_flags"},
-    "cli": {"ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "export", "bench",
-            "configs", "xla_flags", "conv_tuning"},
-    "api": {"ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "bench", "export",
-            "cli", "configs", "xla_flags"},
+    "export": {"cache", "ops", "models", "detectors", "eval", "convert", "xla_flags"},
+    "bench": {"cache", "ops", "assign", "models", "losses", "detectors", "data", "train", "configs", "xla_flags"},
+    "cli": {"cache", "ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "export",
+            "bench", "configs", "xla_flags", "conv_tuning"},
+    "api": {"cache", "ops", "assign", "models", "losses", "detectors", "data", "train", "eval", "convert", "bench",
+            "export", "cli", "configs", "xla_flags"},
 }
 # imported where they are used, so that the package works without them (extras) or stays quick to import
 OPTIONAL = {"torch", "torchvision", "ultralytics", "tensorboard", "tensorflow_datasets", "tensorflow",

@@ -42,6 +42,8 @@ from typing import Any, Iterator, MutableMapping
 
 import jax
 
+from yolojax.cache import cache_root
+
 COMMAND_BUFFER_FLAGS = (
     "--xla_gpu_enable_command_buffer=+CONVOLUTION",
     "--xla_gpu_graph_min_graph_size=1",
@@ -50,11 +52,6 @@ DETERMINISTIC_FLAGS = ("--xla_gpu_exclude_nondeterministic_ops=true",)
 TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
 JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": (), "autotune": TUNING_FLAGS}
 LOAD_TUNED_FLAG = "--xla_gpu_load_autotune_results_from"
-
-
-def cache_root(environ: MutableMapping[str, str] = os.environ) -> Path:
-    """yolojax's cache folder: $YOLOJAX_CACHE, else ~/.cache/yolojax."""
-    return Path(environ.get("YOLOJAX_CACHE") or Path.home() / ".cache" / "yolojax")
 
 
 def tuned_conv_file(environ: MutableMapping[str, str] = os.environ) -> Path:

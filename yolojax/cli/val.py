@@ -6,12 +6,12 @@ import math
 import sys
 from pathlib import Path
 
+from yolojax.cache import cache_root
 from yolojax.cli import args
 from yolojax.cli.weights import TRAIN_KEYS, WEIGHTS_ALIASES
 from yolojax.convert.cache import weights_folder
 from yolojax.convert.files import read_weights
 from yolojax.data import build_dataset
-from yolojax.data.shapes import default_cache_dir
 from yolojax.detectors import task_from_weights_meta
 from yolojax.eval import coco
 from yolojax.eval.val import MODES, evaluate
@@ -91,7 +91,7 @@ def validate(opts) -> dict:
     """Load the weights, build the dataset, print the table (and the pycocotools numbers with anno_json); returns
     `yolojax.eval.val.evaluate`'s result."""
     check_values(opts)
-    variables, meta = read_weights(weights_folder(opts.weights, default_cache_dir() / "imported",
+    variables, meta = read_weights(weights_folder(opts.weights, cache_root() / "imported",
                                                   trust_pickle=opts.trust_pickle))
     task = task_from_weights_meta(meta)
     imgsz = stride_multiple(opts.imgsz or int(meta.get("imgsz") or 640))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from yolojax.cache import cache_root
 from yolojax.cli import args
 from yolojax.convert.cache import REFERENCE_SUFFIXES, weights_folder
 from yolojax.convert.files import read_weights
 from yolojax.convert.sources import WeightsFileError
-from yolojax.data.shapes import default_cache_dir
 from yolojax.detectors import build_task, task_from_weights_meta
 from yolojax.train.config import CONFIG_DIR, Config, ConfigError, load_model_config, merge, parse_overrides
 
@@ -31,7 +31,7 @@ def resolve_weights(weights, *, trust_pickle: bool = False) -> tuple[Path, dict]
     """weights (a yolojax weights folder, or reference weights imported into `<cache>/imported`) -> (the folder,
     its meta). ConfigError naming `weights` when it is neither or cannot be read."""
     try:
-        folder = weights_folder(weights, default_cache_dir() / "imported", trust_pickle=trust_pickle)
+        folder = weights_folder(weights, cache_root() / "imported", trust_pickle=trust_pickle)
     except WeightsFileError as err:
         raise ConfigError(f"weights={weights}: {str(err).removeprefix('convert: ')}") from None
     if not (folder / "meta.json").is_file():

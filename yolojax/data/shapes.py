@@ -16,7 +16,6 @@ Layout written (the reference's YOLO layout):
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -25,14 +24,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from yolojax.cache import cache_root
+
 CLASS_NAMES = ("rectangle", "ellipse", "triangle")
 VERSION = 1
 _DONE_MARKER = ".complete"
-
-
-def default_cache_dir() -> Path:
-    """`$YOLOJAX_CACHE` or `~/.cache/yolojax`."""
-    return Path(os.environ.get("YOLOJAX_CACHE", Path.home() / ".cache" / "yolojax"))
 
 
 def _background(rng, h, w):
@@ -165,7 +161,7 @@ def ensure_shapes_dataset(root=None, *, seed=0, num_train=400, num_val=100, imgs
     """Generate the shapes dataset once (deterministic in all arguments) and return its data yaml path.
 
     Args:
-      root: folder to write into; default `default_cache_dir() / f"shapes-v{VERSION}-s{seed}-{num_train}-{num_val}-
+      root: folder to write into; default `cache_root() / f"shapes-v{VERSION}-s{seed}-{num_train}-{num_val}-
         {imgsz}"`. If it already holds a complete dataset nothing is written.
       seed: the dataset's seed.
       num_train, num_val: images per split.
@@ -175,7 +171,7 @@ def ensure_shapes_dataset(root=None, *, seed=0, num_train=400, num_val=100, imgs
       Path of `root/shapes.yaml`.
     """
     if root is None:
-        root = default_cache_dir() / f"shapes-v{VERSION}-s{seed}-{num_train}-{num_val}-{imgsz}"
+        root = cache_root() / f"shapes-v{VERSION}-s{seed}-{num_train}-{num_val}-{imgsz}"
     root = Path(root).expanduser().resolve()
     if (root / _DONE_MARKER).exists():
         return root / "shapes.yaml"

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from yolojax.cache import cache_root
 from yolojax.convert.cache import weights_folder
 from yolojax.convert.files import read_weights
 from yolojax.data.media import Frame, Source, list_media, media_hw, read_frames
-from yolojax.data.shapes import default_cache_dir
 from yolojax.data.transforms import letterbox
 from yolojax.detectors import YOLOv8Task, inference_variables, task_from_weights_meta
 from yolojax.detectors.postprocess import letterbox_gain_pad, scale_boxes
@@ -138,7 +138,7 @@ def load_jax_detector(weights, *, trust_pickle: bool = False) -> JaxDetector:
     """A yolojax weights directory, or reference weights (.pt / .pth / .safetensors, imported once into the cache as
     `train weights=` does; an ultralytics checkpoint also needs trust_pickle) -> JaxDetector. Raises a
     WeightsFileError (yolojax.convert.sources) naming the file or folder."""
-    variables, meta = read_weights(weights_folder(weights, default_cache_dir() / "imported", trust_pickle=trust_pickle))
+    variables, meta = read_weights(weights_folder(weights, cache_root() / "imported", trust_pickle=trust_pickle))
     task = task_from_weights_meta(meta)
     names = list(meta.get("names") or [str(i) for i in range(task.num_classes)])
     return JaxDetector(task, variables, names, meta.get("imgsz"))

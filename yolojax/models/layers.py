@@ -210,16 +210,22 @@ class Conv(nn.Module):
         "OHWI": `yolojax.models.inference` keeps folded kernels so). The pixel-block paths build their kernels from
         the HWIO form."""
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        hwio = kernel.transpose(1, 2, 3, 0) if kernel_layout == "OHWI" else kernel
-        if self.blocks_in or self.blocks_out:
-            return self._on_blocks(x, hwio)
-        half = jnp.dtype(self.dtype).itemsize == 2
-        if (half and self.kernel == 3 and self.stride == 2 and x.shape[-1] <= BLOCKS_MAX_CHANNELS
-                and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0):
+        if self._runs_by_blocks(x):
+            hwio = kernel.transpose(1, 2, 3, 0) if kernel_layout == "OHWI" else kernel
+            if self.blocks_in or self.blocks_out:
+                return self._on_blocks(x, hwio)
             return conv3x3_stride2_by_blocks(x, hwio, HALF_MIN_INPUT_CHANNELS)
-        if not half or x.shape[-1] >= HALF_MIN_INPUT_CHANNELS:
-            return conv2d_same(x, kernel, self.stride, kernel_layout=kernel_layout)
-        return conv2d_same(x, kernel, self.stride, HALF_MIN_INPUT_CHANNELS, kernel_layout=kernel_layout)
+        half = jnp.dtype(self.dtype).itemsize == 2
+        min_input_channels = HALF_MIN_INPUT_CHANNELS if half and x.shape[-1] < HALF_MIN_INPUT_CHANNELS else 1
+        return conv2d_same(x, kernel, self.stride, min_input_channels, kernel_layout)
+
+    def _runs_by_blocks(self, x) -> bool:
+        """Whether this convolution builds a block kernel: x or the result in blocks, or a half-precision 3x3
+        stride-2 convolution reading at most BLOCKS_MAX_CHANNELS channels of even h, w (over 2x2 blocks)."""
+        if self.blocks_in or self.blocks_out:
+            return True
+        return (jnp.dtype(self.dtype).itemsize == 2 and self.kernel == 3 and self.stride == 2
+                and x.shape[-1] <= BLOCKS_MAX_CHANNELS and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0)
 
     def _on_blocks(self, x, kernel):
         both = self.blocks_in and self.blocks_out

@@ -206,9 +206,10 @@ class Conv(nn.Module):
         return self.convolve(x, kernel)
 
     def convolve(self, x, kernel, kernel_layout: str = "HWIO"):
-        """This module's convolution of x with `kernel` given in `kernel_layout` ("HWIO" as the parameter, or
-        "OHWI": `yolojax.models.inference` keeps folded kernels so). The pixel-block paths build their kernels from
-        the HWIO form."""
+        """This module's convolution of x with `kernel` given in `kernel_layout`: "HWIO" (k, k, c_in, features) as
+        the parameter, or "OHWI" (features, k, k, c_in), as `yolojax.models.inference` keeps folded kernels. x
+        (b, h, w, c_in) -> (b, h/stride, w/stride, features), in `dtype` (either side in `to_pixel_blocks` layout
+        where blocks_in / blocks_out say so). The pixel-block paths build their kernels from the HWIO form."""
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if self._runs_by_blocks(x):
             hwio = kernel.transpose(1, 2, 3, 0) if kernel_layout == "OHWI" else kernel

@@ -313,7 +313,8 @@ if [ "$part" = graphs ]; then  # CUDA graphs whose temporaries keep their addres
     "${sc[@]}" --out "$out/scaling_det_1gpu_graphs_skip_temp.json"
 fi
 if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (empty cache each) under compiler flags
-  # BASE=<tree> compiles that tree's step too, before this tree's, ROUNDS times (default 1), with this tree's harness
+  # BASE=<tree> compiles that tree's step too, before this tree's, ROUNDS times (default 1), with this tree's harness;
+  # COMPILE_VARIANTS="tag:--flag=value ..." adds flag sets; TRACE_COMPILE= (empty) times the compile without its trace
   export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
   [ -n "${BASE:-}" ] && cp $S/profile_gpu.py "$BASE/benchmarks/scripts/"
@@ -324,8 +325,9 @@ if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (em
         [ -n "${BASE:-}" ] && tag="${tag}_$([ "$dir" = . ] && echo this || echo BASE)_r$round"
         export JAX_COMPILATION_CACHE_DIR=/tmp/jc_compile_$tag
         # VMODULE=gpu_compiler=1 (say) keeps XLA's own phase timers of each compile in compile_log_<tag>.txt
-        (cd "$dir" && XLA_FLAGS="$DET ${variant#*:}" TF_CPP_MIN_LOG_LEVEL=${VMODULE:+0} TF_CPP_VMODULE=${VMODULE:-} \
-          timeout 150 python3 benchmarks/scripts/profile_gpu.py train --calls 2 --print-top 0 --trace-compile \
+        flags=${variant#*:}  # commas separate a variant's flags
+        (cd "$dir" && XLA_FLAGS="$DET ${flags//,/ }" TF_CPP_MIN_LOG_LEVEL=${VMODULE:+0} TF_CPP_VMODULE=${VMODULE:-} \
+          timeout 150 python3 benchmarks/scripts/profile_gpu.py train --calls 2 --print-top 0 ${TRACE_COMPILE---trace-compile} \
           --tag "cold_det_$tag" --out "$out/cold_det_$tag.json" > "$out/compile_log_$tag.txt" 2>&1)
         echo "== $tag"; grep -v -i warn "$out/compile_log_$tag.txt" | grep -E "compile|ms per step|for jit_local_step" \
           | tail -n 4

@@ -13,6 +13,8 @@ from yolojax.losses import (
     bbox_loss,
     bce_with_logits,
     detection_loss,
+    dfl_cross_entropy,
+    dfl_distribution,
     dfl_expectation,
     dfl_loss,
 )
@@ -72,6 +74,31 @@ def test_dfl_loss_by_hand():
     np.testing.assert_allclose(float(out), per_side.mean(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dfl_distribution_values_and_joint_gradient_match_autodiff(seed):
+    # the written-out gradient of (expectation, log-probabilities) against autodiff of the plain softmax formulas,
+    # with both outputs feeding the loss as in detection_loss (decoded boxes and the DFL term)
+    rng = np.random.default_rng(seed)
+    logits = jnp.asarray(rng.normal(0, 3, size=(2, 7, 4 * REG_MAX)), jnp.float32)
+    target = jnp.asarray(rng.uniform(0, REG_MAX, size=(2, 7, 4)), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(2, 7, 4)), jnp.float32)
+
+    def plain(x):
+        grouped = x.reshape(2, 7, 4, REG_MAX)
+        expectation = (jax.nn.softmax(grouped) * jnp.arange(REG_MAX, dtype=jnp.float32)).sum(-1)
+        return expectation, jax.nn.log_softmax(grouped)
+
+    def loss(distribution, x):
+        expectation, log_probs = distribution(x)
+        return (expectation * weights).sum() + dfl_cross_entropy(log_probs, target).sum()
+
+    for ours, theirs in zip(dfl_distribution(logits, REG_MAX), plain(logits)):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    grad = jax.grad(lambda x: loss(lambda v: dfl_distribution(v, REG_MAX), x))(logits)
+    expected = jax.grad(lambda x: loss(plain, x))(logits)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
 def test_bbox_loss_weights_foreground_by_score_sum():
     # one foreground anchor whose prediction equals its target: CIoU ~ 1, so the box term ~ 0; background anchors
     # with wild predictions must not count
@@ -79,8 +106,8 @@ def test_bbox_loss_weights_foreground_by_score_sum():
     target = jnp.array([[[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0]]])
     pred = jnp.array([[[1.0, 1.0, 3.0, 3.0], [-50.0, 0.0, 90.0, 1.0]]])
     weight = jnp.array([[0.6, 0.9]])
-    dist = jnp.zeros((1, 2, 4 * REG_MAX))
-    loss_iou, loss_dfl = bbox_loss(dist, pred, anchors, target, weight, 1.0, jnp.array([[True, False]]), REG_MAX)
+    _, log_probs = dfl_distribution(jnp.zeros((1, 2, 4 * REG_MAX)), REG_MAX)
+    loss_iou, loss_dfl = bbox_loss(log_probs, pred, anchors, target, weight, 1.0, jnp.array([[True, False]]))
     assert abs(float(loss_iou)) < 1e-6
     # uniform logits: CE = log(16) for every bin, so DFL = log(16) * weight 0.6
     np.testing.assert_allclose(float(loss_dfl), math.log(REG_MAX) * 0.6, rtol=1e-6)

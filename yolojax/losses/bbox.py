@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from yolojax.ops.anchors import bbox2dist
 from yolojax.ops.boxes import bbox_iou
+from yolojax.ops.decode import dfl_distribution
 from yolojax.ops.decode import dfl_expectation  # noqa: F401  (re-exported: the loss decodes as the model does)
 
 # any finite, non-degenerate box: stands in for the (unused) target of background anchors so that no NaN or inf
@@ -30,29 +31,34 @@ def dfl_loss(pred_dist, target_ltrb, reg_max: int = 16):
     Returns:
       (...) loss per anchor, nats.
     """
+    return dfl_cross_entropy(dfl_distribution(pred_dist, reg_max)[1], target_ltrb)
+
+
+def dfl_cross_entropy(log_probs, target_ltrb):
+    """`dfl_loss` from the bins' log-probabilities: log_probs (..., 4, reg_max) (`dfl_distribution`),
+    target_ltrb (..., 4) bins -> (...) nats."""
+    reg_max = log_probs.shape[-1]
     target = jnp.clip(target_ltrb, 0, reg_max - 1 - 0.01)
     left = jnp.floor(target)
     weight_left = left + 1 - target
-    log_probs = jax.nn.log_softmax(pred_dist.reshape(*pred_dist.shape[:-1], 4, reg_max), axis=-1)
     bins = jnp.arange(reg_max, dtype=target.dtype)
     ce_left = -jnp.where(bins == left[..., None], log_probs, 0).sum(axis=-1)
     ce_right = -jnp.where(bins == left[..., None] + 1, log_probs, 0).sum(axis=-1)
     return (ce_left * weight_left + ce_right * (1 - weight_left)).mean(axis=-1)
 
 
-def bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, weight, target_scores_sum, fg_mask,
-              reg_max: int = 16):
+def bbox_loss(dist_log_probs, pred_bboxes, anchor_points, target_bboxes, weight, target_scores_sum, fg_mask):
     """CIoU loss and DFL of the foreground anchors, each weighted by the anchor's target-score sum.
 
     Args:
-      pred_dist: (b, a, 4 * reg_max) DFL logits.
+      dist_log_probs: (b, a, 4, reg_max) log-probabilities of the DFL bins (`dfl_distribution`, which also gives
+        the expected distances that pred_bboxes decode: one softmax for both).
       pred_bboxes: (b, a, 4) decoded predictions, xyxy, grid units of each anchor's level.
       anchor_points: (a, 2) anchor centres, grid units.
       target_bboxes: (b, a, 4) assigned boxes, xyxy, grid units.
       weight: (b, a) the anchor's target-score sum over classes, `target_scores.sum(-1)` (a constant).
       target_scores_sum: () normaliser, `max(target_scores.sum(), 1)`.
       fg_mask: (b, a) bool, foreground anchors.
-      reg_max: DFL bins per side.
     Returns:
       loss_iou: () `sum_fg (1 - CIoU) * weight / target_scores_sum`.
       loss_dfl: () `sum_fg DFL * weight / target_scores_sum`.
@@ -63,6 +69,6 @@ def bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes, weight, targ
     ciou = bbox_iou(pred_bboxes, target_bboxes, kind="ciou")
     loss_iou = ((1.0 - ciou) * weight).sum() / target_scores_sum
 
-    target_ltrb = bbox2dist(anchor_points, target_bboxes, reg_max - 1)
-    loss_dfl = (dfl_loss(pred_dist, target_ltrb, reg_max) * weight).sum() / target_scores_sum
+    target_ltrb = bbox2dist(anchor_points, target_bboxes, dist_log_probs.shape[-1] - 1)
+    loss_dfl = (dfl_cross_entropy(dist_log_probs, target_ltrb) * weight).sum() / target_scores_sum
     return loss_iou, loss_dfl

@@ -14,7 +14,7 @@ from yolojax.losses.bbox import bbox_loss
 from yolojax.losses.bce import bce_with_logits
 from yolojax.ops.anchors import dist2bbox, make_anchors
 from yolojax.ops.boxes import xywh2xyxy
-from yolojax.ops.decode import dfl_expectation, flatten_maps
+from yolojax.ops.decode import dfl_distribution, flatten_maps
 
 TARGET_KEYS = ("cls", "bboxes", "mask")
 
@@ -107,7 +107,8 @@ def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strid
     anchor_points, stride_tensor = make_anchors([f.shape[1:3] for f in feats], strides)
 
     gt_labels, gt_bboxes, mask_gt = targets_to_pixels(targets, image_hw)
-    pred_bboxes = dist2bbox(dfl_expectation(pred_dist, reg_max), anchor_points)  # (b, a, 4) xyxy grid units
+    distances, dist_log_probs = dfl_distribution(pred_dist, reg_max)
+    pred_bboxes = dist2bbox(distances, anchor_points)  # (b, a, 4) xyxy grid units
 
     target_labels, target_bboxes, target_score, fg_mask, _ = assign_anchors(
         pred_logits, pred_bboxes * stride_tensor, anchor_points * stride_tensor, gt_labels, gt_bboxes, mask_gt,
@@ -117,7 +118,7 @@ def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strid
     target_scores_sum = jnp.maximum(target_score.sum(), 1.0)
 
     loss_cls = classification_loss(pred_logits, target_labels, target_score) / target_scores_sum
-    loss_box, loss_dfl = bbox_loss(pred_dist, pred_bboxes, anchor_points, target_bboxes / stride_tensor,
-                                   target_score, target_scores_sum, fg_mask, reg_max)
+    loss_box, loss_dfl = bbox_loss(dist_log_probs, pred_bboxes, anchor_points, target_bboxes / stride_tensor,
+                                   target_score, target_scores_sum, fg_mask)
     items = jnp.stack([loss_box * box, loss_cls * cls, loss_dfl * dfl])
     return items.sum() * batch, jax.lax.stop_gradient(items)

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 
 from yolojax.ops.anchors import bbox2dist
 from yolojax.ops.boxes import bbox_iou
-from yolojax.ops.decode import dfl_distribution
-from yolojax.ops.decode import dfl_expectation  # noqa: F401  (re-exported: the loss decodes as the model does)
+from yolojax.ops.decode import (
+    dfl_distribution,
+    dfl_expectation,  # noqa: F401  (re-exported: the loss decodes as the model does)
+)
 
 # any finite, non-degenerate box: stands in for the (unused) target of background anchors so that no NaN or inf
 # can reach the gradient through a masked branch

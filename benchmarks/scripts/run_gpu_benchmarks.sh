@@ -57,6 +57,9 @@ part=${1:-train}; out=${2:-/tmp/bench_out}
 mkdir -p "$out"
 S=benchmarks/scripts
 source $S/gpu_env.sh
+# cold-compile cache folders live under a folder of this invocation: a machine kept warm between calls keeps /tmp,
+# and a name reused from an earlier call would time a cache hit as a cold compile
+cold=/tmp/cold_$(date +%s%N)
 run() { echo "== $*"; timeout "${T:-300}" "$@" 2>&1 | grep -v -i -E "warn|settings|yolo settings" | tail -n "${N:-25}"; }
 if [ "$part" = train ] || [ "$part" = all ]; then
   export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=1
@@ -114,7 +117,7 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
   sc=(--scale "${SCALE:-n}")
   p() { local tag=$1 dir=$2; shift 2; (cd "$dir" && N=${N:-34} run python3 benchmarks/scripts/profile_gpu.py "$@" \
     --print-top 30 --tag "$tag" --out "$out/$tag.json"); }
-  cache() { export JAX_COMPILATION_CACHE_DIR=/tmp/jc_$1; }  # a new name = an empty cache = a cold compile
+  cache() { export JAX_COMPILATION_CACHE_DIR=$cold/jc_$1; }  # a new name = an empty cache = a cold compile
   cache main; T=200 p train . train --calls 3 "${sc[@]}"
   [ -n "${BASE:-}" ] && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
   if [ "${DET_STEP:-0}" = 1 ]; then  # the same with the train job's deterministic flag
@@ -323,7 +326,7 @@ if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (em
       for variant in "base:" ${COMPILE_VARIANTS:-}; do
         tag=${variant%%:*}
         [ -n "${BASE:-}" ] && tag="${tag}_$([ "$dir" = . ] && echo this || echo BASE)_r$round"
-        export JAX_COMPILATION_CACHE_DIR=/tmp/jc_compile_$tag
+        export JAX_COMPILATION_CACHE_DIR=$cold/jc_compile_$tag
         # VMODULE=gpu_compiler=1 (say) keeps XLA's own phase timers of each compile in compile_log_<tag>.txt
         flags=${variant#*:}  # commas separate a variant's flags
         (cd "$dir" && XLA_FLAGS="$DET ${flags//,/ }" TF_CPP_MIN_LOG_LEVEL=${VMODULE:+0} TF_CPP_VMODULE=${VMODULE:-} \
@@ -400,7 +403,7 @@ if [ "$part" = queued_ab ]; then  # is a queued-time difference real? the fastes
   cp $S/profile_gpu.py "$BASE/benchmarks/scripts/"  # this tree's harness, BASE's code under test
   for i in $(seq "${ROUNDS:-3}"); do  # ROUNDS alternations (default 3); SCALE (default n)
     for dir in "$BASE" .; do
-      (cd "$dir" && JAX_COMPILATION_CACHE_DIR=/tmp/jq_${dir//[\/.]/_} N=2 T=200 run python3 \
+      (cd "$dir" && JAX_COMPILATION_CACHE_DIR=$cold/jq_${dir//[\/.]/_} N=2 T=200 run python3 \
         benchmarks/scripts/profile_gpu.py train --scale "${SCALE:-n}" --calls 1 --print-top 0 --queued-rounds 6 --tag "$dir" \
         --out "$out/queued_${i}_${dir//[\/.]/_}.json")
     done

@@ -63,9 +63,10 @@ class YOLOv8(nn.Module):
       num_classes: number of classes (nc).
       reg_max: DFL bins per box side.
       dtype: compute dtype (bfloat16 on GPU); parameters and BatchNorm statistics are always float32.
-      inference_blocks: with train=False, run the narrow layers over 2x2 pixel blocks as training does, from
-        BLOCKS_MIN_INFERENCE_BATCH images on (`runs_on_pixel_blocks`); the export turns it off (ONNX runtimes get
-        the plain convolutions). The same sums in another order.
+      inference_blocks: with train=False, run the narrow stem and C2f blocks over 2x2 pixel blocks as training
+        does, from BLOCKS_MIN_INFERENCE_BATCH images on (`runs_on_pixel_blocks`); the export turns it off. The same
+        sums in another order. (A half-precision 3x3 stride-2 `Conv` reading at most BLOCKS_MAX_CHANNELS channels
+        runs over blocks in every mode: a half-precision export keeps those.)
 
     Call `apply(variables, images, train=...)`, images (b, h, w, 3) float in [0, 1], h and w multiples of 32:
       train=True (pass `mutable=["batch_stats"]`): list of 3 raw maps, level P3/P4/P5 (strides 8, 16, 32), each

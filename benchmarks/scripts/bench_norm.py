@@ -2,7 +2,7 @@
 backward per activation shape.
 
     python benchmarks/scripts/bench_norm.py [--scale n] [--batch 64] [--imgsz 640]
-    python benchmarks/scripts/bench_norm.py --variants library,variadic,pallas,recompute [--largest N]
+    python benchmarks/scripts/bench_norm.py --variants library,recompute_variadic,pallas_sums [--largest N]
 
 The shapes are those of the model's training forward (recorded by tracing it). Each is timed alone (queued calls,
 fastest of 3 rounds; a small layer's time is then mostly the launch) and summed over the layers; GB/s counts the
@@ -96,6 +96,18 @@ def backward_recompute(x, mean, inv_std, scale, bias, d_out):
     return _dx(x_hat2, g2, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
 
 
+def backward_recompute_variadic(x, mean, inv_std, scale, bias, d_out):
+    """g computed inside one variadic reduction for both sums, recomputed in the dx pass (inputs behind a barrier).
+    XLA still writes g (float32) to memory before the reduction."""
+    n = math.prod(x.shape[:-1])
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    sums = lax.reduce((g, g * x_hat), (jnp.float32(0), jnp.float32(0)),
+                      lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(x.ndim - 1)))
+    x2, d2 = lax.optimization_barrier((x, d_out))
+    x_hat2, g2 = _silu_grad_terms(x2, mean, inv_std, scale, bias, d2)
+    return _dx(x_hat2, g2, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
 def backward_variadic(x, mean, inv_std, scale, bias, d_out):
     """g stored in bf16 behind a barrier (as the library), both sums as one variadic reduction."""
     n = math.prod(x.shape[:-1])
@@ -106,47 +118,50 @@ def backward_variadic(x, mean, inv_std, scale, bias, d_out):
     return _dx(x_hat, g, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
 
 
-def _rows_per_block(rows: int, channels: int) -> int:
+def _sum_rows_per_block(rows: int, channels: int, elements: int) -> int:
+    """The largest power of 2 dividing rows with at most `elements` per (rows, channels) block."""
     block = 1
-    while block < 4096 // max(1, channels // 16) and rows % (block * 2) == 0:
+    while block * 2 * channels <= elements and rows % (block * 2) == 0:
         block *= 2
     return block
 
 
-def backward_pallas(x, mean, inv_std, scale, bias, d_out):
-    """One Triton kernel reads d_out and x, writes g in bf16 and per-block partial sums; XLA's dx pass reads g."""
-    from jax.experimental import pallas as pl
+def backward_pallas_sums(elements: int = 8192, warps: int = 4):
+    """One Triton kernel reads d_out and x and writes per-block partial sums only (g in registers); XLA's dx pass
+    recomputes g from d_out and x, so g never goes to memory. `elements` per program, `warps` per program."""
+    def backward(x, mean, inv_std, scale, bias, d_out):
+        from jax.experimental import pallas as pl
+        from jax.experimental.pallas import triton as plgpu
 
-    c = x.shape[-1]
-    if c & (c - 1):
-        raise NotImplementedError(f"{c} channels: Pallas's Triton lowering takes power-of-2 block shapes only")
-    rows = math.prod(x.shape[:-1])
-    block = _rows_per_block(rows, c)
-    blocks = rows // block
+        c = x.shape[-1]
+        if c & (c - 1):
+            raise NotImplementedError(f"{c} channels: Pallas's Triton lowering takes power-of-2 block shapes only")
+        rows = math.prod(x.shape[:-1])
+        block = _sum_rows_per_block(rows, c, elements)
+        blocks = rows // block
 
-    def kernel(d_ref, x_ref, mean_ref, inv_ref, scale_ref, bias_ref, g_ref, sg_ref, sgx_ref):
-        x_hat = (x_ref[...].astype(jnp.float32) - mean_ref[...][None, :]) * inv_ref[...][None, :]
-        y = x_hat * scale_ref[...][None, :] + bias_ref[...][None, :]
-        g = norm.silu_backward(y, d_ref[...]).astype(g_ref.dtype)
-        g_ref[...] = g
-        g32 = g.astype(jnp.float32)
-        sg_ref[...] = g32.sum(0)[None, :]
-        sgx_ref[...] = (g32 * x_hat).sum(0)[None, :]
+        def kernel(x_ref, d_ref, mean_ref, inv_ref, scale_ref, bias_ref, sg_ref, sgx_ref):
+            x_hat = (x_ref[...].astype(jnp.float32) - mean_ref[...]) * inv_ref[...]
+            y = x_hat * scale_ref[...] + bias_ref[...]
+            sig = 1.0 / (1.0 + jnp.exp(-y))
+            g = d_ref[...].astype(jnp.float32) * (sig * (1.0 + y * (1.0 - sig)))
+            sg_ref[...] = jnp.sum(g, axis=0, keepdims=True)
+            sgx_ref[...] = jnp.sum(g * x_hat, axis=0, keepdims=True)
 
-    rows_spec = pl.BlockSpec((block, c), lambda i: (i, 0))
-    vec_spec = pl.BlockSpec((c,), lambda i: (0,))
-    part_spec = pl.BlockSpec((1, c), lambda i: (i, 0))
-    g, sg, sgx = pl.pallas_call(
-        kernel, grid=(blocks,), in_specs=[rows_spec, rows_spec, vec_spec, vec_spec, vec_spec, vec_spec],
-        out_specs=[rows_spec, part_spec, part_spec],
-        out_shape=[jax.ShapeDtypeStruct((rows, c), x.dtype), jax.ShapeDtypeStruct((blocks, c), jnp.float32),
-                   jax.ShapeDtypeStruct((blocks, c), jnp.float32)],
-        interpret=jax.default_backend() == "cpu")(
-        d_out.reshape(rows, c), x.reshape(rows, c), mean, inv_std, scale, bias)
-    sums = sg.sum(0), sgx.sum(0)
-    x_hat = (x.astype(jnp.float32) - mean) * inv_std
-    dx = _dx(x_hat, g.reshape(x.shape).astype(jnp.float32), sums, inv_std, scale, rows, x.dtype)
-    return dx, sums[1], sums[0]
+        rows_spec = pl.BlockSpec((block, c), lambda i: (i, 0))
+        vec_spec = pl.BlockSpec((1, c), lambda i: (0, 0))
+        part_spec = pl.BlockSpec((1, c), lambda i: (i, 0))
+        part = jax.ShapeDtypeStruct((blocks, c), jnp.float32)
+        sg, sgx = pl.pallas_call(
+            kernel, grid=(blocks,), in_specs=[rows_spec, rows_spec] + [vec_spec] * 4,
+            out_specs=[part_spec, part_spec], out_shape=[part, part],
+            compiler_params=plgpu.CompilerParams(num_warps=warps, num_stages=1),
+            interpret=jax.default_backend() == "cpu")(
+            x.reshape(rows, c), d_out.reshape(rows, c), *(v.reshape(1, c) for v in (mean, inv_std, scale, bias)))
+        sums = sg.sum(0), sgx.sum(0)
+        x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+        return _dx(x_hat, g, sums, inv_std, scale, rows, x.dtype), sums[1], sums[0]
+    return backward
 
 
 def backward_lean(x, mean, inv_std, scale, bias, d_out):
@@ -180,7 +195,9 @@ def backward_library(x, mean, inv_std, scale, bias, d_out):
 
 
 VARIANTS = {"library": backward_library, "lean": backward_lean, "recompute": backward_recompute,
-            "variadic": backward_variadic, "pallas": backward_pallas}
+            "recompute_variadic": backward_recompute_variadic, "variadic": backward_variadic,
+            "pallas_sums": backward_pallas_sums(), "pallas_sums_2k_w4": backward_pallas_sums(2048, 4),
+            "pallas_sums_16k_w8": backward_pallas_sums(16384, 8)}
 
 
 def fusion_summary(compiled_text: str) -> list[str]:

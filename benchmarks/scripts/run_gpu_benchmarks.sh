@@ -316,16 +316,18 @@ if [ "$part" = graphs ]; then  # CUDA graphs whose temporaries keep their addres
     "${sc[@]}" --out "$out/scaling_det_1gpu_graphs_skip_temp.json"
 fi
 if [ "$part" = compile ]; then  # cold compile of the deterministic v8n step (empty cache each) under compiler flags
-  # BASE=<tree> compiles that tree's step too, before this tree's, ROUNDS times (default 1), with this tree's harness;
-  # COMPILE_VARIANTS="tag:--flag=value ..." adds flag sets; TRACE_COMPILE= (empty) times the compile without its trace
+  # BASE=<tree> compiles that tree's step too, before this tree's, ROUNDS times (default 1), with this tree's harness
+  # (BASE="<tree> <tree> ..." several, each tagged by its folder's name); COMPILE_VARIANTS="tag:--flag=value ..." adds
+  # flag sets; TRACE_COMPILE= (empty) times the compile without its trace
   export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
-  [ -n "${BASE:-}" ] && cp $S/profile_gpu.py "$BASE/benchmarks/scripts/"
+  for tree in ${BASE:-}; do cp $S/profile_gpu.py "$tree/benchmarks/scripts/"; done
   for round in $(seq "${ROUNDS:-1}"); do
     for dir in ${BASE:-} .; do
       for variant in "base:" ${COMPILE_VARIANTS:-}; do
         tag=${variant%%:*}
-        [ -n "${BASE:-}" ] && tag="${tag}_$([ "$dir" = . ] && echo this || echo BASE)_r$round"
+        name=${dir##*/}; name=${name#.}
+        [ -n "${BASE:-}" ] && tag="${tag}_$([ "$dir" = . ] && echo this || echo "$name")_r$round"
         export JAX_COMPILATION_CACHE_DIR=$cold/jc_compile_$tag
         # VMODULE=gpu_compiler=1 (say) keeps XLA's own phase timers of each compile in compile_log_<tag>.txt
         flags=${variant#*:}  # commas separate a variant's flags

@@ -1,5 +1,6 @@
 """Convolutions over 2x2 pixel blocks give the convolutions over pixels: layout round trip, the 3x3 stride-1
 convolution and its gradients, and a whole C2f block trained on blocks against the same block on pixels."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,12 +9,14 @@ import pytest
 from yolojax.models.layers import (
     BLOCKS_MIN_INFERENCE_BATCH,
     C2f,
+    Conv,
     conv2d_same,
     conv3x3_on_pixel_blocks,
     from_pixel_blocks,
     runs_on_pixel_blocks,
     to_pixel_blocks,
 )
+from yolojax.models.yolov8 import YOLOv8
 
 
 def test_pixel_blocks_layout_round_trips_and_keeps_each_block_together():
@@ -102,3 +105,26 @@ def test_4x4_pixel_blocks_are_space_to_depth():
     x = jnp.arange(1 * 8 * 4 * 2).reshape(1, 8, 4, 2)
     blocks = to_pixel_blocks(x, 4).reshape(1, 2, 1, 32)
     np.testing.assert_array_equal(blocks[0, 1, 0].reshape(4, 4, 2), x[0, 4:8, 0:4])
+
+
+def _convolutions_by_blocks(model, variables, images) -> list[bool]:
+    """Each Conv's choice, in call order, of computing over pixel blocks during `model`'s eval forward."""
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, Conv) and context.method_name == "convolve":
+            seen.append(context.module._runs_by_blocks(args[0]))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        model.apply(variables, images, train=False)
+    return seen
+
+
+def test_inference_blocks_off_keeps_every_convolution_on_pixels():
+    model = YOLOv8("n", num_classes=3, dtype=jnp.bfloat16)
+    images = jnp.zeros((1, 64, 64, 3))
+    variables = model.init(jax.random.key(0), images, train=False)
+    by_blocks = _convolutions_by_blocks(model, variables, images)
+    assert sum(by_blocks) >= 2  # the narrow stride-2 convolutions (stem, layer 1) compute over blocks inside
+    assert not any(_convolutions_by_blocks(model.clone(inference_blocks=False), variables, images))  # the export's

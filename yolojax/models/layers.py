@@ -190,7 +190,8 @@ class Conv(nn.Module):
     """Square convolution, 'same' padding, no bias, computed in `dtype` (params float32): nn.Conv's variables
     (`kernel` (k, k, c_in, features)) and result; half-precision stems reshaped for cuDNN (HALF_MIN_INPUT_CHANNELS).
     blocks_in / blocks_out: x / the result in `to_pixel_blocks` layout (both: 1x1, or 3x3 stride 1; one: 3x3 stride
-    2, see `conv3x3_stride2_by_blocks`)."""
+    2, see `conv3x3_stride2_by_blocks`). stride2_by_blocks: whether a half-precision 3x3 stride-2 convolution
+    reading at most BLOCKS_MAX_CHANNELS channels (pixels in and out) computes over 2x2 blocks inside."""
 
     features: int
     kernel: int = 1
@@ -198,6 +199,7 @@ class Conv(nn.Module):
     dtype: Any = jnp.float32
     blocks_in: bool = False
     blocks_out: bool = False
+    stride2_by_blocks: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -221,11 +223,11 @@ class Conv(nn.Module):
         return conv2d_same(x, kernel, self.stride, min_input_channels, kernel_layout)
 
     def _runs_by_blocks(self, x) -> bool:
-        """Whether this convolution builds a block kernel: x or the result in blocks, or a half-precision 3x3
-        stride-2 convolution reading at most BLOCKS_MAX_CHANNELS channels of even h, w (over 2x2 blocks)."""
+        """Whether this convolution builds a block kernel: x or the result in blocks, or (stride2_by_blocks) a
+        half-precision 3x3 stride-2 convolution reading at most BLOCKS_MAX_CHANNELS channels of even h, w."""
         if self.blocks_in or self.blocks_out:
             return True
-        return (jnp.dtype(self.dtype).itemsize == 2 and self.kernel == 3 and self.stride == 2
+        return (self.stride2_by_blocks and jnp.dtype(self.dtype).itemsize == 2 and self.kernel == 3 and self.stride == 2
                 and x.shape[-1] <= BLOCKS_MAX_CHANNELS and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0)
 
     def _on_blocks(self, x, kernel):
@@ -250,11 +252,12 @@ class ConvBNAct(nn.Module):
     dtype: Any = jnp.float32
     blocks_in: bool = False  # as Conv's (BatchNorm is per pixel: the same on either layout)
     blocks_out: bool = False
+    stride2_by_blocks: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
         x = Conv(self.features, self.kernel, self.stride, dtype=self.dtype, blocks_in=self.blocks_in,
-                 blocks_out=self.blocks_out, name="conv")(x)
+                 blocks_out=self.blocks_out, stride2_by_blocks=self.stride2_by_blocks, name="conv")(x)
         return BatchNorm(dtype=self.dtype, silu=True, name="bn")(x, train)
 
 

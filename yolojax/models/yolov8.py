@@ -64,9 +64,9 @@ class YOLOv8(nn.Module):
       reg_max: DFL bins per box side.
       dtype: compute dtype (bfloat16 on GPU); parameters and BatchNorm statistics are always float32.
       inference_blocks: with train=False, run the narrow stem and C2f blocks over 2x2 pixel blocks as training
-        does, from BLOCKS_MIN_INFERENCE_BATCH images on (`runs_on_pixel_blocks`); the export turns it off. The same
-        sums in another order. (A half-precision 3x3 stride-2 `Conv` reading at most BLOCKS_MAX_CHANNELS channels
-        runs over blocks in every mode: a half-precision export keeps those.)
+        does, from BLOCKS_MIN_INFERENCE_BATCH images on (`runs_on_pixel_blocks`), and the narrow half-precision 3x3
+        stride-2 convolutions over blocks inside (`Conv.stride2_by_blocks`) at every batch. The same sums in another
+        order. False (the export) keeps every layer on pixels.
 
     Call `apply(variables, images, train=...)`, images (b, h, w, 3) float in [0, 1], h and w multiples of 32:
       train=True (pass `mutable=["batch_stats"]`): list of 3 raw maps, level P3/P4/P5 (strides 8, 16, 32), each
@@ -82,9 +82,9 @@ class YOLOv8(nn.Module):
     inference_blocks: bool = True
     strides = STRIDES
 
-    def _conv(self, base, kernel, stride, index, **blocks):
+    def _conv(self, base, kernel, stride, index, blocks_allowed: bool, **blocks):
         return ConvBNAct(scaled_channels(base, self.scale), kernel, stride, dtype=self.dtype, **blocks,
-                         name=f"model_{index}")
+                         stride2_by_blocks=blocks_allowed, name=f"model_{index}")
 
     def _c2f(self, base, repeats, shortcut, index, on_blocks):
         return C2f(scaled_channels(base, self.scale), scaled_repeats(repeats, self.scale), shortcut,
@@ -103,14 +103,14 @@ class YOLOv8(nn.Module):
         blocks_allowed = train or self.inference_blocks
         stem_blocks = blocks_allowed and runs_on_pixel_blocks(x, scaled_channels(64, self.scale), self.dtype, train)
         c2f_blocks = "auto" if blocks_allowed else False
-        x = self._conv(64, 3, 2, 0, blocks_out=stem_blocks)(x, train)
-        x = self._conv(128, 3, 2, 1, blocks_in=stem_blocks)(x, train)
+        x = self._conv(64, 3, 2, 0, blocks_allowed, blocks_out=stem_blocks)(x, train)
+        x = self._conv(128, 3, 2, 1, blocks_allowed, blocks_in=stem_blocks)(x, train)
         x = self._c2f(128, 3, True, 2, c2f_blocks)(x, train)
-        x = self._conv(256, 3, 2, 3)(x, train)
+        x = self._conv(256, 3, 2, 3, blocks_allowed)(x, train)
         p3 = self._c2f(256, 6, True, 4, c2f_blocks)(x, train)
-        x = self._conv(512, 3, 2, 5)(p3, train)
+        x = self._conv(512, 3, 2, 5, blocks_allowed)(p3, train)
         p4 = self._c2f(512, 6, True, 6, c2f_blocks)(x, train)
-        x = self._conv(1024, 3, 2, 7)(p4, train)
+        x = self._conv(1024, 3, 2, 7, blocks_allowed)(p4, train)
         x = self._c2f(1024, 3, True, 8, c2f_blocks)(x, train)
         p5 = SPPF(scaled_channels(1024, self.scale), dtype=self.dtype, name="model_9")(x, train)
         # neck: top-down (layers 10-15), then bottom-up (16-21)
@@ -118,9 +118,9 @@ class YOLOv8(nn.Module):
         h4 = self._c2f(512, 3, False, 12, c2f_blocks)(x, train)
         x = jnp.concatenate([upsample_nearest2x(h4), p3], axis=-1)
         out3 = self._c2f(256, 3, False, 15, c2f_blocks)(x, train)
-        x = jnp.concatenate([self._conv(256, 3, 2, 16)(out3, train), h4], axis=-1)
+        x = jnp.concatenate([self._conv(256, 3, 2, 16, blocks_allowed)(out3, train), h4], axis=-1)
         out4 = self._c2f(512, 3, False, 18, c2f_blocks)(x, train)
-        x = jnp.concatenate([self._conv(512, 3, 2, 19)(out4, train), p5], axis=-1)
+        x = jnp.concatenate([self._conv(512, 3, 2, 19, blocks_allowed)(out4, train), p5], axis=-1)
         out5 = self._c2f(1024, 3, False, 21, c2f_blocks)(x, train)
         maps = DetectHead(self.num_classes, self.reg_max, dtype=self.dtype, name="model_22")(
             [out3, out4, out5], train)

@@ -111,7 +111,8 @@ fi
 if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwidth, memory floor) and compile variants
   # BASE=<folder holding another tree's yolojax/ and benchmarks/scripts/> profiles that code first, in the same call;
   # SCALE (default n); PEERS=1 then times ultralytics 8.4 eager and under torch.compile on the same card;
-  # DET_STEP=1 also profiles both trees' step with the deterministic flag
+  # DET_STEP=1 also profiles both trees' step with the deterministic flag; PATCH="pkg.module.NAME=json" also
+  # profiles this tree with that module constant set (tags patched_train, patched_train_det)
   export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
   sc=(--scale "${SCALE:-n}")
@@ -120,9 +121,12 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
   cache() { export JAX_COMPILATION_CACHE_DIR=$cold/jc_$1; }  # a new name = an empty cache = a cold compile
   cache main; T=200 p train . train --calls 3 "${sc[@]}"
   [ -n "${BASE:-}" ] && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
+  cache patched; [ -n "${PATCH:-}" ] && T=240 p patched_train . train --calls 3 "${sc[@]}" --patch "$PATCH"
   if [ "${DET_STEP:-0}" = 1 ]; then  # the same with the train job's deterministic flag
     cache det_main; XLA_FLAGS="$DET" T=150 p train_det . train --calls 3 "${sc[@]}"
     cache det_base; [ -n "${BASE:-}" ] && XLA_FLAGS="$DET" T=150 p base_train_det "$BASE" train --calls 3 "${sc[@]}"
+    cache det_patched
+    [ -n "${PATCH:-}" ] && XLA_FLAGS="$DET" T=150 p patched_train_det . train --calls 3 "${sc[@]}" --patch "$PATCH"
   fi
   if [ "${STEP_ONLY:-0}" != 1 ]; then  # STEP_ONLY=1: the step (and the peers) only
     cache det; XLA_FLAGS="$DET" T=150 p cold_train_det . train --calls 3 "${sc[@]}"

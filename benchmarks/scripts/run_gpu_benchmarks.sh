@@ -49,6 +49,8 @@
 #   val_check  `yolojax train` with no arguments, then its best weights validated under the train job's XLA flags
 #            (deterministic, as validation inside training), the inference job's and on the CPU: the same mAP each;
 #            then `yolojax predict` on the val images
+#   train_graphs  the 1-GPU train step with its convolutions in CUDA graphs (+CONVOLUTION) against without,
+#            deterministic (ROUNDS alternating) and XLA's default kernels (DEFAULT_KERNELS=0: skip): compile, ms, digests
 #   conv_tuning  `yolojax autotune`, then the deterministic step with the tuned convolutions against the plain one,
 #            ROUNDS alternating processes each (SCALE), with bit-for-bit repeat digests
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
@@ -139,6 +141,16 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
     T=400 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales="${SCALE:-n}" ours=false \
       reference_compile=true out="$out/peers_84"
   fi
+fi
+if [ "$part" = train_graphs ]; then  # the 1-GPU train step with its convolutions in CUDA graphs, or not
+  # ROUNDS alternating processes (default 2) with the deterministic flag, then one each with XLA's default kernels:
+  # cold compile, ms per step (queued) and digests of the state after two steps (bit-for-bit repeats)
+  export YOLOJAX_XLA_FLAGS=0; unset JAX_COMPILATION_CACHE_DIR  # exactly the flags named here; no cache: cold
+  DET="--xla_gpu_exclude_nondeterministic_ops=true" GRAPHS="--xla_gpu_enable_command_buffer=+CONVOLUTION"
+  one() { XLA_FLAGS="$2" timeout 300 python3 $S/bench_conv_tuning.py --child --scale "${SCALE:-n}" \
+    | tail -n 1 > "$out/train_graphs_$1.json"; echo "== $1: $(cat "$out/train_graphs_$1.json")"; }
+  for round in $(seq "${ROUNDS:-2}"); do one "det_r$round" "$DET"; one "det_graphs_r$round" "$DET $GRAPHS"; done
+  [ "${DEFAULT_KERNELS:-1}" = 1 ] && { one default ""; one default_graphs "$GRAPHS"; }
 fi
 if [ "$part" = conv_tuning ]; then
   T=590 N=30 run python3 $S/bench_conv_tuning.py --scale "${SCALE:-n}" --rounds "${ROUNDS:-2}" \

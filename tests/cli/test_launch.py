@@ -176,3 +176,43 @@ def test_a_batch_that_does_not_split_is_one_line_before_anything_starts(tmp_path
     assert done.stderr.strip().splitlines()[-1] == ("yolojax train: batch=3 does not split over the 2 cpu devices of "
                                                     "this run; choose a multiple of 2")
     assert not any(tmp_path.iterdir())
+
+
+def test_the_gpus_a_train_config_selects_in_this_process():
+    cfg = lambda device: {"device": device}  # noqa: E731
+    assert launch.selected_gpu_count(cfg(None), {"CUDA_VISIBLE_DEVICES": "3"}) == 1
+    assert launch.selected_gpu_count(cfg(""), {"CUDA_VISIBLE_DEVICES": "2,5"}) == 2
+    assert launch.selected_gpu_count(cfg("1"), {"CUDA_VISIBLE_DEVICES": "2,5"}) == 1
+    assert launch.selected_gpu_count(cfg("cpu"), {"CUDA_VISIBLE_DEVICES": "2,5"}) == 0
+    assert launch.selected_gpu_count(cfg(None), {"CUDA_VISIBLE_DEVICES": "-1"}) == 0
+
+
+class _FlagsChosen(Exception):
+    pass
+
+
+@pytest.mark.parametrize("environ, argv, one_device", [
+    ({"CUDA_VISIBLE_DEVICES": "3"}, [], True),
+    ({"CUDA_VISIBLE_DEVICES": "2,5"}, ["processes=1"], False),  # one process driving two GPUs
+    ({"CUDA_VISIBLE_DEVICES": "2,5"}, ["processes=1", "device=1"], True),
+    ({"CUDA_VISIBLE_DEVICES": "3", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1",
+      "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"}, [], False),  # one of a job's processes: collectives in the step
+])
+def test_train_asks_for_one_device_flags_only_for_a_whole_run_on_one_gpu(monkeypatch, environ, argv, one_device):
+    from yolojax.cli import train
+
+    for name in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS",
+                 "OMPI_COMM_WORLD_SIZE", "YOLOJAX_DISTRIBUTED", launch.LAUNCHER_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    chosen = {}
+
+    def record(**kwargs):
+        chosen.update(kwargs)
+        raise _FlagsChosen
+
+    monkeypatch.setattr(train, "apply_default_xla_flags", record)
+    with pytest.raises(_FlagsChosen):
+        train.cli_main(argv)
+    assert chosen["job"] == "train" and chosen["one_device"] is one_device

@@ -44,6 +44,14 @@ def visible_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
     return [str(i) for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
 
 
+def selected_gpu_count(cfg: Any, environ: Mapping[str, str] = os.environ) -> int:
+    """How many GPUs a train config's `device` selects in this process (0 for device=cpu / tpu)."""
+    parsed = parse_device(cfg.get("device"))
+    if parsed in ("cpu", "tpu"):
+        return 0
+    return len(parsed) if isinstance(parsed, tuple) else len(visible_gpus(environ))
+
+
 def children_of(cfg: Any, environ: Mapping[str, str] = os.environ) -> list[dict[str, str]]:
     """`plan` for a train config (its `processes` and `device`), looking for GPUs only when it may launch."""
     processes, platform = cfg.get("processes", 1), parse_device(cfg.get("device"))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from yolojax.bench.reference import time_reference_train_step
 from yolojax.bench.train_step import markdown_table, time_components, time_train_step
 from yolojax.cli import args
-from yolojax.cli.launch import visible_gpus
+from yolojax.cli.launch import runs_on_one_gpu
 from yolojax.models.yolov8 import SCALES
 from yolojax.train.config import ConfigError
 from yolojax.xla_flags import apply_default_xla_flags
@@ -60,8 +60,9 @@ def _main(parsed: args.Parsed) -> int:
     opts = parsed.opts
     scales = comma_list("scales", opts.scales, allowed=tuple(SCALES))
     max_boxes_list = comma_list("max_boxes", opts.max_boxes, int)
-    # before the first JAX computation; the step runs on every visible device, so one GPU gets the one-device flags
-    apply_default_xla_flags(job="train", deterministic=opts.deterministic, one_device=len(visible_gpus()) == 1)
+    # before the first JAX computation; the step runs on every visible device
+    apply_default_xla_flags(job="train", deterministic=opts.deterministic,
+                            one_device=runs_on_one_gpu({"device": None}))
     if opts.compile_cache:
         jax.config.update("jax_compilation_cache_dir", opts.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

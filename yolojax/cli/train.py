@@ -61,15 +61,13 @@ def cli_main(argv: list[str]) -> int:
             raise ConfigError(f"command line: unexpected argument {positional[0]!r} (options are key=value)")
         trust_pickle, assignments = split_trust_pickle(assignments)
         cfg = load_config(assignments)  # the recipe (cfg=) sits between default.yaml and the command line
-        in_a_job = describes_a_job()
-        children = [] if in_a_job else launch.children_of(cfg)
+        children = [] if describes_a_job() else launch.children_of(cfg)
     except ConfigError as err:
         return args.fail(COMMAND.name, err)
     if children:
         return launch_children(argv, cfg, children)
-    one_device = not in_a_job and launch.selected_gpu_count(cfg) == 1  # the whole run on one GPU
     apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic),  # before the first JAX computation
-                            one_device=one_device)
+                            one_device=launch.runs_on_one_gpu(cfg))
     enable_compilation_cache()
     restrict_platform(cfg.device)  # device=cpu: JAX never starts an accelerator
     try:

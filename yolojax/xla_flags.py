@@ -8,14 +8,12 @@ boxes where every other run kept 38; `benchmarks/scripts/check_inference_variabl
 benchmarks/2026-11-26_speed/README.md). Without them each loop iteration waits for a device-to-host copy of its
 condition: one copy per call for the usual image, whose NMS needs one step of its loop, run before the loop.
 
-Training (`job="train"`: train, the train-step benchmarks) on one GPU in one process (`one_device=True`, which
-`yolojax train` passes when the run is that) adds `--xla_gpu_enable_command_buffer=+CONVOLUTION` alone: the
-deterministic v8n step at batch 64 went from 18.56–18.58 to 18.16 ms on an H200 with the same bits after two
-steps, XLA's default kernels from 16.65 to 16.47 ms, the compile unchanged
-(benchmarks/2026-11-27_conv_tuning/README.md). A run over several devices or processes adds no command-buffer flag:
-with them the 2-GPU train step never finished (`cuda_command_buffer.cc: Failed to destroy CUDA graph:
-CUDA_ERROR_INVALID_VALUE`), `+CONVOLUTION` alone the same way, then aborting in XLA's rendezvous
-(benchmarks/2026-11-26_multi_gpu/README.md). Validation inside a training run runs under the training's flags.
+Training (`job="train"`: train, the train-step benchmarks) adds no command-buffer flag. The convolutions in CUDA
+graphs made the one-GPU step 2% faster, but a one-GPU step with XLA's autotuned kernels then failed at its first
+run (`Failed to trace command buffer: CUDNN_STATUS_EXECUTION_FAILED`, one process of several, H200), and the 2-GPU
+step never finished with them (`Failed to destroy CUDA graph: CUDA_ERROR_INVALID_VALUE`, then an abort in XLA's
+rendezvous) (benchmarks/2026-11-27_conv_tuning/README.md, benchmarks/2026-11-26_multi_gpu/README.md). Validation
+inside a training run runs under the training's flags.
 
 With `deterministic` (the train config's `deterministic`, True by default as in the reference):
 `--xla_gpu_exclude_nondeterministic_ops=true` keeps to deterministic GPU algorithms (no atomics in convolution
@@ -53,7 +51,6 @@ COMMAND_BUFFER_FLAGS = (
 )
 DETERMINISTIC_FLAGS = ("--xla_gpu_exclude_nondeterministic_ops=true",)
 TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
-ONE_DEVICE_TRAIN_FLAGS = ("--xla_gpu_enable_command_buffer=+CONVOLUTION",)
 JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": (), "autotune": TUNING_FLAGS}
 LOAD_TUNED_FLAG = "--xla_gpu_load_autotune_results_from"
 
@@ -68,13 +65,11 @@ def tuned_conv_file(environ: MutableMapping[str, str] = os.environ) -> Path:
     return cache_root(environ) / "conv_autotune" / f"jaxlib-{jaxlib}.textproto"
 
 
-def flags_for(job: str, *, deterministic: bool = False, one_device: bool = False) -> tuple[str, ...]:
-    """The default flags of `job` ("train" or "infer"), plus the deterministic ones if asked, plus (training only)
-    the one-device ones for a run on one GPU in one process."""
+def flags_for(job: str, *, deterministic: bool = False) -> tuple[str, ...]:
+    """The default flags of `job` ("train", "infer" or "autotune"), plus the deterministic ones if asked."""
     if job not in JOB_FLAGS:
         raise ValueError(f"job={job!r}: use one of {sorted(JOB_FLAGS)}")
-    return (JOB_FLAGS[job] + (DETERMINISTIC_FLAGS if deterministic else ())
-            + (ONE_DEVICE_TRAIN_FLAGS if one_device and job == "train" else ()))
+    return JOB_FLAGS[job] + (DETERMINISTIC_FLAGS if deterministic else ())
 
 
 def with_default_flags(current: str, defaults: tuple[str, ...]) -> str:
@@ -85,13 +80,13 @@ def with_default_flags(current: str, defaults: tuple[str, ...]) -> str:
 
 
 def apply_default_xla_flags(environ: MutableMapping[str, str] = os.environ, *, job: str = "infer",
-                            deterministic: bool = False, one_device: bool = False) -> str:
-    """Add `flags_for(job, deterministic=..., one_device=...)` (and for training the tuned convolutions' file, where
-    it exists) to `environ["XLA_FLAGS"]` (unless YOLOJAX_XLA_FLAGS=0); returns the resulting value. Has an effect
-    only before JAX initialises its backends. one_device: this process is the whole run, on one GPU."""
+                            deterministic: bool = False) -> str:
+    """Add `flags_for(job, deterministic=...)` (and for training the tuned convolutions' file, where it exists) to
+    `environ["XLA_FLAGS"]` (unless YOLOJAX_XLA_FLAGS=0); returns the resulting value. Has an effect only before JAX
+    initialises its backends."""
     if environ.get("YOLOJAX_XLA_FLAGS", "1") == "0":
         return environ.get("XLA_FLAGS", "")
-    flags = flags_for(job, deterministic=deterministic, one_device=one_device)
+    flags = flags_for(job, deterministic=deterministic)
     tuned = tuned_conv_file(environ) if job == "train" else None
     if tuned is not None and tuned.is_file() and tuned.stat().st_size:
         flags += (f"{LOAD_TUNED_FLAG}={tuned}",)

@@ -199,6 +199,43 @@ def forward_two_sums(x, scale, bias, epsilon=1e-3):
     return jax.nn.silu(y).astype(x.dtype), mean, var
 
 
+def _sums(g, x_hat):
+    axes = tuple(range(x_hat.ndim - 1))
+    return g.sum(axes), (g * x_hat).sum(axes)
+
+
+def backward_sums_then_barrier(x, mean, inv_std, scale, bias, d_out):
+    """g rounded to x's dtype, the sums taken of the rounded g, and the barrier after both (g and the sums), so that
+    XLA may write g from the reduction's own kernel (one pass fewer than the library's)."""
+    n = math.prod(x.shape[:-1])
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    g_low = g.astype(x.dtype)
+    sums = _sums(g_low.astype(jnp.float32), x_hat)
+    g_low, sums = lax.optimization_barrier((g_low, sums))
+    return _dx(x_hat, g_low.astype(jnp.float32), sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
+def backward_reduce_precision(x, mean, inv_std, scale, bias, d_out):
+    """As sums_then_barrier with the rounding as reduce_precision (float32 holding a bf16 value), which XLA's
+    excess-precision simplification does not remove; g is stored as the exact bf16 of that value."""
+    n = math.prod(x.shape[:-1])
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    info = jnp.finfo(x.dtype)
+    g = lax.reduce_precision(g, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+    sums = _sums(g, x_hat)
+    g_low, sums = lax.optimization_barrier((g.astype(x.dtype), sums))
+    return _dx(x_hat, g_low.astype(jnp.float32), sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
+def backward_rounded_free(x, mean, inv_std, scale, bias, d_out):
+    """g rounded to x's dtype for the sums and the dx pass, no barrier: XLA chooses what to keep in memory."""
+    n = math.prod(x.shape[:-1])
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    g = g.astype(x.dtype).astype(jnp.float32)
+    sums = _sums(g, x_hat)
+    return _dx(x_hat, g, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
 def backward_library(x, mean, inv_std, scale, bias, d_out):
     zeros = jnp.zeros_like(mean)
     return norm._backward(1e-3, (x, mean, inv_std, scale, bias), (d_out, zeros, zeros))
@@ -207,7 +244,8 @@ def backward_library(x, mean, inv_std, scale, bias, d_out):
 VARIANTS = {"library": backward_library, "lean": backward_lean, "recompute": backward_recompute,
             "recompute_variadic": backward_recompute_variadic, "variadic": backward_variadic,
             "pallas_sums": backward_pallas_sums(), "pallas_sums_2k_w4": backward_pallas_sums(2048, 4),
-            "pallas_sums_16k_w8": backward_pallas_sums(16384, 8)}
+            "pallas_sums_16k_w8": backward_pallas_sums(16384, 8), "sums_then_barrier": backward_sums_then_barrier,
+            "reduce_precision": backward_reduce_precision, "rounded_free": backward_rounded_free}
 
 
 def fusion_summary(compiled_text: str) -> list[str]:

@@ -30,7 +30,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from yolojax.bench.timing import median_ms, patch_constants, queued_ms  # noqa: E402
-from yolojax.cli.launch import runs_on_one_gpu  # noqa: E402
 from yolojax.xla_flags import apply_default_xla_flags  # noqa: E402
 
 
@@ -440,7 +439,7 @@ def main(argv=None) -> int:
     if args.dump_after:
         faulthandler.dump_traceback_later(args.dump_after, exit=False)
     # JAX's backends start at the first computation, after this; the step runs on every visible device
-    apply_default_xla_flags(job=args.what, one_device=runs_on_one_gpu({"device": None}))
+    apply_default_xla_flags(job=args.what)
     args.batch = args.batch or (1 if args.what == "infer" else 64)
     patch_constants(args.patch)
     result = profile_infer(args) if args.what == "infer" else profile_train(args)

@@ -24,21 +24,16 @@ def test_inference_keeps_while_loops_out_of_cuda_graphs():
     assert command_buffer == ["--xla_gpu_enable_command_buffer=+CONVOLUTION"]
 
 
-def test_training_gets_convolution_graphs_on_one_device_only(tmp_path):
-    # on several devices they broke the 2-GPU train step (CUDA graph destroy error); on one GPU the deterministic
-    # step ran faster with the same bits
+def test_training_gets_no_cuda_graphs(tmp_path):
+    # with the convolutions in CUDA graphs a one-GPU step failed at its first run (cuDNN execution failed while
+    # tracing the graph) and the 2-GPU step never finished (CUDA graph destroy error)
     for deterministic in (False, True):
         flags = flags_for("train", deterministic=deterministic)
         assert not any("command_buffer" in f or "graph_min_graph_size" in f for f in flags)
-        one = flags_for("train", deterministic=deterministic, one_device=True)
-        assert [f for f in one if f not in flags] == ["--xla_gpu_enable_command_buffer=+CONVOLUTION"]
-    assert flags_for("infer", one_device=True) == flags_for("infer")
     no_tuned_file = {"YOLOJAX_CACHE": str(tmp_path)}
     assert apply_default_xla_flags(dict(no_tuned_file), job="train") == ""
     assert apply_default_xla_flags(dict(no_tuned_file), job="train", deterministic=True).split() == list(
         DETERMINISTIC_FLAGS)
-    assert apply_default_xla_flags(dict(no_tuned_file), job="train", deterministic=True, one_device=True).split() == [
-        *DETERMINISTIC_FLAGS, "--xla_gpu_enable_command_buffer=+CONVOLUTION"]
 
 
 def test_cli_commands_choose_their_job():

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 from yolojax.bench.reference import time_reference_train_step
 from yolojax.bench.train_step import markdown_table, time_components, time_train_step
 from yolojax.cli import args
-from yolojax.cli.launch import runs_on_one_gpu
 from yolojax.models.yolov8 import SCALES
 from yolojax.train.config import ConfigError
 from yolojax.xla_flags import apply_default_xla_flags
@@ -61,8 +60,7 @@ def _main(parsed: args.Parsed) -> int:
     scales = comma_list("scales", opts.scales, allowed=tuple(SCALES))
     max_boxes_list = comma_list("max_boxes", opts.max_boxes, int)
     # before the first JAX computation; the step runs on every visible device
-    apply_default_xla_flags(job="train", deterministic=opts.deterministic,
-                            one_device=runs_on_one_gpu({"device": None}))
+    apply_default_xla_flags(job="train", deterministic=opts.deterministic)
     if opts.compile_cache:
         jax.config.update("jax_compilation_cache_dir", opts.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

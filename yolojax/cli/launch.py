@@ -22,7 +22,6 @@ import time
 from typing import Any, Mapping, Sequence
 
 from yolojax.train.config import ConfigError, parse_device
-from yolojax.train.distributed import describes_a_job
 
 FAILURE_GRACE_S = 30.0
 TERMINATE_GRACE_S = 10.0
@@ -43,20 +42,6 @@ def visible_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(listing.stdout.splitlines()) if line.startswith("GPU ")]
-
-
-def selected_gpu_count(cfg: Any, environ: Mapping[str, str] = os.environ) -> int:
-    """How many GPUs a train config's `device` selects in this process (0 for device=cpu / tpu)."""
-    parsed = parse_device(cfg.get("device"))
-    if parsed in ("cpu", "tpu"):
-        return 0
-    return len(parsed) if isinstance(parsed, tuple) else len(visible_gpus(environ))
-
-
-def runs_on_one_gpu(cfg: Any, environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether this process is the whole run (not one of a multi-process job) on exactly one GPU: the runs that get
-    `yolojax.xla_flags`' one-device flags."""
-    return not describes_a_job(environ) and selected_gpu_count(cfg, environ) == 1
 
 
 def children_of(cfg: Any, environ: Mapping[str, str] = os.environ) -> list[dict[str, str]]:

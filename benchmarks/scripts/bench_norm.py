@@ -236,6 +236,65 @@ def backward_rounded_free(x, mean, inv_std, scale, bias, d_out):
     return _dx(x_hat, g, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
 
 
+def backward_linear_free(x, mean, inv_std, scale, bias, d_out):
+    """A probe, not a gradient: rounded_free with g = d_out * y (no sigmoid), to see whether XLA fuses g into the
+    reduction when g holds no transcendental."""
+    n = math.prod(x.shape[:-1])
+    x_hat = (x.astype(jnp.float32) - mean) * inv_std
+    g = (d_out.astype(jnp.float32) * (x_hat * scale + bias)).astype(x.dtype).astype(jnp.float32)
+    sums = _sums(g, x_hat)
+    return _dx(x_hat, g, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
+def _sigmoid_by_tanh(y):
+    return 0.5 + 0.5 * jnp.tanh(0.5 * y)
+
+
+def _sigmoid_by_exp(y):
+    return 1.0 / (1.0 + jnp.exp(-y))
+
+
+def _sigmoid_by_polynomial(y):
+    """1 / (1 + 2^t), t = -y log2(e), with 2^t as 2^round(t) (exponent bits) times a degree-7 Taylor polynomial of
+    2^f, |f| <= 1/2 (relative error ~5e-9): no transcendental instruction in the HLO."""
+    t = jnp.clip(-y * 1.4426950408889634, -126.0, 126.0)
+    whole = jnp.floor(t + 0.5)
+    f = (t - whole) * 0.6931471805599453
+    p = jnp.float32(1.0)
+    for k in range(7, 0, -1):
+        p = 1.0 + p * f / k
+    power = lax.bitcast_convert_type(lax.shift_left(whole.astype(jnp.int32) + 127, 23), jnp.float32)
+    return 1.0 / (1.0 + p * power)
+
+
+def _backward_with_sigmoid(sigmoid):
+    """The backward with g recomputed in the dx pass (no barrier, nothing rounded) and SiLU's derivative from
+    `sigmoid`: does XLA fuse g into the reduction when its sigmoid is not a `logistic` instruction?"""
+    def backward(x, mean, inv_std, scale, bias, d_out):
+        n = math.prod(x.shape[:-1])
+        x_hat = (x.astype(jnp.float32) - mean) * inv_std
+        y = x_hat * scale + bias
+        sig = sigmoid(y)
+        g = d_out.astype(jnp.float32) * (sig * (1 + y * (1 - sig)))
+        return _dx(x_hat, g, _sums(g, x_hat), inv_std, scale, n, x.dtype), *_sums(g, x_hat)[::-1]
+    return backward
+
+
+def _backward_split_sums(rows_per_partial: int):
+    """logistic_free with the sums taken in two explicit stages: partial sums over groups of `rows_per_partial`
+    rows ((rows / k, k, c) -> (rows / k, c)), then over the partials. A probe of whether XLA fuses g's sigmoid into a
+    reduction with many outputs (it does not into XLA's own first stage of 1,024-2,048 rows)."""
+    def backward(x, mean, inv_std, scale, bias, d_out):
+        c, n = x.shape[-1], math.prod(x.shape[:-1])
+        x_hat = (x.astype(jnp.float32) - mean) * inv_std
+        g = norm.silu_backward(x_hat * scale + bias, d_out)
+        grouped = lambda a: a.reshape(n // rows_per_partial, rows_per_partial, c)  # noqa: E731
+        sum_g = grouped(g).sum(1).sum(0)
+        sum_g_xhat = grouped(g * x_hat).sum(1).sum(0)
+        return _dx(x_hat, g, (sum_g, sum_g_xhat), inv_std, scale, n, x.dtype), sum_g_xhat, sum_g
+    return backward
+
+
 def backward_library(x, mean, inv_std, scale, bias, d_out):
     zeros = jnp.zeros_like(mean)
     return norm._backward(1e-3, (x, mean, inv_std, scale, bias), (d_out, zeros, zeros))
@@ -245,7 +304,11 @@ VARIANTS = {"library": backward_library, "lean": backward_lean, "recompute": bac
             "recompute_variadic": backward_recompute_variadic, "variadic": backward_variadic,
             "pallas_sums": backward_pallas_sums(), "pallas_sums_2k_w4": backward_pallas_sums(2048, 4),
             "pallas_sums_16k_w8": backward_pallas_sums(16384, 8), "sums_then_barrier": backward_sums_then_barrier,
-            "reduce_precision": backward_reduce_precision, "rounded_free": backward_rounded_free}
+            "reduce_precision": backward_reduce_precision, "rounded_free": backward_rounded_free,
+            "linear_free": backward_linear_free, "logistic_free": _backward_with_sigmoid(jax.nn.sigmoid),
+            "tanh_free": _backward_with_sigmoid(_sigmoid_by_tanh), "exp_free": _backward_with_sigmoid(_sigmoid_by_exp),
+            "polynomial_free": _backward_with_sigmoid(_sigmoid_by_polynomial),
+            **{f"split{k}": _backward_split_sums(k) for k in (16, 64, 256, 1024)}}
 
 
 def fusion_summary(compiled_text: str) -> list[str]:

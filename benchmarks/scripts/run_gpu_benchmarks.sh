@@ -446,7 +446,11 @@ if [ "$part" = val_check ]; then  # in-training validation's flags against predi
     weights=/tmp/val_runs/shapes/weights/best conf=0.25 save_txt=true project=/tmp/val_runs name=pred
 fi
 if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape
-  T=${T:-300} N=20 run python3 $S/bench_norm.py ${VARIANTS:+--variants "$VARIANTS"} --out "$out/norm.json"
+  # LARGEST=k: only the k largest shapes; DUMP=1: XLA's priority-fusion pass dumped to OUT/dump (its decisions)
+  [ "${DUMP:-0}" = 1 ] && export XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=$out/dump \
+    --xla_dump_hlo_pass_re=priority-fusion"
+  T=${T:-300} N=20 run python3 $S/bench_norm.py ${VARIANTS:+--variants "$VARIANTS"} ${LARGEST:+--largest "$LARGEST"} \
+    --out "$out/norm.json"
 fi
 if [ "$part" = recipe ]; then  # the shapes recipe under each compute / augmentation setting, final mAP each
   export JAX_COMPILATION_CACHE_DIR=/tmp/jc_recipe

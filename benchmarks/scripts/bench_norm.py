@@ -295,6 +295,39 @@ def _backward_split_sums(rows_per_partial: int):
     return backward
 
 
+def _silu_derivative(y, sigmoid):
+    sig = sigmoid(y)
+    return sig * (1 + y * (1 - sig))
+
+
+def _backward_one_consumer(sums_form: str, dx_form: str):
+    """g's SiLU derivative read by one consumer each: the sums from g = d_out * s'(y) with sigmoid = logistic, the
+    dx pass from its own g (`dx_form`: "tanh", the same derivative with sigmoid = 0.5 + 0.5 tanh(y / 2), an
+    expression XLA does not merge with the first; "barrier", logistic from the inputs behind a barrier). The sums:
+    `sums_form` "complex" (one reduction of g * (1 + i x_hat), reading g once per element), "variadic" (one
+    reduction of the pair (g, g x_hat)), "two" (two reductions)."""
+    def backward(x, mean, inv_std, scale, bias, d_out):
+        n, axes = math.prod(x.shape[:-1]), tuple(range(x.ndim - 1))
+        x_hat = (x.astype(jnp.float32) - mean) * inv_std
+        g = d_out.astype(jnp.float32) * _silu_derivative(x_hat * scale + bias, jax.nn.sigmoid)
+        if sums_form == "complex":
+            both = lax.complex(g, g * x_hat).sum(axes)
+            sums = jnp.real(both), jnp.imag(both)
+        elif sums_form == "variadic":
+            sums = lax.reduce((g, g * x_hat), (jnp.float32(0), jnp.float32(0)),
+                              lambda a, b: (a[0] + b[0], a[1] + b[1]), axes)
+        else:
+            sums = _sums(g, x_hat)
+        if dx_form == "barrier":
+            x2, d2 = lax.optimization_barrier((x, d_out))
+            x_hat = (x2.astype(jnp.float32) - mean) * inv_std
+            g = d2.astype(jnp.float32) * _silu_derivative(x_hat * scale + bias, jax.nn.sigmoid)
+        else:
+            g = d_out.astype(jnp.float32) * _silu_derivative(x_hat * scale + bias, _sigmoid_by_tanh)
+        return _dx(x_hat, g, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+    return backward
+
+
 def backward_library(x, mean, inv_std, scale, bias, d_out):
     zeros = jnp.zeros_like(mean)
     return norm._backward(1e-3, (x, mean, inv_std, scale, bias), (d_out, zeros, zeros))
@@ -308,7 +341,9 @@ VARIANTS = {"library": backward_library, "lean": backward_lean, "recompute": bac
             "linear_free": backward_linear_free, "logistic_free": _backward_with_sigmoid(jax.nn.sigmoid),
             "tanh_free": _backward_with_sigmoid(_sigmoid_by_tanh), "exp_free": _backward_with_sigmoid(_sigmoid_by_exp),
             "polynomial_free": _backward_with_sigmoid(_sigmoid_by_polynomial),
-            **{f"split{k}": _backward_split_sums(k) for k in (16, 64, 256, 1024)}}
+            **{f"split{k}": _backward_split_sums(k) for k in (16, 64, 256, 1024)},
+            **{f"{sums}_{dx}": _backward_one_consumer(sums, dx) for sums in ("complex", "variadic", "two")
+               for dx in ("tanh", "barrier")}}
 
 
 def fusion_summary(compiled_text: str) -> list[str]:

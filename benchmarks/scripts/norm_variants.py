@@ -269,6 +269,26 @@ def _backward_one_consumer(sums_form: str, dx_form: str):
     return backward
 
 
+def backward_g_stored(x, mean, inv_std, scale, bias, d_out):
+    """g stored in bf16 behind a barrier between the sums and the dx pass (three passes, 16 bytes per activation)."""
+    n = math.prod(x.shape[:-1])
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    g = lax.optimization_barrier(g.astype(x.dtype)).astype(jnp.float32)
+    return _dx(x_hat, g, _sums(g, x_hat), inv_std, scale, n, x.dtype), *_sums(g, x_hat)[::-1]
+
+
+def backward_complex_lean(x, mean, inv_std, scale, bias, d_out):
+    """Both sums as one complex reduction (XLA computes g inside it); the dx pass's own g from y written as
+    x a + (bias - mean a), an expression XLA does not merge with the first, so no barrier is needed."""
+    n, axes = math.prod(x.shape[:-1]), tuple(range(x.ndim - 1))
+    x_hat, g = _silu_grad_terms(x, mean, inv_std, scale, bias, d_out)
+    both = lax.complex(g, g * x_hat).sum(axes)
+    sums = jnp.real(both), jnp.imag(both)
+    a = scale * inv_std
+    g = norm.silu_backward(x.astype(jnp.float32) * a + (bias - mean * a), d_out)
+    return _dx(x_hat, g, sums, inv_std, scale, n, x.dtype), sums[1], sums[0]
+
+
 def backward_library(x, mean, inv_std, scale, bias, d_out):
     zeros = jnp.zeros_like(mean)
     return norm._backward(1e-3, (x, mean, inv_std, scale, bias), (d_out, zeros, zeros))
@@ -283,5 +303,6 @@ VARIANTS = {"library": backward_library, "lean": backward_lean, "recompute": bac
             "tanh_free": _backward_with_sigmoid(_sigmoid_by_tanh), "exp_free": _backward_with_sigmoid(_sigmoid_by_exp),
             "polynomial_free": _backward_with_sigmoid(_sigmoid_by_polynomial),
             **{f"split{k}": _backward_split_sums(k) for k in (16, 64, 256, 1024)},
+            "g_stored": backward_g_stored, "complex_lean": backward_complex_lean,
             **{f"{sums}_{dx}": _backward_one_consumer(sums, dx) for sums in ("complex", "variadic", "two")
                for dx in ("tanh", "barrier")}}

@@ -44,6 +44,7 @@
 #   infer    batch-1 / batch-32 inference: BASE=<tree>'s and this tree's profile, the NMS check, bench_infer against
 #            8.2.103 and (when .whl84/ came along) 8.4.190
 #   queued_ab  the train step's queued time, BASE=<tree> and this tree alternating three times, 6 rounds each
+#   infer_processes  inference with the inference job's flags in several fresh processes, batch 1 and 32: rc of each
 #   infer_check  folded vs plain inference variables and NMS results over repeated calls, per command-buffer flag set
 #   infer_variables  inference with the weights passed per array, flat, as constants, folded, folded + OHWI
 #   val_check  `yolojax train` with no arguments, then its best weights validated under the train job's XLA flags
@@ -426,6 +427,15 @@ if [ "$part" = queued_ab ]; then  # is a queued-time difference real? the fastes
         --out "$out/queued_${i}_${dir//[\/.]/_}.json")
     done
   done
+fi
+if [ "$part" = infer_processes ]; then  # inference (the inference job's flags, convolutions in CUDA graphs) in
+  # ROUNDS fresh processes (default 4) at batch 1 and 32, packed weights as predict runs them: does any process fail
+  # (XLA's autotuned convolutions differ between processes; one that cannot be captured in a graph ends a run)?
+  for round in $(seq "${ROUNDS:-4}"); do for b in 1 32; do
+    timeout 120 python3 $S/profile_gpu.py infer --batch $b --variables packed --calls 3 --conf 0.25 \
+      --out "$out/infer_b${b}_r$round.json" > "$out/infer_b${b}_r$round.log" 2>&1
+    echo "batch $b round $round rc=$? $(grep -c -i 'failed to trace\|CUDNN_STATUS' "$out/infer_b${b}_r$round.log") error lines"
+  done; done
 fi
 if [ "$part" = infer_check ]; then  # folded against plain variables and NMS kept counts over repeated calls, per
   # command-buffer flag set (the default inference flags first)

@@ -429,9 +429,10 @@ if [ "$part" = queued_ab ]; then  # is a queued-time difference real? the fastes
   done
 fi
 if [ "$part" = infer_processes ]; then  # inference (the inference job's flags, convolutions in CUDA graphs) in
-  # ROUNDS fresh processes (default 4) at batch 1 and 32, packed weights as predict runs them: does any process fail
-  # (XLA's autotuned convolutions differ between processes; one that cannot be captured in a graph ends a run)?
-  for round in $(seq "${ROUNDS:-4}"); do for b in 1 32; do
+  # ROUNDS fresh processes (default 2; about a minute each with the profile) at batch 1 and 32, packed weights as
+  # predict runs them: does any process fail (XLA's autotuned convolutions differ between processes; one that cannot
+  # be captured in a graph ends a run)?
+  for round in $(seq "${ROUNDS:-2}"); do for b in 1 32; do
     timeout 120 python3 $S/profile_gpu.py infer --batch $b --variables packed --calls 3 --conf 0.25 \
       --out "$out/infer_b${b}_r$round.json" > "$out/infer_b${b}_r$round.log" 2>&1
     echo "batch $b round $round rc=$? $(grep -c -i 'failed to trace\|CUDNN_STATUS' "$out/infer_b${b}_r$round.log") error lines"

@@ -10,10 +10,10 @@ condition: one copy per call for the usual image, whose NMS needs one step of it
 
 Training (`job="train"`: train, the train-step benchmarks) adds no command-buffer flag. The convolutions in CUDA
 graphs made the one-GPU step 2% faster, but a one-GPU step with XLA's autotuned kernels then failed at its first
-run (`Failed to trace command buffer: CUDNN_STATUS_EXECUTION_FAILED`, one process of several, H200), and the 2-GPU
-step never finished with them (`Failed to destroy CUDA graph: CUDA_ERROR_INVALID_VALUE`, then an abort in XLA's
-rendezvous) (benchmarks/2026-11-27_conv_tuning/README.md, benchmarks/2026-11-26_multi_gpu/README.md). Validation
-inside a training run runs under the training's flags.
+run (`Failed to trace command buffer: CUDNN_STATUS_EXECUTION_FAILED`, three processes of three, two H200s), and
+the 2-GPU step never finished with them (`Failed to destroy CUDA graph: CUDA_ERROR_INVALID_VALUE`, then an abort
+in XLA's rendezvous) (benchmarks/2026-11-27_conv_tuning/README.md, benchmarks/2026-11-26_multi_gpu/README.md).
+Validation inside a training run runs under the training's flags.
 
 With `deterministic` (the train config's `deterministic`, True by default as in the reference):
 `--xla_gpu_exclude_nondeterministic_ops=true` keeps to deterministic GPU algorithms (no atomics in convolution

@@ -438,8 +438,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.dump_after:
         faulthandler.dump_traceback_later(args.dump_after, exit=False)
-    # JAX's backends start at the first computation, after this; the step runs on every visible device
-    apply_default_xla_flags(job=args.what)
+    apply_default_xla_flags(job=args.what)  # JAX's backends start at the first computation, after this
     args.batch = args.batch or (1 if args.what == "infer" else 64)
     patch_constants(args.patch)
     result = profile_infer(args) if args.what == "infer" else profile_train(args)

@@ -457,9 +457,10 @@ if [ "$part" = val_check ]; then  # in-training validation's flags against predi
     weights=/tmp/val_runs/shapes/weights/best conf=0.25 save_txt=true project=/tmp/val_runs name=pred
 fi
 if [ "$part" = norm ]; then  # the BatchNorm + SiLU layers alone, per activation shape
-  # LARGEST=k: only the k largest shapes; DUMP=1: XLA's priority-fusion pass dumped to OUT/dump (its decisions)
+  # LARGEST=k: only the k largest shapes; DUMP=1: XLA's priority-fusion pass of the timed backward variants (their
+  # jitted functions are named `backward`) dumped to OUT/dump, with its fusion decisions
   [ "${DUMP:-0}" = 1 ] && export XLA_FLAGS="${XLA_FLAGS:-} --xla_dump_to=$out/dump \
-    --xla_dump_hlo_pass_re=priority-fusion"
+    --xla_dump_hlo_pass_re=priority-fusion --xla_dump_hlo_module_re=backward"
   T=${T:-300} N=20 run python3 $S/bench_norm.py ${VARIANTS:+--variants "$VARIANTS"} ${LARGEST:+--largest "$LARGEST"} \
     --out "$out/norm.json"
 fi

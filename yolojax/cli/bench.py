@@ -59,8 +59,7 @@ def _main(parsed: args.Parsed) -> int:
     opts = parsed.opts
     scales = comma_list("scales", opts.scales, allowed=tuple(SCALES))
     max_boxes_list = comma_list("max_boxes", opts.max_boxes, int)
-    # before the first JAX computation; the step runs on every visible device
-    apply_default_xla_flags(job="train", deterministic=opts.deterministic)
+    apply_default_xla_flags(job="train", deterministic=opts.deterministic)  # before the first JAX computation
     if opts.compile_cache:
         jax.config.update("jax_compilation_cache_dir", opts.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

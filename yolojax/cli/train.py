@@ -66,8 +66,7 @@ def cli_main(argv: list[str]) -> int:
         return args.fail(COMMAND.name, err)
     if children:
         return launch_children(argv, cfg, children)
-    # before the first JAX computation
-    apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic))
+    apply_default_xla_flags(job="train", deterministic=bool(cfg.deterministic))  # before the first JAX computation
     enable_compilation_cache()
     restrict_platform(cfg.device)  # device=cpu: JAX never starts an accelerator
     try:

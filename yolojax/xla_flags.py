@@ -30,8 +30,9 @@ The CLI and the benchmark scripts call `apply_default_xla_flags(job=...)` first 
 the first JAX computation (or set the flags yourself). A flag already present in `XLA_FLAGS` is left as the user set
 it, and `YOLOJAX_XLA_FLAGS=0` turns the defaults off.
 
-`enable_compilation_cache()` (also called by the CLI first thing) keeps compiled programs and autotuning results on
-disk, so a second run skips most of the compile. `jax_setting(name, value)` sets a `jax.config` option for a block.
+`enable_compilation_cache()` (also called by the CLI first thing) keeps compiled programs (and, without the
+deterministic flag, autotuning results) on disk, so a second run skips most of the compile. `jax_setting(name,
+value)` sets a `jax.config` option for a block.
 """
 from __future__ import annotations
 
@@ -94,11 +95,26 @@ def apply_default_xla_flags(environ: MutableMapping[str, str] = os.environ, *, j
     return environ["XLA_FLAGS"]
 
 
-def enable_compilation_cache() -> None:
-    """Keep compiled steps on disk ($YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax) so repeated runs start at once."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(jax.config, "jax_compilation_cache_dir", None):
+def deterministic_in(xla_flags: str) -> bool:
+    """Whether `xla_flags` (an XLA_FLAGS value) keep XLA to deterministic GPU algorithms."""
+    name = DETERMINISTIC_FLAGS[0].split("=", 1)[0]
+    values = [token.partition("=")[2].lower() for token in xla_flags.split() if token.split("=", 1)[0] == name]
+    return bool(values) and values[-1] in ("", "true", "1")
+
+
+def enable_compilation_cache(folder: str | Path | None = None, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Keep compiled programs on disk in `folder` (default: $YOLOJAX_CACHE/jax or ~/.cache/yolojax/jax, unless JAX's
+    cache folder is set already) so repeated runs start at once.
+
+    Under the deterministic flag (in `environ["XLA_FLAGS"]`) XLA's autotuning results stay out of whichever cache
+    folder is in use: XLA keys them by device and instruction, not by flags, so a deterministic compile read the
+    algorithms that a non-deterministic run on the machine had timed and picked: another step, with other sums
+    (benchmarks/2026-11-27_step_gaps/README.md). A deterministic compile left no results there to lose."""
+    if deterministic_in(environ.get("XLA_FLAGS", "")):
+        jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+    if folder is None and (environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir):
         return
-    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
+    jax.config.update("jax_compilation_cache_dir", str(folder or cache_root(environ) / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 

@@ -244,6 +244,43 @@ def attribute(events: list[dict], calls: int, hlo: dict, peak: float | None, top
             "event_arg_keys": sorted({k for e in events[:200] for k in (e.get("args") or {})})}
 
 
+GAP_BUCKETS_US = (2, 5, 20, 100)
+
+
+def idle_gaps(events: list[dict], calls: int, hlo: dict, top: int = 30) -> dict:
+    """Where the device waits between kernels: the idle stretches of the union of `events` (queued calls), per call
+    by length bucket (microseconds), and the pairs (kernel before, kernel after, each as its HLO op_name's tail)
+    with the most idle time per call."""
+    buckets = collections.Counter()
+    pairs = collections.defaultdict(lambda: [0, 0.0])
+    end, last = None, None
+    for e in sorted(events, key=lambda e: e["ts"]):
+        if end is not None and e["ts"] > end:
+            gap = e["ts"] - end
+            buckets[next((f"<{b}" for b in GAP_BUCKETS_US if gap < b), f">={GAP_BUCKETS_US[-1]}")] += gap
+            site = tuple(f"{x['name'][:40]} | {resolve(x, hlo)[1].get('op_name', '')[-70:]}" for x in (last, e))
+            pairs[site][0] += 1
+            pairs[site][1] += gap
+        if end is None or e["ts"] + e["dur"] > end:
+            end, last = e["ts"] + e["dur"], e
+    ranked = sorted(pairs.items(), key=lambda kv: -kv[1][1])[:top]
+    return {"idle_ms_per_call": sum(buckets.values()) / calls / 1e3,
+            "idle_ms_by_gap_us": {k: v / calls / 1e3 for k, v in sorted(buckets.items())},
+            "idle_top": [{"before": a, "after": b, "count_per_call": n / calls, "us_per_call": us / calls}
+                         for (a, b), (n, us) in ranked]}
+
+
+def queued_trace(fn, sync, calls: int) -> list[dict]:
+    """Device events of `calls` calls of fn queued back to back (one sync at the end), the first call left out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            results = [fn() for _ in range(calls + 1)]
+            sync(results[-1])
+        events = sorted(device_events(tmp), key=lambda e: e["ts"])
+    per_call = len(events) // (calls + 1)
+    return events[per_call:]
+
+
 def peak_bandwidth() -> float | None:
     kind = jax.devices()[0].device_kind
     return next((v for k, v in PEAK_BANDWIDTH.items() if k in kind), None)
@@ -399,12 +436,20 @@ def profile_train(args) -> dict:
     cost = stepped.compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
     hlo = hlo_instructions(stepped.compiled.as_text())
+    events_queued = queued_trace(one, jax.block_until_ready, args.calls) if args.gaps or args.dump else []
+    gaps = idle_gaps(events_queued, args.calls, hlo) if args.gaps else {}
+    if args.dump:  # for reading offline: the compiled step and one queued step's device events in launch order
+        os.makedirs(args.dump, exist_ok=True)
+        Path(args.dump, "step_hlo.txt").write_text(stepped.compiled.as_text())
+        keep = ("name", "ts", "dur", "args")
+        Path(args.dump, "step_events.json").write_text(json.dumps(
+            [{k: e.get(k) for k in keep} for e in events_queued[:len(events_queued) // args.calls]]))
     return {"what": "train", "scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s,
             "ms_per_step": ms, "queued_ms_per_step": queued,
             "xla_bytes_accessed_mb": cost.get("bytes accessed", 0) / 1e6, "xla_gflops": cost.get("flops", 0) / 1e9,
             **summarise(events, args.calls, wall, top=40),
             **attribute(events, args.calls, hlo, peak_bandwidth()), "host_top": host,
-            **({"compile_host_top": compile_host} if compile_host else {})}
+            **({"compile_host_top": compile_host} if compile_host else {}), **gaps}
 
 
 def main(argv=None) -> int:
@@ -432,6 +477,11 @@ def main(argv=None) -> int:
                         help="print every thread's Python stack after this many seconds (where a run hangs)")
     parser.add_argument("--trace-compile", action="store_true",
                         help="train: trace the compile too and report the host's longest compile events")
+    parser.add_argument("--gaps", action="store_true",
+                        help="train: also trace --calls steps queued back to back and report where the GPU waits "
+                        "between kernels (idle by gap length, the kernel pairs around the most idle time)")
+    parser.add_argument("--dump", default=None,
+                        help="train: write the compiled step's HLO and one queued step's device events to this folder")
     parser.add_argument("--print-top", type=int, default=15, help="kernels printed (all top 40 go to --out)")
     parser.add_argument("--patch", action="append", default=[],
                         help="module.attr=value set before building (A/B of a module constant), repeatable")
@@ -443,12 +493,15 @@ def main(argv=None) -> int:
     patch_constants(args.patch)
     result = profile_infer(args) if args.what == "infer" else profile_train(args)
     result.update(tag=args.tag, xla_flags=os.environ.get("XLA_FLAGS", ""), device=jax.devices()[0].device_kind)
-    skip = ("top", "attributed", "event_arg_keys", "host_top", "by_category_ms", "by_layer_kind_ms")
+    skip = ("top", "attributed", "event_arg_keys", "host_top", "idle_top", "by_category_ms", "by_layer_kind_ms",
+            "idle_ms_by_gap_us")
     brief = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items() if k not in skip}
     print(json.dumps(brief))
-    for k in skip[4:]:
+    for k in skip[5:]:
         if k in result:
             print(k, {c: round(v, 3) for c, v in result[k].items()})
+    for row in result.get("idle_top", [])[:args.print_top]:
+        print(f"  idle {row['us_per_call']:7.1f} us x{row['count_per_call']:5.1f}  {row['before']}  ->  {row['after']}")
     for row in result.get("attributed", [])[:args.print_top]:
         print(f"  {row['ms_per_call']:7.3f} ms x{row['count_per_call']:5.1f} {row['mb_per_call']:8.1f} MB "
               f"{row['gb_per_s']:6.0f} GB/s {row['kernel'][:48]:48s} {row['opcode'][:24]:24s} {row['op_name'][-70:]}")

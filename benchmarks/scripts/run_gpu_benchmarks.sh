@@ -52,6 +52,8 @@
 #            then `yolojax predict` on the val images
 #   train_graphs  the 1-GPU train step with its convolutions in CUDA graphs (+CONVOLUTION) against without,
 #            deterministic (ROUNDS alternating) and XLA's default kernels (DEFAULT_KERNELS=0: skip): compile, ms, digests
+#   det_cache  a deterministic compile in a cache folder holding a non-deterministic run's autotuning results
+#            (WAYS="library jax": through `yolojax bench`, through JAX's own cache setup)
 #   conv_tuning  `yolojax autotune`, then the deterministic step with the tuned convolutions against the plain one,
 #            ROUNDS alternating processes each (SCALE), with bit-for-bit repeat digests
 #   export   ONNX Runtime (CPU provider, the host's cores) latency of our ONNX export against the reference's
@@ -115,12 +117,17 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
   # BASE=<folder holding another tree's yolojax/ and benchmarks/scripts/> profiles that code first, in the same call;
   # SCALE (default n); PEERS=1 then times ultralytics 8.4 eager and under torch.compile on the same card;
   # DET_STEP=1 also profiles both trees' step with the deterministic flag; PATCH="pkg.module.NAME=json" also
-  # profiles this tree with that module constant set (tags patched_train, patched_train_det)
+  # profiles this tree with that module constant set (tags patched_train, patched_train_det); GAPS=1 adds where the
+  # GPU waits between kernels in queued steps, DUMP_STEP=1 the compiled step's HLO and one step's events (dump_<tag>/;
+  # a BASE tree needs a profile_gpu.py with those options)
   export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
   sc=(--scale "${SCALE:-n}")
-  p() { local tag=$1 dir=$2; shift 2; (cd "$dir" && N=${N:-34} run python3 benchmarks/scripts/profile_gpu.py "$@" \
-    --print-top 30 --tag "$tag" --out "$out/$tag.json"); }
+  [ "${GAPS:-0}" = 1 ] && sc+=(--gaps)
+  p() { local tag=$1 dir=$2; shift 2
+    [ "${DUMP_STEP:-0}" = 1 ] && [ "$1" = train ] && set -- "$@" --dump "$out/dump_$tag"
+    (cd "$dir" && N=${N:-34} run python3 benchmarks/scripts/profile_gpu.py "$@" --print-top 30 --tag "$tag" \
+      --out "$out/$tag.json"); }
   cache() { export JAX_COMPILATION_CACHE_DIR=$cold/jc_$1; }  # a new name = an empty cache = a cold compile
   cache main; T=200 p train . train --calls 3 "${sc[@]}"
   [ -n "${BASE:-}" ] && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
@@ -142,6 +149,30 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
     T=400 N=12 PYTHONPATH=/tmp/site84:$PYTHONPATH run python3 -m yolojax.cli bench scales="${SCALE:-n}" ours=false \
       reference_compile=true out="$out/peers_84"
   fi
+fi
+if [ "$part" = det_cache ]; then  # a deterministic compile in a cache folder that holds a non-deterministic run's
+  # autotuning results (copied in beside nothing else): WAYS="library jax" (default library): through `yolojax bench`
+  # (the library's cache setup) and / or JAX's own (JAX_COMPILATION_CACHE_DIR; bench_conv_tuning.py's child, with the
+  # digests of two steps three times); a fresh deterministic compile for comparison on the jax way
+  DET="--xla_gpu_exclude_nondeterministic_ops=true"
+  seeded() { mkdir -p "$2" && cp -r "$1/xla_gpu_per_fusion_autotune_cache_dir" "$2/" && \
+    echo "autotuning files copied: $(find "$2" -type f | wc -l)"; }
+  for way in ${WAYS:-library}; do
+    if [ "$way" = library ]; then
+      b() { T=200 run python3 -m yolojax.cli bench scales="${SCALE:-n}" reference=false steps=20 "$@"; }
+      b deterministic=false compile_cache="$cold/lib_a" out="$out/det_cache_library_nondet"
+      seeded "$cold/lib_a" "$cold/lib_b"
+      b deterministic=true compile_cache="$cold/lib_b" out="$out/det_cache_library_det_after_nondet"
+    else
+      one() { local file="$out/det_cache_jax_$1.json"
+        JAX_COMPILATION_CACHE_DIR=$2 XLA_FLAGS="$3" YOLOJAX_XLA_FLAGS=0 timeout 200 python3 $S/bench_conv_tuning.py \
+          --child --scale "${SCALE:-n}" | tail -n 1 > "$file"; echo "== $1: $(cat "$file")"; }
+      one nondet "$cold/jax_a" ""
+      seeded "$cold/jax_a" "$cold/jax_b"
+      one det_after_nondet "$cold/jax_b" "$DET"
+      one det_fresh "$cold/jax_c" "$DET"
+    fi
+  done
 fi
 if [ "$part" = train_graphs ]; then  # the 1-GPU train step with its convolutions in CUDA graphs, or not
   # ROUNDS alternating processes (default 2) with the deterministic flag, then one each with XLA's default kernels:

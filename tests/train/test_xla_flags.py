@@ -5,6 +5,8 @@ from yolojax.xla_flags import (
     COMMAND_BUFFER_FLAGS,
     DETERMINISTIC_FLAGS,
     apply_default_xla_flags,
+    deterministic_in,
+    enable_compilation_cache,
     flags_for,
     jax_setting,
 )
@@ -58,3 +60,33 @@ def test_a_jax_setting_holds_inside_its_block_and_is_restored_after_an_error():
             assert jax.config.jax_enable_x64 is (not before)
             raise RuntimeError("inside")
     assert jax.config.jax_enable_x64 is before
+
+
+@pytest.fixture
+def restored_cache_config():
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_enable_xla_caches")
+    before = {name: getattr(jax.config, name) for name in names}
+    yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+
+
+def test_the_deterministic_flag_is_read_from_xla_flags():
+    assert deterministic_in("--a=1 " + DETERMINISTIC_FLAGS[0])
+    assert deterministic_in("--xla_gpu_exclude_nondeterministic_ops")
+    assert not deterministic_in(DETERMINISTIC_FLAGS[0] + " --xla_gpu_exclude_nondeterministic_ops=false")
+    assert not deterministic_in("--xla_gpu_exclude_nondeterministic_ops_x=true")
+
+
+def test_deterministic_compiles_keep_autotuning_results_out_of_the_cache(tmp_path, restored_cache_config):
+    # XLA keys autotuning results by device and instruction, not flags: a deterministic compile read the algorithms
+    # a non-deterministic run had picked (another step, other sums; benchmarks/2026-11-27_step_gaps/README.md)
+    default = jax.config.jax_persistent_cache_enable_xla_caches
+    assert "autotune" in default
+    enable_compilation_cache(tmp_path / "plain", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"})
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")
+    assert jax.config.jax_persistent_cache_enable_xla_caches == default
+    enable_compilation_cache(environ={"XLA_FLAGS": DETERMINISTIC_FLAGS[0], "YOLOJAX_CACHE": str(tmp_path)})
+    assert jax.config.jax_persistent_cache_enable_xla_caches == "none"
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")  # a folder already set is kept

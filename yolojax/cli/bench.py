@@ -14,7 +14,7 @@ from yolojax.bench.train_step import markdown_table, time_components, time_train
 from yolojax.cli import args
 from yolojax.models.yolov8 import SCALES
 from yolojax.train.config import ConfigError
-from yolojax.xla_flags import apply_default_xla_flags
+from yolojax.xla_flags import apply_default_xla_flags, enable_compilation_cache
 
 COMMAND = args.Command(
     name="bench",
@@ -61,8 +61,7 @@ def _main(parsed: args.Parsed) -> int:
     max_boxes_list = comma_list("max_boxes", opts.max_boxes, int)
     apply_default_xla_flags(job="train", deterministic=opts.deterministic)  # before the first JAX computation
     if opts.compile_cache:
-        jax.config.update("jax_compilation_cache_dir", opts.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        enable_compilation_cache(opts.compile_cache)
 
     dtype = jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
     batch, imgsz, steps, reference = opts.batch, opts.imgsz, opts.steps, opts.reference

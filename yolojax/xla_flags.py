@@ -112,7 +112,8 @@ def enable_compilation_cache(folder: str | Path | None = None, environ: MutableM
     (benchmarks/2026-11-27_step_gaps/README.md). A deterministic compile left no results there to lose."""
     if deterministic_in(environ.get("XLA_FLAGS", "")):
         jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
-    if folder is None and (environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir):
+    already_set = environ.get("JAX_COMPILATION_CACHE_DIR") or getattr(jax.config, "jax_compilation_cache_dir", None)
+    if folder is None and already_set:
         return
     jax.config.update("jax_compilation_cache_dir", str(folder or cache_root(environ) / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

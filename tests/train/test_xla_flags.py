@@ -82,11 +82,11 @@ def test_the_deterministic_flag_is_read_from_xla_flags():
 def test_deterministic_compiles_keep_autotuning_results_out_of_the_cache(tmp_path, restored_cache_config):
     # XLA keys autotuning results by device and instruction, not flags: a deterministic compile read the algorithms
     # a non-deterministic run had picked (another step, other sums; benchmarks/2026-11-27_step_gaps/README.md)
-    default = jax.config.jax_persistent_cache_enable_xla_caches
-    assert "autotune" in default
+    jaxs_default = "xla_gpu_per_fusion_autotune_cache_dir"  # set here: an earlier test may have run a training job
+    jax.config.update("jax_persistent_cache_enable_xla_caches", jaxs_default)
     enable_compilation_cache(tmp_path / "plain", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"})
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")
-    assert jax.config.jax_persistent_cache_enable_xla_caches == default
+    assert jax.config.jax_persistent_cache_enable_xla_caches == jaxs_default
     enable_compilation_cache(environ={"XLA_FLAGS": DETERMINISTIC_FLAGS[0], "YOLOJAX_CACHE": str(tmp_path)})
     assert jax.config.jax_persistent_cache_enable_xla_caches == "none"
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")  # a folder already set is kept

@@ -435,12 +435,13 @@ def profile_train(args) -> dict:
     events, wall, host = trace(one, jax.block_until_ready, args.calls)
     cost = stepped.compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
-    hlo = hlo_instructions(stepped.compiled.as_text())
+    hlo_text = stepped.compiled.as_text()
+    hlo = hlo_instructions(hlo_text)
     events_queued = queued_trace(one, jax.block_until_ready, args.calls) if args.gaps or args.dump else []
     gaps = idle_gaps(events_queued, args.calls, hlo) if args.gaps else {}
     if args.dump:  # for reading offline: the compiled step and one queued step's device events in launch order
         os.makedirs(args.dump, exist_ok=True)
-        Path(args.dump, "step_hlo.txt").write_text(stepped.compiled.as_text())
+        Path(args.dump, "step_hlo.txt").write_text(hlo_text)
         keep = ("name", "ts", "dur", "args")
         Path(args.dump, "step_events.json").write_text(json.dumps(
             [{k: e.get(k) for k in keep} for e in events_queued[:len(events_queued) // args.calls]]))

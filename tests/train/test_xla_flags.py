@@ -62,16 +62,6 @@ def test_a_jax_setting_holds_inside_its_block_and_is_restored_after_an_error():
     assert jax.config.jax_enable_x64 is before
 
 
-@pytest.fixture
-def restored_cache_config():
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_enable_xla_caches")
-    before = {name: getattr(jax.config, name) for name in names}
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
-
-
 def test_the_deterministic_flag_is_read_from_xla_flags():
     assert deterministic_in("--a=1 " + DETERMINISTIC_FLAGS[0])
     assert deterministic_in("--xla_gpu_exclude_nondeterministic_ops")
@@ -79,14 +69,17 @@ def test_the_deterministic_flag_is_read_from_xla_flags():
     assert not deterministic_in("--xla_gpu_exclude_nondeterministic_ops_x=true")
 
 
-def test_deterministic_compiles_keep_autotuning_results_out_of_the_cache(tmp_path, restored_cache_config):
+def test_deterministic_compiles_keep_autotuning_results_out_of_the_cache(tmp_path):
     # XLA keys autotuning results by device and instruction, not flags: a deterministic compile read the algorithms
     # a non-deterministic run had picked (another step, other sums; benchmarks/2026-11-27_step_gaps/README.md)
     jaxs_default = "xla_gpu_per_fusion_autotune_cache_dir"  # set here: an earlier test may have run a training job
-    jax.config.update("jax_persistent_cache_enable_xla_caches", jaxs_default)
-    enable_compilation_cache(tmp_path / "plain", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"})
-    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")
-    assert jax.config.jax_persistent_cache_enable_xla_caches == jaxs_default
-    enable_compilation_cache(environ={"XLA_FLAGS": DETERMINISTIC_FLAGS[0], "YOLOJAX_CACHE": str(tmp_path)})
-    assert jax.config.jax_persistent_cache_enable_xla_caches == "none"
-    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")  # a folder already set is kept
+    min_secs = jax.config.jax_persistent_cache_min_compile_time_secs
+    with (jax_setting("jax_persistent_cache_enable_xla_caches", jaxs_default),
+          jax_setting("jax_compilation_cache_dir", None),
+          jax_setting("jax_persistent_cache_min_compile_time_secs", min_secs)):
+        enable_compilation_cache(tmp_path / "plain", {"XLA_FLAGS": "--xla_dump_to=/tmp/x"})
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")
+        assert jax.config.jax_persistent_cache_enable_xla_caches == jaxs_default
+        enable_compilation_cache(environ={"XLA_FLAGS": DETERMINISTIC_FLAGS[0], "YOLOJAX_CACHE": str(tmp_path)})
+        assert jax.config.jax_persistent_cache_enable_xla_caches == "none"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "plain")  # a folder already set is kept

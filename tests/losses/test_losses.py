@@ -14,9 +14,9 @@ from yolojax.losses import (
     bce_with_logits,
     detection_loss,
     dfl_cross_entropy,
-    dfl_distribution,
     dfl_expectation,
     dfl_loss,
+    dfl_statistics,
 )
 from yolojax.losses.detection import classification_loss
 
@@ -75,9 +75,9 @@ def test_dfl_loss_by_hand():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_dfl_distribution_values_and_joint_gradient_match_autodiff(seed):
-    # the written-out gradient of (expectation, log-probabilities) against autodiff of the plain softmax formulas,
-    # with both outputs feeding the loss as in detection_loss (decoded boxes and the DFL term)
+def test_dfl_statistics_values_and_written_out_gradient_match_autodiff(seed):
+    # the written-out gradient of (expectation, log-sum-exp) against autodiff of the plain softmax formulas, with
+    # both outputs feeding the loss as in detection_loss (decoded boxes and the DFL term)
     rng = np.random.default_rng(seed)
     logits = jnp.asarray(rng.normal(0, 3, size=(2, 7, 4 * REG_MAX)), jnp.float32)
     target = jnp.asarray(rng.uniform(0, REG_MAX, size=(2, 7, 4)), jnp.float32)
@@ -86,17 +86,27 @@ def test_dfl_distribution_values_and_joint_gradient_match_autodiff(seed):
     def plain(x):
         grouped = x.reshape(2, 7, 4, REG_MAX)
         expectation = (jax.nn.softmax(grouped) * jnp.arange(REG_MAX, dtype=jnp.float32)).sum(-1)
-        return expectation, jax.nn.log_softmax(grouped)
+        return expectation, jax.nn.logsumexp(grouped, axis=-1)
 
-    def loss(distribution, x):
-        expectation, log_probs = distribution(x)
-        return (expectation * weights).sum() + dfl_cross_entropy(log_probs, target).sum()
+    def loss(statistics, x):
+        expectation, log_sum_exp = statistics(x)
+        return (expectation * weights).sum() + dfl_cross_entropy(x, log_sum_exp, target).sum()
 
-    for ours, theirs in zip(dfl_distribution(logits, REG_MAX), plain(logits)):
-        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
-    grad = jax.grad(lambda x: loss(lambda v: dfl_distribution(v, REG_MAX), x))(logits)
+    for ours, theirs in zip(dfl_statistics(logits, REG_MAX), plain(logits)):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-6, atol=1e-6)
+    grad = jax.grad(lambda x: loss(lambda v: dfl_statistics(v, REG_MAX), x))(logits)
     expected = jax.grad(lambda x: loss(plain, x))(logits)
     np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_dfl_statistics_keep_the_logits_dtype_in_the_gradient():
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4 * REG_MAX)), jnp.bfloat16)
+    expectation, log_sum_exp = dfl_statistics(logits, REG_MAX)
+    assert expectation.dtype == log_sum_exp.dtype == jnp.float32
+    grad = jax.grad(lambda x: dfl_statistics(x, REG_MAX)[0].sum())(logits)
+    expected = jax.grad(lambda x: dfl_statistics(x.astype(jnp.float32), REG_MAX)[0].sum())(logits)
+    assert grad.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(grad, np.float32), np.asarray(expected, np.float32))
 
 
 def test_bbox_loss_weights_foreground_by_score_sum():
@@ -106,8 +116,9 @@ def test_bbox_loss_weights_foreground_by_score_sum():
     target = jnp.array([[[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0]]])
     pred = jnp.array([[[1.0, 1.0, 3.0, 3.0], [-50.0, 0.0, 90.0, 1.0]]])
     weight = jnp.array([[0.6, 0.9]])
-    _, log_probs = dfl_distribution(jnp.zeros((1, 2, 4 * REG_MAX)), REG_MAX)
-    loss_iou, loss_dfl = bbox_loss(log_probs, pred, anchors, target, weight, 1.0, jnp.array([[True, False]]))
+    dist = jnp.zeros((1, 2, 4 * REG_MAX))
+    _, log_sum_exp = dfl_statistics(dist, REG_MAX)
+    loss_iou, loss_dfl = bbox_loss(dist, log_sum_exp, pred, anchors, target, weight, 1.0, jnp.array([[True, False]]))
     assert abs(float(loss_iou)) < 1e-6
     # uniform logits: CE = log(16) for every bin, so DFL = log(16) * weight 0.6
     np.testing.assert_allclose(float(loss_dfl), math.log(REG_MAX) * 0.6, rtol=1e-6)
@@ -120,6 +131,29 @@ def test_classification_loss_equals_bce_against_one_hot_targets():
     score = jnp.asarray(rng.uniform(size=(2, 30)) * (rng.uniform(size=(2, 30)) < 0.3), jnp.float32)
     expected = bce_with_logits(logits, jax.nn.one_hot(labels, NC) * score[..., None]).sum()
     np.testing.assert_allclose(float(classification_loss(logits, labels, score)), float(expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_classification_loss_gradient_is_sigmoid_minus_target(dtype):
+    # the written-out gradient against autodiff of the BCE with the one-hot targets built out; an out-of-range
+    # label with score 0 (what the assigner gives background anchors of an empty image) adds nothing
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(0, 2, size=(2, 30, NC)), dtype)
+    labels = jnp.asarray(rng.integers(0, NC, size=(2, 30)), jnp.int32).at[0, 0].set(NC)
+    score = jnp.asarray(rng.uniform(size=(2, 30)) * (rng.uniform(size=(2, 30)) < 0.5), jnp.float32).at[0, 0].set(0)
+
+    def built_out(x):
+        z = jax.nn.one_hot(labels, NC) * score[..., None]
+        return bce_with_logits(x.astype(jnp.float32), z).sum()
+
+    np.testing.assert_allclose(float(classification_loss(logits, labels, score)), float(built_out(logits)),
+                               rtol=1e-6)
+    grad = jax.grad(lambda x: 0.5 * classification_loss(x, labels, score))(logits)
+    expected = jax.grad(lambda x: 0.5 * built_out(x))(logits)
+    assert grad.dtype == dtype
+    # bfloat16: both round the same float32 gradient, computed in two ways, to 8 bits of mantissa
+    np.testing.assert_allclose(np.asarray(grad, np.float32), np.asarray(expected, np.float32),
+                               rtol=1e-5 if dtype == jnp.float32 else 8e-3, atol=1e-7)
 
 
 def test_loss_is_items_sum_times_batch():

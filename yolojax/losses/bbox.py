@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from yolojax.ops.anchors import bbox2dist
 from yolojax.ops.boxes import bbox_iou
 from yolojax.ops.decode import (
-    dfl_distribution,
     dfl_expectation,  # noqa: F401  (re-exported: the loss decodes as the model does)
+    dfl_statistics,
 )
 
 # any finite, non-degenerate box: stands in for the (unused) target of background anchors so that no NaN or inf
@@ -33,28 +33,41 @@ def dfl_loss(pred_dist, target_ltrb, reg_max: int = 16):
     Returns:
       (...) loss per anchor, nats.
     """
-    return dfl_cross_entropy(dfl_distribution(pred_dist, reg_max)[1], target_ltrb)
+    return dfl_cross_entropy(pred_dist, dfl_statistics(pred_dist, reg_max)[1], target_ltrb)
 
 
-def dfl_cross_entropy(log_probs, target_ltrb):
-    """`dfl_loss` from the bins' log-probabilities: log_probs (..., 4, reg_max) (`dfl_distribution`),
-    target_ltrb (..., 4) bins -> (...) nats."""
-    reg_max = log_probs.shape[-1]
+def dfl_cross_entropy(pred_dist, log_sum_exp, target_ltrb):
+    """`dfl_loss` given each side's log-sum-exp: `CE(j) = log_sum_exp - logit_j`.
+
+    The two logits are picked with masks rather than gathered, so that their gradient is elementwise.
+
+    Args:
+      pred_dist: (..., 4 * reg_max) logits, side-major.
+      log_sum_exp: (..., 4) over each side's bins (`dfl_statistics`).
+      target_ltrb: (..., 4) target distances, bins.
+    Returns:
+      (...) nats.
+    """
+    reg_max = pred_dist.shape[-1] // 4
+    logits = pred_dist.reshape(*pred_dist.shape[:-1], 4, reg_max).astype(jnp.float32)
     target = jnp.clip(target_ltrb, 0, reg_max - 1 - 0.01)
     left = jnp.floor(target)
     weight_left = left + 1 - target
     bins = jnp.arange(reg_max, dtype=target.dtype)
-    ce_left = -jnp.where(bins == left[..., None], log_probs, 0).sum(axis=-1)
-    ce_right = -jnp.where(bins == left[..., None] + 1, log_probs, 0).sum(axis=-1)
+    logit_left = jnp.where(bins == left[..., None], logits, 0).sum(axis=-1)
+    logit_right = jnp.where(bins == left[..., None] + 1, logits, 0).sum(axis=-1)
+    ce_left, ce_right = log_sum_exp - logit_left, log_sum_exp - logit_right
     return (ce_left * weight_left + ce_right * (1 - weight_left)).mean(axis=-1)
 
 
-def bbox_loss(dist_log_probs, pred_bboxes, anchor_points, target_bboxes, weight, target_scores_sum, fg_mask):
+def bbox_loss(pred_dist, dist_log_sum_exp, pred_bboxes, anchor_points, target_bboxes, weight, target_scores_sum,
+              fg_mask):
     """CIoU loss and DFL of the foreground anchors, each weighted by the anchor's target-score sum.
 
     Args:
-      dist_log_probs: (b, a, 4, reg_max) log-probabilities of the DFL bins (`dfl_distribution`, which also gives
-        the expected distances that pred_bboxes decode: one softmax for both).
+      pred_dist: (b, a, 4 * reg_max) DFL logits, side-major.
+      dist_log_sum_exp: (b, a, 4) their log-sum-exp per side (`dfl_statistics`, which also gives the expected
+        distances that pred_bboxes decode: one pass over the bins for both).
       pred_bboxes: (b, a, 4) decoded predictions, xyxy, grid units of each anchor's level.
       anchor_points: (a, 2) anchor centres, grid units.
       target_bboxes: (b, a, 4) assigned boxes, xyxy, grid units.
@@ -71,6 +84,6 @@ def bbox_loss(dist_log_probs, pred_bboxes, anchor_points, target_bboxes, weight,
     ciou = bbox_iou(pred_bboxes, target_bboxes, kind="ciou")
     loss_iou = ((1.0 - ciou) * weight).sum() / target_scores_sum
 
-    target_ltrb = bbox2dist(anchor_points, target_bboxes, dist_log_probs.shape[-1] - 1)
-    loss_dfl = (dfl_cross_entropy(dist_log_probs, target_ltrb) * weight).sum() / target_scores_sum
+    target_ltrb = bbox2dist(anchor_points, target_bboxes, pred_dist.shape[-1] // 4 - 1)
+    loss_dfl = (dfl_cross_entropy(pred_dist, dist_log_sum_exp, target_ltrb) * weight).sum() / target_scores_sum
     return loss_iou, loss_dfl

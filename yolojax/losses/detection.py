@@ -14,7 +14,7 @@ from yolojax.losses.bbox import bbox_loss
 from yolojax.losses.bce import bce_with_logits
 from yolojax.ops.anchors import dist2bbox, make_anchors
 from yolojax.ops.boxes import xywh2xyxy
-from yolojax.ops.decode import dfl_distribution, flatten_maps
+from yolojax.ops.decode import dfl_statistics, flatten_maps
 
 TARGET_KEYS = ("cls", "bboxes", "mask")
 
@@ -56,23 +56,44 @@ def targets_to_pixels(targets: Mapping, image_hw: tuple[int, int]):
     return (targets["cls"].astype(jnp.int32)[..., None], gt_bboxes, targets["mask"].astype(bool)[..., None])
 
 
+@jax.custom_vjp
 def classification_loss(logits, target_labels, target_score):
     """Summed BCE of class logits against one-hot soft targets, without building the (b, a, c) targets.
 
     BCE is linear in its target, `bce(x, z) = bce(x, 0) - x * z`, and the target is `target_score` at the
     anchor's class and 0 elsewhere, so the sum is `sum bce(x, 0) - sum_anchors x[label] * target_score`.
 
+    The gradient is written out, `sigmoid(x) - z` in one elementwise pass over the logits: autodiff would keep
+    the derivative of `bce(x, 0)` as a float32 (b, a, c) array from the forward, and the label's logit is gathered
+    here without the scatter its gradient would otherwise be. Only `logits` gets a gradient.
+
     Args:
-      logits: (b, a, c) class logits.
-      target_labels: (b, a) int class of each anchor's target (any value where target_score is 0).
-      target_score: (b, a) soft target at that class.
+      logits: (b, a, c) class logits, any float dtype (the gradient comes back in it).
+      target_labels: (b, a) int class of each anchor's target, in [0, c) (any such value where target_score is 0).
+      target_score: (b, a) float32 soft target at that class.
     Returns:
-      () summed loss, nats.
+      () summed loss, nats, float32.
     """
-    # a mask instead of take_along_axis: its gradient is elementwise, where the gather's is a scatter-add
+    return _classification_fwd(logits, target_labels, target_score)[0]
+
+
+def _classification_fwd(logits, target_labels, target_score):
+    x = logits.astype(jnp.float32)
+    # clipped: an out-of-range label has target_score 0, so any finite logit multiplies it to 0
+    logit_at_label = jnp.take_along_axis(x, target_labels[..., None].astype(jnp.int32), axis=-1, mode="clip")[..., 0]
+    loss = bce_with_logits(x, 0.0).sum() - (logit_at_label * target_score).sum()
+    return loss, (logits, target_labels, target_score)
+
+
+def _classification_bwd(residuals, d_loss):
+    logits, target_labels, target_score = residuals
     at_label = jnp.arange(logits.shape[-1]) == target_labels[..., None]
-    logit_at_label = jnp.where(at_label, logits, 0.0).sum(-1)
-    return bce_with_logits(logits, 0.0).sum() - (logit_at_label * target_score).sum()
+    target = jnp.where(at_label, target_score[..., None], 0.0)
+    grad = d_loss * (jax.nn.sigmoid(logits.astype(jnp.float32)) - target)
+    return grad.astype(logits.dtype), None, None
+
+
+classification_loss.defvjp(_classification_fwd, _classification_bwd)
 
 
 def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strides: Sequence[int] = (8, 16, 32),
@@ -100,25 +121,25 @@ def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strid
     if len(feats) != len(strides):
         raise ValueError(f"detection_loss: {len(feats)} feature levels but {len(strides)} strides")
     no = 4 * reg_max + num_classes
-    preds = flatten_levels(feats, no).astype(jnp.float32)
+    preds = flatten_levels(feats, no)  # the head's dtype: the loss's written-out gradients recompute from it
     pred_dist, pred_logits = preds[..., : 4 * reg_max], preds[..., 4 * reg_max :]
     batch = preds.shape[0]
     image_hw = (feats[0].shape[1] * strides[0], feats[0].shape[2] * strides[0])
     anchor_points, stride_tensor = make_anchors([f.shape[1:3] for f in feats], strides)
 
     gt_labels, gt_bboxes, mask_gt = targets_to_pixels(targets, image_hw)
-    distances, dist_log_probs = dfl_distribution(pred_dist, reg_max)
+    distances, dist_log_sum_exp = dfl_statistics(pred_dist, reg_max)
     pred_bboxes = dist2bbox(distances, anchor_points)  # (b, a, 4) xyxy grid units
 
     target_labels, target_bboxes, target_score, fg_mask, _ = assign_anchors(
-        pred_logits, pred_bboxes * stride_tensor, anchor_points * stride_tensor, gt_labels, gt_bboxes, mask_gt,
-        num_classes=num_classes, topk=topk, alpha=alpha, beta=beta, from_logits=True)
+        pred_logits.astype(jnp.float32), pred_bboxes * stride_tensor, anchor_points * stride_tensor, gt_labels,
+        gt_bboxes, mask_gt, num_classes=num_classes, topk=topk, alpha=alpha, beta=beta, from_logits=True)
     # the reference's (b, a, c) targets are one_hot(target_labels) * target_score: kept in that compact form
     target_score = jax.lax.stop_gradient(target_score)
     target_scores_sum = jnp.maximum(target_score.sum(), 1.0)
 
     loss_cls = classification_loss(pred_logits, target_labels, target_score) / target_scores_sum
-    loss_box, loss_dfl = bbox_loss(dist_log_probs, pred_bboxes, anchor_points, target_bboxes / stride_tensor,
-                                   target_score, target_scores_sum, fg_mask)
+    loss_box, loss_dfl = bbox_loss(pred_dist, dist_log_sum_exp, pred_bboxes, anchor_points,
+                                   target_bboxes / stride_tensor, target_score, target_scores_sum, fg_mask)
     items = jnp.stack([loss_box * box, loss_cls * cls, loss_dfl * dfl])
     return items.sum() * batch, jax.lax.stop_gradient(items)

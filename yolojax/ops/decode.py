@@ -11,47 +11,52 @@ STRIDES = (8, 16, 32)  # the three detection levels of YOLOv8 (P3, P4, P5), pixe
 
 
 @jax.custom_vjp
-def _bin_distribution(logits):
-    """(..., n) float32 logits -> expected bin index (...) and log-probabilities (..., n) of their softmax."""
-    return _bin_distribution_fwd(logits)[0]
+def _bin_statistics(logits):
+    """(..., n) logits -> expected bin index (...) and log-sum-exp (...) of their softmax, both float32."""
+    return _bin_statistics_fwd(logits)[0]
 
 
-def _expected_bin(probs):
+def _bin_statistics_fwd(logits):
+    x = logits.astype(jnp.float32)
+    peak = x.max(axis=-1)
+    weights = jnp.exp(x - peak[..., None])
+    total = weights.sum(axis=-1)
     # multiply-and-sum rather than a matmul: exact float32 on GPUs, where an fp32 matmul may run as TF32
-    return (probs * jnp.arange(probs.shape[-1], dtype=probs.dtype)).sum(axis=-1)
+    expectation = (weights * jnp.arange(x.shape[-1], dtype=x.dtype)).sum(axis=-1) / total
+    log_sum_exp = peak + jnp.log(total)
+    # the logits themselves are the residual, in their own dtype: the backward recomputes the probabilities from
+    # them elementwise, so no float32 (..., n) array is written for it
+    return (expectation, log_sum_exp), (logits, expectation, log_sum_exp)
 
 
-def _bin_distribution_fwd(logits):
-    probs = jax.nn.softmax(logits, axis=-1)
-    expectation = _expected_bin(probs)
-    return (expectation, jax.nn.log_softmax(logits, axis=-1)), (probs, expectation)
+def _bin_statistics_bwd(residuals, cotangents):
+    logits, expectation, log_sum_exp = residuals
+    d_expectation, d_log_sum_exp = cotangents
+    x = logits.astype(jnp.float32)
+    probs = jnp.exp(x - log_sum_exp[..., None])
+    bins = jnp.arange(x.shape[-1], dtype=x.dtype)
+    grad = probs * (d_expectation[..., None] * (bins - expectation[..., None]) + d_log_sum_exp[..., None])
+    return (grad.astype(logits.dtype),)
 
 
-def _bin_distribution_bwd(residuals, cotangents):
-    # Both outputs' gradients in one elementwise pass over the probabilities: autodiff would give one softmax
-    # backward per output (each a row reduction over the bins) and a third pass adding them.
-    probs, expectation = residuals
-    d_expectation, d_log_probs = cotangents
-    bins = jnp.arange(probs.shape[-1], dtype=probs.dtype)
-    from_expectation = d_expectation[..., None] * (bins - expectation[..., None])
-    return (probs * (from_expectation - d_log_probs.sum(axis=-1, keepdims=True)) + d_log_probs,)
+_bin_statistics.defvjp(_bin_statistics_fwd, _bin_statistics_bwd)
 
 
-_bin_distribution.defvjp(_bin_distribution_fwd, _bin_distribution_bwd)
+def dfl_statistics(box_logits, reg_max: int = 16):
+    """Each side's softmax over its distribution focal bins, summarised as the decode's expected distance and the
+    log-sum-exp the loss's cross-entropy needs (`dfl_cross_entropy`), from one pass over the bins.
 
-
-def dfl_distribution(box_logits, reg_max: int = 16):
-    """Each side's softmax over its distribution focal bins, as the decode's expected distances and the loss's
-    log-probabilities, from one softmax (and one pass for their joint gradient).
+    The gradient is written out: one elementwise pass that recomputes the probabilities from the logits.
 
     Args:
-      box_logits: (..., 4 * reg_max) logits, side-major (`left` bins first, then `top`, `right`, `bottom`).
+      box_logits: (..., 4 * reg_max) logits, side-major (`left` bins first, then `top`, `right`, `bottom`), any
+        float dtype (the gradient comes back in it).
     Returns:
       expectation: (..., 4) distances `left, top, right, bottom` in grid units of the level, float32, in
         [0, reg_max - 1].
-      log_probs: (..., 4, reg_max) float32.
+      log_sum_exp: (..., 4) float32, `log sum_j exp(logit_j)` over each side's bins.
     """
-    return _bin_distribution(box_logits.astype(jnp.float32).reshape(*box_logits.shape[:-1], 4, reg_max))
+    return _bin_statistics(box_logits.reshape(*box_logits.shape[:-1], 4, reg_max))
 
 
 def dfl_expectation(box_logits, reg_max: int = 16):
@@ -62,7 +67,7 @@ def dfl_expectation(box_logits, reg_max: int = 16):
     Returns:
       (..., 4) distances `left, top, right, bottom` in grid units of the level, float32, in [0, reg_max - 1].
     """
-    return dfl_distribution(box_logits, reg_max)[0]
+    return dfl_statistics(box_logits, reg_max)[0]
 
 
 def flatten_maps(maps):

@@ -19,23 +19,25 @@ from yolojax.ops.decode import dfl_statistics, flatten_maps
 TARGET_KEYS = ("cls", "bboxes", "mask")
 
 
-def flatten_levels(feats, channels: int):
-    """Concatenate per-level NHWC head maps into one anchor axis.
+def flatten_levels(feats, channels: int, split: int):
+    """Per-level NHWC head maps -> their first `split` channels and the rest, each with one anchor axis.
 
     Anchors come level by level, row-major inside a level, the order of `make_anchors` (and of the reference's
-    flattening of NCHW maps).
+    flattening of NCHW maps). Each part is cut from each level before the levels are joined, so no (b, a, channels)
+    array of both parts is built (nor, in the backward, its gradient).
 
     Args:
       feats: list of (b, h_i, w_i, channels) maps.
       channels: expected last-axis size.
+      split: channels of the first part.
     Returns:
-      (b, a, channels) with a = sum(h_i * w_i).
+      (b, a, split) and (b, a, channels - split) with a = sum(h_i * w_i), in the maps' dtype.
     """
     for i, f in enumerate(feats):
         if f.ndim != 4 or f.shape[-1] != channels:
             raise ValueError(f"detection_loss: feats[{i}] has shape {f.shape}, expected (b, h, w, {channels}) "
                              f"= 4 * reg_max + num_classes channels")
-    return flatten_maps(feats)
+    return flatten_maps([f[..., :split] for f in feats]), flatten_maps([f[..., split:] for f in feats])
 
 
 def targets_to_pixels(targets: Mapping, image_hw: tuple[int, int]):
@@ -121,9 +123,9 @@ def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strid
     if len(feats) != len(strides):
         raise ValueError(f"detection_loss: {len(feats)} feature levels but {len(strides)} strides")
     no = 4 * reg_max + num_classes
-    preds = flatten_levels(feats, no)  # the head's dtype: the loss's written-out gradients recompute from it
-    pred_dist, pred_logits = preds[..., : 4 * reg_max], preds[..., 4 * reg_max :]
-    batch = preds.shape[0]
+    # in the head's dtype: the loss's written-out gradients recompute from these
+    pred_dist, pred_logits = flatten_levels(feats, no, 4 * reg_max)
+    batch = pred_dist.shape[0]
     image_hw = (feats[0].shape[1] * strides[0], feats[0].shape[2] * strides[0])
     anchor_points, stride_tensor = make_anchors([f.shape[1:3] for f in feats], strides)
 

@@ -88,23 +88,57 @@ def topk_mask(metric, mask_gt, topk: int):
     return (count == 1) & mask_gt[..., None]
 
 
+def _ahead(value, index, other_value, other_index):
+    """Order of the walk: larger value first, lower index first among equal values."""
+    return (value > other_value) | ((value == other_value) & (index < other_index))
+
+
+def _merge_best_two(first, second):
+    """The best two of two (best, runner-up) pairs, each pair (value, index, value, index) in walk order."""
+    v1, i1, v2, i2 = first
+    w1, j1, w2, j2 = second
+    first_leads = _ahead(v1, i1, w1, j1)
+    lead_v, lead_i = jnp.where(first_leads, v1, w1), jnp.where(first_leads, i1, j1)
+    # the runner-up is the better of the leader's own runner-up and the other pair's best
+    cv, ci = jnp.where(first_leads, v2, v1), jnp.where(first_leads, i2, i1)
+    dv, di = jnp.where(first_leads, w1, w2), jnp.where(first_leads, j1, j2)
+    c_ahead = _ahead(cv, ci, dv, di)
+    return lead_v, lead_i, jnp.where(c_ahead, cv, dv), jnp.where(c_ahead, ci, di)
+
+
+def _best_two(values, indices):
+    """Per row of (..., a) values and their int32 indices: the best and second-best element in walk order, as
+    (value, index, value, index), each (..., 1), from one variadic reduction (one pass over the row)."""
+    far = jnp.asarray(values.shape[-1], indices.dtype)
+    none_v, none_i = jnp.full_like(values, -jnp.inf), jnp.full_like(indices, far)
+    init = (jnp.asarray(-jnp.inf, values.dtype), far, jnp.asarray(-jnp.inf, values.dtype), far)
+    best = jax.lax.reduce((values, indices, none_v, none_i), init, _merge_best_two, (values.ndim - 1,))
+    return tuple(x[..., None] for x in best)
+
+
 def topk_mask_walk(metric, mask_gt, topk: int):
     """Same result as `topk_mask` without any top-k or sort primitive.
 
-    `topk` row reductions walk down the order (value descending, index ascending), each finding the element after
-    the previous one; the picks are every element not after the k-th. Faster than lax.top_k on GPUs, slow on CPU
-    (see `select_topk`).
+    The walk goes down the order (value descending, index ascending) two elements per row reduction: each pass
+    finds the best two elements after the last one found; the picks are every element not after the k-th. Faster
+    than lax.top_k on GPUs, slow on CPU (see `select_topk`).
 
     Args / Returns: as `topk_mask`.
     """
-    anchor_ids = jnp.arange(metric.shape[-1], dtype=jnp.int32)
+    anchor_ids = jnp.broadcast_to(jnp.arange(metric.shape[-1], dtype=jnp.int32), metric.shape)
     kth_val = jnp.full((*metric.shape[:-1], 1), jnp.inf, metric.dtype)
     kth_idx = jnp.full((*metric.shape[:-1], 1), -1, jnp.int32)
-    for _ in range(topk):
-        after = (metric < kth_val) | ((metric == kth_val) & (anchor_ids > kth_idx))
-        kth_idx = jnp.argmax(jnp.where(after, metric, -jnp.inf), axis=-1, keepdims=True).astype(jnp.int32)
-        kth_val = jnp.take_along_axis(metric, kth_idx, axis=-1)
-    picked = (metric > kth_val) | ((metric == kth_val) & (anchor_ids <= kth_idx))
+    found = 0
+    while found < topk:
+        remaining = jnp.where(_ahead(kth_val, kth_idx, metric, anchor_ids), metric, -jnp.inf)
+        if topk - found >= 2:
+            _, _, kth_val, kth_idx = _best_two(remaining, anchor_ids)
+            found += 2
+        else:
+            kth_idx = jnp.argmax(remaining, axis=-1, keepdims=True).astype(jnp.int32)
+            kth_val = jnp.take_along_axis(metric, kth_idx, axis=-1)
+            found += 1
+    picked = ~_ahead(kth_val, kth_idx, metric, anchor_ids)
     return picked & mask_gt[..., None]
 
 

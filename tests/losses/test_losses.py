@@ -18,7 +18,7 @@ from yolojax.losses import (
     dfl_loss,
     dfl_statistics,
 )
-from yolojax.losses.detection import classification_loss
+from yolojax.losses.detection import classification_loss, split_channels
 
 NC, REG_MAX = 4, 16
 LEVELS = [(8, 8), (4, 4), (2, 2)]  # a 64x64 image at strides 8, 16, 32
@@ -225,3 +225,15 @@ def test_missing_target_key_is_an_error():
     del tg["mask"]
     with pytest.raises(ValueError, match="mask"):
         detection_loss(random_feats(7), tg, num_classes=NC)
+
+
+def test_split_channels_gradient_joins_the_parts():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 7)), jnp.float32)
+    w1, w2 = jnp.arange(2 * 3 * 4.0).reshape(2, 3, 4), -jnp.arange(2 * 3 * 3.0).reshape(2, 3, 3)
+    first, rest = split_channels(x, 4)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(x[..., :4]))
+    np.testing.assert_array_equal(np.asarray(rest), np.asarray(x[..., 4:]))
+    grad = jax.grad(lambda v: (split_channels(v, 4)[0] * w1).sum() + (split_channels(v, 4)[1] * w2).sum())(x)
+    np.testing.assert_array_equal(np.asarray(grad), np.concatenate([w1, w2], -1))
+    only_first = jax.grad(lambda v: split_channels(v, 4)[0].sum())(x)  # the unused part's gradient is zero
+    np.testing.assert_array_equal(np.asarray(only_first), np.concatenate([np.ones((2, 3, 4)), np.zeros((2, 3, 3))], -1))

@@ -4,6 +4,7 @@ Matches ultralytics 8.2.103 `v8DetectionLoss` number for number (see tests/test_
 """
 from __future__ import annotations
 
+import functools
 from typing import Mapping, Sequence
 
 import jax
@@ -37,7 +38,30 @@ def flatten_levels(feats, channels: int, split: int):
         if f.ndim != 4 or f.shape[-1] != channels:
             raise ValueError(f"detection_loss: feats[{i}] has shape {f.shape}, expected (b, h, w, {channels}) "
                              f"= 4 * reg_max + num_classes channels")
-    return flatten_maps([f[..., :split] for f in feats]), flatten_maps([f[..., split:] for f in feats])
+    parts = [split_channels(f, split) for f in feats]
+    return flatten_maps([first for first, _ in parts]), flatten_maps([rest for _, rest in parts])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def split_channels(x, at: int):
+    """(..., c) -> (..., :at) and (..., at:), whose gradient is the concatenation of the two parts' gradients.
+
+    Autodiff of two slices gives the sum of two zero-padded gradients; when `x` is itself a concatenation (the
+    head's box and class maps), XLA then computes each part's gradient through that padded sum. A concatenation
+    instead lets it hand each part's gradient straight to its branch.
+    """
+    return x[..., :at], x[..., at:]
+
+
+def _split_channels_fwd(x, at):
+    return split_channels(x, at), None
+
+
+def _split_channels_bwd(at, _, cotangents):
+    return (jnp.concatenate(cotangents, axis=-1),)
+
+
+split_channels.defvjp(_split_channels_fwd, _split_channels_bwd)
 
 
 def targets_to_pixels(targets: Mapping, image_hw: tuple[int, int]):

@@ -237,3 +237,16 @@ def test_split_channels_gradient_joins_the_parts():
     np.testing.assert_array_equal(np.asarray(grad), np.concatenate([w1, w2], -1))
     only_first = jax.grad(lambda v: split_channels(v, 4)[0].sum())(x)  # the unused part's gradient is zero
     np.testing.assert_array_equal(np.asarray(only_first), np.concatenate([np.ones((2, 3, 4)), np.zeros((2, 3, 3))], -1))
+
+
+def test_bfloat16_head_gradient_is_the_float32_gradient_rounded_once():
+    # the DFL term reaches the box logits through the statistics and the target-bin picks; their gradients are
+    # added in float32 before the one rounding to bfloat16 (two roundings and a bfloat16 sum land further off)
+    feats = [f.astype(jnp.bfloat16) for f in random_feats(3)]
+    loss = lambda fs: detection_loss(fs, targets(n_real=(3, 2)), num_classes=NC)[0]  # noqa: E731
+    low = jax.grad(loss)(feats)
+    high = jax.grad(loss)([f.astype(jnp.float32) for f in feats])
+    for g16, g32 in zip(low, high):
+        g16, g32 = np.asarray(g16, np.float32), np.asarray(g32)
+        large = np.abs(g32) > 1e-3
+        np.testing.assert_allclose(g16[large], g32[large], rtol=2.0**-8)

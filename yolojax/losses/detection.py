@@ -154,6 +154,9 @@ def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strid
     anchor_points, stride_tensor = make_anchors([f.shape[1:3] for f in feats], strides)
 
     gt_labels, gt_bboxes, mask_gt = targets_to_pixels(targets, image_hw)
+    # float32 before the statistics: the DFL term reaches these logits through two paths (the statistics and the
+    # target-bin picks), and their gradients must be added before the one rounding to the head's dtype
+    pred_dist = pred_dist.astype(jnp.float32)
     distances, dist_log_sum_exp = dfl_statistics(pred_dist, reg_max)
     pred_bboxes = dist2bbox(distances, anchor_points)  # (b, a, 4) xyxy grid units
 

@@ -122,7 +122,7 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
   # a BASE tree needs a profile_gpu.py with those options)
   export YOLOJAX_XLA_FLAGS=1 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
   DET="--xla_gpu_exclude_nondeterministic_ops=true"
-  sc=(--scale "${SCALE:-n}")
+  sc=(--scale "${SCALE:-n}" --queued-rounds "${QUEUED_ROUNDS:-1}")  # QUEUED_ROUNDS: best of that many queued runs
   [ "${GAPS:-0}" = 1 ] && sc+=(--gaps)
   p() { local tag=$1 dir=$2; shift 2
     [ "${DUMP_STEP:-0}" = 1 ] && [ "$1" = train ] && set -- "$@" --dump "$out/dump_$tag"

@@ -67,7 +67,7 @@ def bbox_loss(pred_dist, dist_log_sum_exp, pred_bboxes, anchor_points, target_bb
     Args:
       pred_dist: (b, a, 4 * reg_max) DFL logits, side-major.
       dist_log_sum_exp: (b, a, 4) their log-sum-exp per side (`dfl_statistics`, which also gives the expected
-        distances that pred_bboxes decode: one pass over the bins for both).
+        distances that pred_bboxes decode: one softmax for both).
       pred_bboxes: (b, a, 4) decoded predictions, xyxy, grid units of each anchor's level.
       anchor_points: (a, 2) anchor centres, grid units.
       target_bboxes: (b, a, 4) assigned boxes, xyxy, grid units.

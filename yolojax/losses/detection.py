@@ -147,7 +147,7 @@ def detection_loss(feats: Sequence, targets: Mapping, *, num_classes: int, strid
     if len(feats) != len(strides):
         raise ValueError(f"detection_loss: {len(feats)} feature levels but {len(strides)} strides")
     no = 4 * reg_max + num_classes
-    # in the head's dtype: the loss's written-out gradients recompute from these
+    # in the head's dtype: the class BCE's written-out gradient recomputes from these logits, not a float32 copy
     pred_dist, pred_logits = flatten_levels(feats, no, 4 * reg_max)
     batch = pred_dist.shape[0]
     image_hw = (feats[0].shape[1] * strides[0], feats[0].shape[2] * strides[0])

@@ -44,7 +44,7 @@ _bin_statistics.defvjp(_bin_statistics_fwd, _bin_statistics_bwd)
 
 def dfl_statistics(box_logits, reg_max: int = 16):
     """Each side's softmax over its distribution focal bins, summarised as the decode's expected distance and the
-    log-sum-exp the loss's cross-entropy needs (`dfl_cross_entropy`), from one pass over the bins.
+    log-sum-exp the loss's cross-entropy needs (`dfl_cross_entropy`), from one softmax.
 
     The gradient is written out: one elementwise pass that recomputes the probabilities from the logits.
 

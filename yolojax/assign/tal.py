@@ -128,16 +128,10 @@ def topk_mask_walk(metric, mask_gt, topk: int):
     anchor_ids = jnp.broadcast_to(jnp.arange(metric.shape[-1], dtype=jnp.int32), metric.shape)
     kth_val = jnp.full((*metric.shape[:-1], 1), jnp.inf, metric.dtype)
     kth_idx = jnp.full((*metric.shape[:-1], 1), -1, jnp.int32)
-    found = 0
-    while found < topk:
+    for found in range(0, topk, 2):
         remaining = jnp.where(_ahead(kth_val, kth_idx, metric, anchor_ids), metric, -jnp.inf)
-        if topk - found >= 2:
-            _, _, kth_val, kth_idx = _best_two(remaining, anchor_ids)
-            found += 2
-        else:
-            kth_idx = jnp.argmax(remaining, axis=-1, keepdims=True).astype(jnp.int32)
-            kth_val = jnp.take_along_axis(metric, kth_idx, axis=-1)
-            found += 1
+        best_val, best_idx, next_val, next_idx = _best_two(remaining, anchor_ids)
+        kth_val, kth_idx = (next_val, next_idx) if topk - found >= 2 else (best_val, best_idx)
     picked = ~_ahead(kth_val, kth_idx, metric, anchor_ids)
     return picked & mask_gt[..., None]
 

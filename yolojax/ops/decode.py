@@ -24,8 +24,8 @@ def _bin_statistics_fwd(logits):
     # multiply-and-sum rather than a matmul: exact float32 on GPUs, where an fp32 matmul may run as TF32
     expectation = (weights * jnp.arange(x.shape[-1], dtype=x.dtype)).sum(axis=-1) / total
     log_sum_exp = peak + jnp.log(total)
-    # the logits themselves are the residual, in their own dtype: the backward recomputes the probabilities from
-    # them elementwise, so no float32 (..., n) array is written for it
+    # the logits themselves are the residual: the backward recomputes the probabilities from them elementwise, so
+    # no (..., n) array of probabilities is written for it
     return (expectation, log_sum_exp), (logits, expectation, log_sum_exp)
 
 

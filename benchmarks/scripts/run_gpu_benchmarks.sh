@@ -129,12 +129,22 @@ if [ "$part" = speed ]; then  # the train step by kernel category (bytes, bandwi
     (cd "$dir" && N=${N:-34} run python3 benchmarks/scripts/profile_gpu.py "$@" --print-top 30 --tag "$tag" \
       --out "$out/$tag.json"); }
   cache() { export JAX_COMPILATION_CACHE_DIR=$cold/jc_$1; }  # a new name = an empty cache = a cold compile
-  cache main; T=200 p train . train --calls 3 "${sc[@]}"
-  [ -n "${BASE:-}" ] && T=240 p base_train "$BASE" train --calls 3 "${sc[@]}"
-  cache patched; [ -n "${PATCH:-}" ] && T=240 p patched_train . train --calls 3 "${sc[@]}" --patch "$PATCH"
+  # BASE="<tree> <tree> ...": several trees, tagged base_<folder> (one tree: base); DEFAULT_STEP=0 skips the steps
+  # with XLA's default kernels (each autotunes for a minute), for A/Bs of fusions alone with DET_STEP=1
+  btag() { [ "$(echo ${BASE:-} | wc -w)" -gt 1 ] && echo "base_$(basename "$1" | tr -d .)" || echo base; }
+  if [ "${DEFAULT_STEP:-1}" = 1 ]; then
+    cache main; T=200 p train . train --calls 3 "${sc[@]}"
+    for tree in ${BASE:-}; do
+      cache "$(btag "$tree")"; T=240 p "$(btag "$tree")_train" "$tree" train --calls 3 "${sc[@]}"
+    done
+    cache patched; [ -n "${PATCH:-}" ] && T=240 p patched_train . train --calls 3 "${sc[@]}" --patch "$PATCH"
+  fi
   if [ "${DET_STEP:-0}" = 1 ]; then  # the same with the train job's deterministic flag
     cache det_main; XLA_FLAGS="$DET" T=150 p train_det . train --calls 3 "${sc[@]}"
-    cache det_base; [ -n "${BASE:-}" ] && XLA_FLAGS="$DET" T=150 p base_train_det "$BASE" train --calls 3 "${sc[@]}"
+    for tree in ${BASE:-}; do
+      cache "det_$(btag "$tree")"
+      XLA_FLAGS="$DET" T=150 p "$(btag "$tree")_train_det" "$tree" train --calls 3 "${sc[@]}"
+    done
     cache det_patched
     [ -n "${PATCH:-}" ] && XLA_FLAGS="$DET" T=150 p patched_train_det . train --calls 3 "${sc[@]}" --patch "$PATCH"
   fi

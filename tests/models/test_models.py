@@ -1,12 +1,13 @@
 """YOLOv8 model: sizes, building blocks, head init, forward parity with the reference DetectionModel."""
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.models.layers import C2f, upsample_nearest2x
+from yolojax.models.layers import C2f, shaped_param, upsample_nearest2x
 from yolojax.models.yolov8 import DetectHead, YOLOv8, count_params
 from yolojax.ops.decode import decode_maps, dfl_expectation
 
@@ -213,3 +214,29 @@ def test_bf16_train_mode_tracks_fp32_through_the_reshaped_stem_and_fused_batchno
     assert float(jnp.linalg.norm(maps16 - maps32) / jnp.linalg.norm(maps32)) < 0.042
     stats16, stats32 = flat(state16), flat(state32)
     assert float(jnp.linalg.norm(stats16 - stats32) / jnp.linalg.norm(stats32)) < 0.001
+
+
+class _OneParameter(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return x * shaped_param(self, "w", self.init_fn, (3,))
+
+    @staticmethod
+    def init_fn(key, shape, dtype):
+        return jnp.full(shape, 2.0, dtype)
+
+
+def test_shaped_param_reads_an_existing_parameter_without_its_initializer():
+    variables = _OneParameter().init(jax.random.key(0), jnp.ones(3))
+    np.testing.assert_array_equal(variables["params"]["w"], [2.0, 2.0, 2.0])
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_OneParameter, "init_fn", staticmethod(lambda *a: calls.append(a) or jnp.zeros(3)))
+        out = _OneParameter().apply({"params": {"w": jnp.asarray([1.0, 2.0, 3.0])}}, jnp.ones(3))
+    np.testing.assert_array_equal(out, [1.0, 2.0, 3.0])
+    assert calls == []  # flax's own check would trace the initializer once per apply
+
+
+def test_shaped_param_names_the_parameter_of_a_wrong_shape():
+    with pytest.raises(ValueError, match=r"parameter w has shape \(4,\), expected \(3,\)"):
+        _OneParameter().apply({"params": {"w": jnp.ones(4)}}, jnp.ones(3))

@@ -1,10 +1,12 @@
 """batch_norm_silu: values and the hand-written gradient against autodiff of the plain formula."""
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from yolojax.ops.norm import batch_norm_silu
+from yolojax.ops.norm import batch_norm_silu, channel_sums
 
 EPS = 1e-3
 
@@ -92,3 +94,16 @@ def test_replicated_scale_and_bias_under_shard_map_get_the_summed_gradient():
     want = loss(plain)(x, scale, bias)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7, 4), (64, 20, 20, 8), (2, 97, 61, 3), (8, 160, 160, 2)])
+def test_channel_sums_are_the_plain_sums(shape):
+    # one pass for few rows; partials over a power-of-two split for many (97 * 61 * 2 rows: odd, so 2 parts)
+    rng = np.random.default_rng(sum(shape))
+    a = rng.normal(size=shape).astype(np.float32)
+    b = rng.normal(size=shape).astype(np.float32)
+    got = channel_sums(jnp.asarray(a), jnp.asarray(b).astype(jnp.bfloat16))
+    assert got.shape == (2, shape[-1]) and got.dtype == jnp.float32
+    want = np.stack([a.astype(np.float64).sum((0, 1, 2)),
+                     np.asarray(jnp.asarray(b).astype(jnp.bfloat16), np.float64).sum((0, 1, 2))])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5 * math.prod(shape[:-1]) ** 0.5)

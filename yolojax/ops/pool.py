@@ -40,7 +40,7 @@ def first_max_along(x, window: int, axis: int):
 
 def route_along(winner, g, window: int, axis: int):
     """Gradient of `first_max_along`: each input position sums the output gradients `g` of the windows (along
-    `axis`) whose winner it is. winner (b, h, w, c) int32, g (b, h, w, c) float32 -> (b, h, w, c) float32."""
+    `axis`) whose winner it is. winner (b, h, w, c) integers, g (b, h, w, c) float32 -> (b, h, w, c) float32."""
     pad, size = window // 2, g.shape[axis]
     widths = [(0, 0)] * g.ndim
     widths[axis] = (pad, pad)
@@ -72,6 +72,9 @@ def _pool_bwd(window, x, g):
     # instead of one of window**2; routed in float32 and rounded once.
     row_max, in_row = first_max_along(x, window, axis=2)
     _, row = first_max_along(row_max, window, axis=1)
+    # Each route reads its winners at `window` offsets. Left to itself, XLA keeps the comparisons' masks in memory
+    # and rebuilds the winner from them at every offset; one byte per winner, written once, is cheaper.
+    in_row, row = lax.optimization_barrier((in_row.astype(jnp.int8), row.astype(jnp.int8)))
     d_row_max = route_along(row, g.astype(jnp.float32), window, axis=1)
     return (route_along(in_row, d_row_max, window, axis=2).astype(g.dtype),)
 

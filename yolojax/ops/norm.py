@@ -34,7 +34,8 @@ def channel_sums(*arrays):
     array in float32 (at least), in two stages: partial sums over blocks of rows, then their totals.
 
     XLA splits a long reduction the same way by itself, but finishes each sum with a kernel of its own; with the
-    partials stacked, one kernel finishes all of them (for BatchNorm: one instead of two per layer and pass)."""
+    partials stacked, one kernel finishes all of them (for BatchNorm: one instead of two per layer and pass). The
+    step is faster for it; its compile is longer (benchmarks/2026-11-27_step_kernels/ weighs the two)."""
     c = arrays[0].shape[-1]
     rows = math.prod(arrays[0].shape[:-1])
     parts = _partial_count(rows)

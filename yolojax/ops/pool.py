@@ -73,8 +73,10 @@ def _pool_bwd(window, x, g):
     row_max, in_row = first_max_along(x, window, axis=2)
     _, row = first_max_along(row_max, window, axis=1)
     # Each route reads its winners at `window` offsets. Left to itself, XLA keeps the comparisons' masks in memory
-    # and rebuilds the winner from them at every offset; one byte per winner, written once, is cheaper.
-    in_row, row = lax.optimization_barrier((in_row.astype(jnp.int8), row.astype(jnp.int8)))
+    # and rebuilds the winner from them at every offset; one byte per winner (windows up to 127), written once, is
+    # cheaper.
+    index = jnp.int8 if window <= 127 else jnp.int32
+    in_row, row = lax.optimization_barrier((in_row.astype(index), row.astype(index)))
     d_row_max = route_along(row, g.astype(jnp.float32), window, axis=1)
     return (route_along(in_row, d_row_max, window, axis=2).astype(g.dtype),)
 

@@ -96,13 +96,14 @@ def test_replicated_scale_and_bias_under_shard_map_get_the_summed_gradient():
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("two_stage", [True, False])
 @pytest.mark.parametrize("shape", [(3, 5, 7, 4), (64, 20, 20, 8), (2, 97, 61, 3), (8, 160, 160, 2)])
-def test_channel_sums_are_the_plain_sums(shape):
-    # one pass for few rows; partials over a power-of-two split for many (97 * 61 * 2 rows: odd, so 2 parts)
+def test_channel_sums_are_the_plain_sums(shape, two_stage):
+    # two stages: one pass for few rows, partials over a power-of-two split for many (2 * 97 * 61 rows: 2 parts)
     rng = np.random.default_rng(sum(shape))
     a = rng.normal(size=shape).astype(np.float32)
     b = rng.normal(size=shape).astype(np.float32)
-    got = channel_sums(jnp.asarray(a), jnp.asarray(b).astype(jnp.bfloat16))
+    got = channel_sums(jnp.asarray(a), jnp.asarray(b).astype(jnp.bfloat16), two_stage=two_stage)
     assert got.shape == (2, shape[-1]) and got.dtype == jnp.float32
     want = np.stack([a.astype(np.float64).sum((0, 1, 2)),
                      np.asarray(jnp.asarray(b).astype(jnp.bfloat16), np.float64).sum((0, 1, 2))])

@@ -29,19 +29,24 @@ def _partial_count(rows: int) -> int:
     return parts
 
 
-def channel_sums(*arrays):
+def channel_sums(*arrays, two_stage: bool | None = None):
     """Per-channel sums over every axis but the last of arrays of one shape (..., c), as one (len(arrays), c)
-    array in float32 (at least), in two stages: partial sums over blocks of rows, then their totals.
+    array in float32 (at least).
 
-    XLA splits a long reduction the same way by itself, but finishes each sum with a kernel of its own; with the
-    partials stacked, one kernel finishes all of them (for BatchNorm: one instead of two per layer and pass). The
-    step is faster for it; its compile is longer (benchmarks/2026-11-27_step_kernels/ weighs the two)."""
+    two_stage (default: on GPUs): in two explicit stages, partial sums over blocks of rows, then their totals. XLA's
+    GPU backend splits a long reduction the same way by itself, but finishes each sum with a kernel of its own; with
+    the partials stacked, one kernel finishes all of them (for BatchNorm: one instead of two per layer and pass).
+    The GPU step is faster for it and its compile longer (benchmarks/2026-11-27_step_kernels/ weighs the two).
+    Otherwise one reduction per array: XLA's CPU backend runs the explicit stages slower."""
+    if two_stage is None:
+        two_stage = jax.default_backend() == "gpu"
+    arrays = [a.astype(jnp.promote_types(a.dtype, jnp.float32)) for a in arrays]
     c = arrays[0].shape[-1]
     rows = math.prod(arrays[0].shape[:-1])
-    parts = _partial_count(rows)
-    partial = [a.astype(jnp.promote_types(a.dtype, jnp.float32)).reshape(parts, rows // parts, c).sum(1)
-               for a in arrays]
-    return jnp.stack(partial).sum(1)
+    parts = _partial_count(rows) if two_stage else 1
+    if parts == 1:
+        return jnp.stack([a.reshape(rows, c).sum(0) for a in arrays])
+    return jnp.stack([a.reshape(parts, rows // parts, c).sum(1) for a in arrays]).sum(1)
 
 
 def batch_moments(x, axis_name: str | None = None):

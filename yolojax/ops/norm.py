@@ -40,13 +40,13 @@ def channel_sums(*arrays, two_stage: bool | None = None):
     Otherwise one reduction per array: XLA's CPU backend runs the explicit stages slower."""
     if two_stage is None:
         two_stage = jax.default_backend() == "gpu"
-    arrays = [a.astype(jnp.promote_types(a.dtype, jnp.float32)) for a in arrays]
-    c = arrays[0].shape[-1]
-    rows = math.prod(arrays[0].shape[:-1])
+    wide = [a.astype(jnp.promote_types(a.dtype, jnp.float32)) for a in arrays]
+    c = wide[0].shape[-1]
+    rows = math.prod(wide[0].shape[:-1])
     parts = _partial_count(rows) if two_stage else 1
     if parts == 1:
-        return jnp.stack([a.reshape(rows, c).sum(0) for a in arrays])
-    return jnp.stack([a.reshape(parts, rows // parts, c).sum(1) for a in arrays]).sum(1)
+        return jnp.stack([a.reshape(rows, c).sum(0) for a in wide])
+    return jnp.stack([a.reshape(parts, rows // parts, c).sum(1) for a in wide]).sum(1)
 
 
 def batch_moments(x, axis_name: str | None = None):

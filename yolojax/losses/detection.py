@@ -98,7 +98,8 @@ def classification_loss(logits, target_labels, target_score):
 
     Args:
       logits: (b, a, c) class logits, any float dtype (the gradient comes back in it).
-      target_labels: (b, a) int class of each anchor's target, in [0, c) (any such value where target_score is 0).
+      target_labels: (b, a) int class of each anchor's target, in [0, c) where target_score is not 0 (elsewhere any
+        value, out of range included: the assigner gives c to every anchor of an image without boxes).
       target_score: (b, a) float32 soft target at that class.
     Returns:
       () summed loss, nats, float32.

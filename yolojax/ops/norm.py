@@ -63,10 +63,6 @@ def batch_moments(x, axis_name: str | None = None):
     return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0), count
 
 
-def _normalized(x32, mean, inv_std, scale, bias):
-    return (x32 - mean) * (inv_std * scale) + bias
-
-
 def batch_norm_silu(x, scale, bias, epsilon: float):
     """SiLU(BatchNorm(x)) with the batch's statistics (training mode).
 
@@ -99,8 +95,12 @@ def _forward(x, scale, bias, epsilon):
     x32 = x.astype(jnp.float32)
     mean, var, _ = batch_moments(x32)
     inv_std = lax.rsqrt(var + epsilon)
-    y = _normalized(x32, mean, inv_std, scale, bias)
-    return (jax.nn.silu(y).astype(x.dtype), mean, var), (x, mean, inv_std, scale, bias)
+    # y = x * k + shift: the per-channel k and shift are what both passes read. Reading scale and bias themselves,
+    # XLA copied a slice of the flat parameter buffer out for each layer's bias (a kernel each at the step's start).
+    k = inv_std * scale
+    shift = bias - mean * k
+    y = x32 * k + shift
+    return (jax.nn.silu(y).astype(x.dtype), mean, var), (x, mean, inv_std, k, shift)
 
 
 def silu_backward(y, d_out):
@@ -110,18 +110,17 @@ def silu_backward(y, d_out):
 
 
 def _backward(epsilon, residuals, cotangents):
-    x, mean, inv_std, scale, bias = residuals
+    x, mean, inv_std, k, shift = residuals
     d_out, d_mean, d_var = cotangents
     n = math.prod(x.shape[:-1])
     x32 = x.astype(jnp.float32)
     x_hat = (x32 - mean) * inv_std
-    y = x_hat * scale + bias
-    g = silu_backward(y, d_out)
+    g = silu_backward(x32 * k + shift, d_out)
     # XLA writes g out between the reduction and the dx pass; stored in x's dtype it costs half the bytes. The
     # barrier keeps that rounding, which XLA would otherwise drop along with the halved traffic.
     g = lax.optimization_barrier(g.astype(x.dtype)).astype(jnp.float32)
     sum_g, sum_g_xhat = channel_sums(g, g * x_hat)
-    dx = (scale * inv_std) * (g - sum_g / n - x_hat * (sum_g_xhat / n))
+    dx = k * (g - sum_g / n - x_hat * (sum_g_xhat / n))
     # the statistics' own cotangents (zero when they only feed the running averages)
     dx = dx + d_mean / n + d_var * (2.0 / n) * (x32 - mean)
     return dx.astype(x.dtype), sum_g_xhat, sum_g

@@ -15,6 +15,12 @@ the 2-GPU step never finished with them (`Failed to destroy CUDA graph: CUDA_ERR
 in XLA's rendezvous) (benchmarks/2026-11-27_conv_tuning/README.md, benchmarks/2026-11-26_multi_gpu/README.md).
 Validation inside a training run runs under the training's flags.
 
+Training also adds `--xla_gpu_enable_latency_hiding_scheduler=false`. That scheduler overlaps collectives with
+compute; the step has one all-reduce of the flat gradient, which nothing after it can overlap, and on one GPU none.
+XLA also runs the scheduler over each of the ~130 one-convolution programs it compiles to configure the
+convolutions: without it the cold compile of the deterministic v8n step was 1.1-1.6 s shorter (XLA's HLO passes
+12.8-13.3 -> 11.0-11.5 s) and the step as fast (benchmarks/2026-11-27_affine_scheduler/README.md).
+
 With `deterministic` (the train config's `deterministic`, True by default as in the reference):
 `--xla_gpu_exclude_nondeterministic_ops=true` keeps to deterministic GPU algorithms (no atomics in convolution
 weight gradients or scatter-adds), so a step is bit-reproducible. It also halves the cold compile, since far fewer
@@ -52,7 +58,8 @@ COMMAND_BUFFER_FLAGS = (
 )
 DETERMINISTIC_FLAGS = ("--xla_gpu_exclude_nondeterministic_ops=true",)
 TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
-JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": (), "autotune": TUNING_FLAGS}
+TRAIN_FLAGS = ("--xla_gpu_enable_latency_hiding_scheduler=false",)
+JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": TRAIN_FLAGS, "autotune": TUNING_FLAGS}
 LOAD_TUNED_FLAG = "--xla_gpu_load_autotune_results_from"
 
 

@@ -4,6 +4,7 @@ import pytest
 from yolojax.xla_flags import (
     COMMAND_BUFFER_FLAGS,
     DETERMINISTIC_FLAGS,
+    TRAIN_FLAGS,
     apply_default_xla_flags,
     deterministic_in,
     enable_compilation_cache,
@@ -33,9 +34,17 @@ def test_training_gets_no_cuda_graphs(tmp_path):
         flags = flags_for("train", deterministic=deterministic)
         assert not any("command_buffer" in f or "graph_min_graph_size" in f for f in flags)
     no_tuned_file = {"YOLOJAX_CACHE": str(tmp_path)}
-    assert apply_default_xla_flags(dict(no_tuned_file), job="train") == ""
+    assert apply_default_xla_flags(dict(no_tuned_file), job="train").split() == list(TRAIN_FLAGS)
     assert apply_default_xla_flags(dict(no_tuned_file), job="train", deterministic=True).split() == list(
-        DETERMINISTIC_FLAGS)
+        TRAIN_FLAGS + DETERMINISTIC_FLAGS)
+
+
+def test_training_turns_the_latency_hiding_scheduler_off_unless_the_user_set_it():
+    assert "--xla_gpu_enable_latency_hiding_scheduler=false" in flags_for("train")
+    assert not any("latency_hiding" in f for f in flags_for("infer") + flags_for("autotune"))
+    mine = {"XLA_FLAGS": "--xla_gpu_enable_latency_hiding_scheduler=true"}
+    value = apply_default_xla_flags(mine, job="train")
+    assert value.split() == ["--xla_gpu_enable_latency_hiding_scheduler=true"]
 
 
 def test_cli_commands_choose_their_job():

@@ -446,7 +446,7 @@ def profile_train(args) -> dict:
         Path(args.dump, "step_events.json").write_text(json.dumps(
             [{k: e.get(k) for k in keep} for e in events_queued[:len(events_queued) // args.calls]]))
     return {"what": "train", "scale": args.scale, "batch": args.batch, "imgsz": args.imgsz, "compile_s": compile_s,
-            "compile_phases_s": stepped.phases_s, "ms_per_step": ms, "queued_ms_per_step": queued,
+            "compile_phases_s": getattr(stepped, "phases_s", None), "ms_per_step": ms, "queued_ms_per_step": queued,
             "xla_bytes_accessed_mb": cost.get("bytes accessed", 0) / 1e6, "xla_gflops": cost.get("flops", 0) / 1e9,
             **summarise(events, args.calls, wall, top=40),
             **attribute(events, args.calls, hlo, peak_bandwidth()), "host_top": host,

@@ -25,9 +25,6 @@ With `deterministic` (the train config's `deterministic`, True by default as in 
 `--xla_gpu_exclude_nondeterministic_ops=true` keeps to deterministic GPU algorithms (no atomics in convolution
 weight gradients or scatter-adds), so a step is bit-reproducible. It also halves the cold compile, since far fewer
 cuDNN candidates are autotuned, at the cost of a slower step (benchmarks/2026-11-25_profiles_flags/README.md).
-Deterministic jobs also add `--xla_gpu_experimental_enable_fusion_autotuner=false`: under the deterministic flag
-the fusion autotuner times nothing (it takes a first configuration), and without it the v8n step compiled 0.8-1.7 s
-faster into the same kernels at the same speed (benchmarks/2026-11-27_affine_scheduler/README.md).
 
 Convolution algorithms tuned once per machine (`yolojax autotune`, `yolojax.conv_tuning`): where the file of tuned
 results for this jaxlib exists in the cache folder, training jobs load it
@@ -59,8 +56,7 @@ COMMAND_BUFFER_FLAGS = (
     "--xla_gpu_enable_command_buffer=+CONVOLUTION",
     "--xla_gpu_graph_min_graph_size=1",
 )
-DETERMINISTIC_FLAGS = ("--xla_gpu_exclude_nondeterministic_ops=true",
-                       "--xla_gpu_experimental_enable_fusion_autotuner=false")
+DETERMINISTIC_FLAGS = ("--xla_gpu_exclude_nondeterministic_ops=true",)
 TUNING_FLAGS = ("--xla_gpu_experimental_enable_fusion_autotuner=false",)
 TRAIN_FLAGS = ("--xla_gpu_enable_latency_hiding_scheduler=false",)
 JOB_FLAGS = {"infer": COMMAND_BUFFER_FLAGS, "train": TRAIN_FLAGS, "autotune": TUNING_FLAGS}

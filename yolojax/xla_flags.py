@@ -18,8 +18,8 @@ Validation inside a training run runs under the training's flags.
 Training also adds `--xla_gpu_enable_latency_hiding_scheduler=false`. That scheduler overlaps collectives with
 compute; the step has one all-reduce of the flat gradient, which nothing after it can overlap, and on one GPU none.
 XLA also runs the scheduler over each of the ~130 one-convolution programs it compiles to configure the
-convolutions: without it the cold compile of the deterministic v8n step was 1.1-1.6 s shorter (XLA's HLO passes
-12.8-13.3 -> 11.0-11.5 s) and the step as fast (benchmarks/2026-11-27_affine_scheduler/README.md).
+convolutions, so without it the cold compile is shorter; the step is as fast, on one GPU and on two
+(benchmarks/2026-11-27_affine_scheduler/README.md).
 
 With `deterministic` (the train config's `deterministic`, True by default as in the reference):
 `--xla_gpu_exclude_nondeterministic_ops=true` keeps to deterministic GPU algorithms (no atomics in convolution

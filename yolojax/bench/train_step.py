@@ -52,9 +52,10 @@ class SteppedState:
         lowered = traced.lower()
         lowered_at = time.perf_counter()
         self.compiled = lowered.compile()
-        self.compile_s = time.perf_counter() - start
+        compiled_at = time.perf_counter()
+        self.compile_s = compiled_at - start
         self.phases_s = {"trace": traced_at - start, "lower": lowered_at - traced_at,
-                         "compile": start + self.compile_s - lowered_at}
+                         "compile": compiled_at - lowered_at}
         self.state, self.batch, self.hyper = state, batch, hyper
 
     def one(self):
